@@ -1,0 +1,1006 @@
+// SPDX-License-Identifier: Apache-2.0
+/* Kernscope's native addon: a thin Node-API layer over libbpf.
+ *
+ * It opens, loads and attaches BPF objects, moves map contents as raw bytes
+ * and feeds ring buffers into the libuv loop. It knows nothing of metrics:
+ * every decision lives in TypeScript (src/bpf/). Handles given to JS are small
+ * integers into the tables below, so a stale or forged handle is an error,
+ * never a dangling pointer. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/perf_event.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <node_api.h>
+#include <uv.h>
+
+#define ERR_CODE "ERR_KERNSCOPE_BPF"
+#define MAX_HANDLES 1024
+#define LOG_CAP (64 * 1024)
+
+/* ---- libbpf's log, kept per operation so errors can carry it ---------- */
+
+static char log_buf[LOG_CAP];
+static size_t log_len;
+static bool log_debug;
+
+static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG && !log_debug)
+		return 0;
+	char line[4096];
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	if (n < 0)
+		return 0;
+	if ((size_t)n >= sizeof(line))
+		n = sizeof(line) - 1;
+	if (log_debug)
+		fputs(line, stderr);
+	/* Keep the tail: the verifier's verdict is at the end of its log. */
+	if (log_len + n >= LOG_CAP) {
+		size_t drop = log_len + n - LOG_CAP + 1;
+		if (drop > log_len)
+			drop = log_len;
+		memmove(log_buf, log_buf + drop, log_len - drop);
+		log_len -= drop;
+	}
+	memcpy(log_buf + log_len, line, n);
+	log_len += n;
+	log_buf[log_len] = 0;
+	return 0;
+}
+
+static void log_reset(void)
+{
+	log_len = 0;
+	log_buf[0] = 0;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* Throws an Error with .code, .errno (positive) and .log (libbpf's output). */
+static napi_value throw_err(napi_env env, int err, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err < 0)
+		err = -err;
+	if (err && n >= 0 && (size_t)n < sizeof(msg))
+		snprintf(msg + n, sizeof(msg) - n, ": %s", strerror(err));
+
+	napi_value code, text, error, v;
+	napi_create_string_utf8(env, ERR_CODE, NAPI_AUTO_LENGTH, &code);
+	napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+	napi_create_error(env, code, text, &error);
+	napi_create_int32(env, err, &v);
+	napi_set_named_property(env, error, "errno", v);
+	napi_create_string_utf8(env, log_buf, log_len, &v);
+	napi_set_named_property(env, error, "log", v);
+	napi_throw(env, error);
+	return NULL;
+}
+
+#define TRY(call)                                                            \
+	do {                                                                 \
+		if ((call) != napi_ok)                                       \
+			return throw_err(env, EINVAL, "invalid arguments");  \
+	} while (0)
+
+/* ---- handle tables ------------------------------------------------------ */
+
+struct ringbuf_handle;
+
+static struct bpf_object *objects[MAX_HANDLES];
+static struct bpf_link *links[MAX_HANDLES];
+static int link_owner[MAX_HANDLES]; /* object handle, to detach on close */
+static struct ringbuf_handle *ringbufs[MAX_HANDLES];
+static int ringbuf_owner[MAX_HANDLES];
+
+static int slot_for(void **table)
+{
+	for (int i = 1; i < MAX_HANDLES; i++)
+		if (!table[i])
+			return i;
+	return -1;
+}
+
+/* ---- argument helpers --------------------------------------------------- */
+
+static bool get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv)
+{
+	size_t argc = want;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok)
+		return false;
+	return argc >= want;
+}
+
+static bool get_i64(napi_env env, napi_value v, int64_t *out)
+{
+	return napi_get_value_int64(env, v, out) == napi_ok;
+}
+
+static bool get_str(napi_env env, napi_value v, char *buf, size_t cap)
+{
+	size_t len;
+	return napi_get_value_string_utf8(env, v, buf, cap, &len) == napi_ok && len < cap - 1;
+}
+
+static bool get_buf(napi_env env, napi_value v, void **data, size_t *len)
+{
+	bool is;
+	if (napi_is_buffer(env, v, &is) != napi_ok || !is)
+		return false;
+	return napi_get_buffer_info(env, v, data, len) == napi_ok;
+}
+
+/* Optional property readers for option objects: false if absent. */
+static bool prop(napi_env env, napi_value obj, const char *key, napi_value *out)
+{
+	bool has;
+	napi_valuetype t;
+	if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has)
+		return false;
+	if (napi_get_named_property(env, obj, key, out) != napi_ok)
+		return false;
+	napi_typeof(env, *out, &t);
+	return t != napi_undefined && t != napi_null;
+}
+
+static napi_value mk_i64(napi_env env, int64_t v)
+{
+	napi_value r;
+	napi_create_int64(env, v, &r);
+	return r;
+}
+
+static napi_value mk_str(napi_env env, const char *s)
+{
+	napi_value r;
+	napi_create_string_utf8(env, s ? s : "", NAPI_AUTO_LENGTH, &r);
+	return r;
+}
+
+static napi_value mk_bool(napi_env env, bool b)
+{
+	napi_value r;
+	napi_get_boolean(env, b, &r);
+	return r;
+}
+
+static void set_prop(napi_env env, napi_value obj, const char *key, napi_value v)
+{
+	napi_set_named_property(env, obj, key, v);
+}
+
+static struct bpf_object *obj_arg(napi_env env, napi_value v)
+{
+	int64_t h;
+	if (!get_i64(env, v, &h) || h <= 0 || h >= MAX_HANDLES || !objects[h])
+		return NULL;
+	return objects[h];
+}
+
+static struct bpf_program *prog_arg(napi_env env, struct bpf_object *obj, napi_value v)
+{
+	char name[256];
+	if (!get_str(env, v, name, sizeof(name)))
+		return NULL;
+	return bpf_object__find_program_by_name(obj, name);
+}
+
+/* ---- objects ------------------------------------------------------------ */
+
+static napi_value open_object(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	char path[4096];
+	if (!get_args(env, info, 1, argv) || !get_str(env, argv[0], path, sizeof(path)))
+		return throw_err(env, EINVAL, "openObject(path): path must be a string");
+	int h = slot_for((void **)objects);
+	if (h < 0)
+		return throw_err(env, EMFILE, "open %s: too many objects", path);
+	log_reset();
+	struct bpf_object *obj = bpf_object__open_file(path, NULL);
+	int err = libbpf_get_error(obj);
+	if (err)
+		return throw_err(env, err, "open %s", path);
+	objects[h] = obj;
+	return mk_i64(env, h);
+}
+
+/* Lists programs, maps and read-only variables (from BTF) of an object. */
+static napi_value object_info(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1], res, progs, maps, vars;
+	if (!get_args(env, info, 1, argv))
+		return throw_err(env, EINVAL, "objectInfo(handle)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "objectInfo: bad object handle");
+	napi_create_object(env, &res);
+	napi_create_array(env, &progs);
+	napi_create_array(env, &maps);
+	napi_create_array(env, &vars);
+
+	uint32_t i = 0;
+	struct bpf_program *p;
+	bpf_object__for_each_program(p, obj) {
+		napi_value o;
+		napi_create_object(env, &o);
+		set_prop(env, o, "name", mk_str(env, bpf_program__name(p)));
+		set_prop(env, o, "section", mk_str(env, bpf_program__section_name(p)));
+		set_prop(env, o, "type", mk_i64(env, bpf_program__type(p)));
+		set_prop(env, o, "autoload", mk_bool(env, bpf_program__autoload(p)));
+		set_prop(env, o, "fd", mk_i64(env, bpf_program__fd(p)));
+		napi_set_element(env, progs, i++, o);
+	}
+	i = 0;
+	struct bpf_map *m;
+	bpf_object__for_each_map(m, obj) {
+		napi_value o;
+		napi_create_object(env, &o);
+		set_prop(env, o, "name", mk_str(env, bpf_map__name(m)));
+		set_prop(env, o, "type", mk_i64(env, bpf_map__type(m)));
+		set_prop(env, o, "keySize", mk_i64(env, bpf_map__key_size(m)));
+		set_prop(env, o, "valueSize", mk_i64(env, bpf_map__value_size(m)));
+		set_prop(env, o, "maxEntries", mk_i64(env, bpf_map__max_entries(m)));
+		set_prop(env, o, "fd", mk_i64(env, bpf_map__fd(m)));
+		napi_set_element(env, maps, i++, o);
+	}
+	i = 0;
+	struct btf *btf = bpf_object__btf(obj);
+	if (btf) {
+		int id = btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC);
+		const struct btf_type *sec = id > 0 ? btf__type_by_id(btf, id) : NULL;
+		if (sec) {
+			const struct btf_var_secinfo *vs = btf_var_secinfos(sec);
+			for (int k = 0; k < btf_vlen(sec); k++, vs++) {
+				const struct btf_type *var = btf__type_by_id(btf, vs->type);
+				napi_value o;
+				napi_create_object(env, &o);
+				set_prop(env, o, "name", mk_str(env, btf__name_by_offset(btf, var->name_off)));
+				set_prop(env, o, "offset", mk_i64(env, vs->offset));
+				set_prop(env, o, "size", mk_i64(env, vs->size));
+				napi_set_element(env, vars, i++, o);
+			}
+		}
+	}
+	set_prop(env, res, "programs", progs);
+	set_prop(env, res, "maps", maps);
+	set_prop(env, res, "rodata", vars);
+	return res;
+}
+
+static napi_value set_autoload(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3];
+	bool on;
+	if (!get_args(env, info, 3, argv) || napi_get_value_bool(env, argv[2], &on) != napi_ok)
+		return throw_err(env, EINVAL, "setAutoload(handle, program, bool)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "setAutoload: bad object handle");
+	struct bpf_program *p = prog_arg(env, obj, argv[1]);
+	if (!p)
+		return throw_err(env, ENOENT, "setAutoload: no such program");
+	int err = bpf_program__set_autoload(p, on);
+	if (err)
+		return throw_err(env, err, "setAutoload %s", bpf_program__name(p));
+	return NULL;
+}
+
+/* Writes bytes into .rodata before load (the skeletons' const volatile knobs). */
+static napi_value set_rodata(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3];
+	int64_t off;
+	void *data;
+	size_t len;
+	if (!get_args(env, info, 3, argv) || !get_i64(env, argv[1], &off) ||
+	    !get_buf(env, argv[2], &data, &len))
+		return throw_err(env, EINVAL, "setRodata(handle, offset, buffer)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "setRodata: bad object handle");
+	struct bpf_map *m;
+	bpf_object__for_each_map(m, obj) {
+		const char *n = bpf_map__name(m);
+		size_t nl = strlen(n);
+		if (nl < 7 || strcmp(n + nl - 7, ".rodata") != 0)
+			continue;
+		size_t size;
+		void *init = (void *)bpf_map__initial_value(m, &size);
+		if (!init)
+			return throw_err(env, EBUSY, "setRodata: object already loaded");
+		if (off < 0 || (size_t)off + len > size)
+			return throw_err(env, ERANGE, "setRodata: %zu bytes at %lld exceed .rodata (%zu)",
+					 len, (long long)off, size);
+		memcpy((char *)init + off, data, len);
+		return NULL;
+	}
+	return throw_err(env, ENOENT, "setRodata: object has no .rodata");
+}
+
+static napi_value set_max_entries(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3];
+	char name[256];
+	int64_t n;
+	if (!get_args(env, info, 3, argv) || !get_str(env, argv[1], name, sizeof(name)) ||
+	    !get_i64(env, argv[2], &n) || n <= 0 || n > UINT32_MAX)
+		return throw_err(env, EINVAL, "setMaxEntries(handle, map, n)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "setMaxEntries: bad object handle");
+	struct bpf_map *m = bpf_object__find_map_by_name(obj, name);
+	if (!m)
+		return throw_err(env, ENOENT, "setMaxEntries: no map %s", name);
+	int err = bpf_map__set_max_entries(m, (uint32_t)n);
+	if (err)
+		return throw_err(env, err, "setMaxEntries %s", name);
+	return NULL;
+}
+
+static napi_value load_object(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	if (!get_args(env, info, 1, argv))
+		return throw_err(env, EINVAL, "loadObject(handle)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "loadObject: bad object handle");
+	log_reset();
+	int err = bpf_object__load(obj);
+	if (err)
+		return throw_err(env, err, "load %s", bpf_object__name(obj));
+	return NULL;
+}
+
+static void ringbuf_destroy(int h);
+
+static napi_value close_object(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t h;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
+	    h >= MAX_HANDLES || !objects[h])
+		return throw_err(env, EBADF, "closeObject: bad object handle");
+	for (int i = 1; i < MAX_HANDLES; i++) {
+		if (ringbufs[i] && ringbuf_owner[i] == h)
+			ringbuf_destroy(i);
+		if (links[i] && link_owner[i] == h) {
+			bpf_link__destroy(links[i]);
+			links[i] = NULL;
+		}
+	}
+	bpf_object__close(objects[h]);
+	objects[h] = NULL;
+	return NULL;
+}
+
+/* ---- attach ------------------------------------------------------------- */
+
+static int perf_event_open_sw(int cpu, uint64_t freq)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_SOFTWARE,
+		.config = PERF_COUNT_SW_CPU_CLOCK,
+		.size = sizeof(attr),
+		.freq = 1,
+		.sample_freq = freq,
+	};
+	return syscall(__NR_perf_event_open, &attr, -1, cpu, -1, PERF_FLAG_FD_CLOEXEC);
+}
+
+/* attach(handle, program, spec): spec.kind picks the libbpf call. */
+static napi_value attach(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], v;
+	char kind[32], a[4096], b[256], c[256];
+	int64_t pid = -1, off = 0, cpu = 0, freq = 99;
+	if (!get_args(env, info, 3, argv))
+		return throw_err(env, EINVAL, "attach(handle, program, spec)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "attach: bad object handle");
+	struct bpf_program *p = prog_arg(env, obj, argv[1]);
+	if (!p)
+		return throw_err(env, ENOENT, "attach: no such program");
+	if (!prop(env, argv[2], "kind", &v) || !get_str(env, v, kind, sizeof(kind)))
+		return throw_err(env, EINVAL, "attach: spec.kind must be a string");
+	int h = slot_for((void **)links);
+	if (h < 0)
+		return throw_err(env, EMFILE, "attach: too many links");
+	a[0] = b[0] = c[0] = 0;
+	if (prop(env, argv[2], "pid", &v) && !get_i64(env, v, &pid))
+		return throw_err(env, EINVAL, "attach: spec.pid must be an integer");
+
+	log_reset();
+	struct bpf_link *link = NULL;
+	const char *name = bpf_program__name(p);
+	if (!strcmp(kind, "auto")) {
+		link = bpf_program__attach(p);
+	} else if (!strcmp(kind, "tracepoint")) {
+		if (!prop(env, argv[2], "category", &v) || !get_str(env, v, a, sizeof(a)) ||
+		    !prop(env, argv[2], "name", &v) || !get_str(env, v, b, sizeof(b)))
+			return throw_err(env, EINVAL, "attach %s: tracepoint needs category and name", name);
+		link = bpf_program__attach_tracepoint(p, a, b);
+	} else if (!strcmp(kind, "raw_tp")) {
+		if (!prop(env, argv[2], "name", &v) || !get_str(env, v, b, sizeof(b)))
+			return throw_err(env, EINVAL, "attach %s: raw_tp needs name", name);
+		link = bpf_program__attach_raw_tracepoint(p, b);
+	} else if (!strcmp(kind, "tp_btf")) {
+		link = bpf_program__attach_trace(p);
+	} else if (!strcmp(kind, "uprobe") || !strcmp(kind, "uretprobe")) {
+		LIBBPF_OPTS(bpf_uprobe_opts, uo);
+		uo.retprobe = kind[1] == 'r';
+		if (!prop(env, argv[2], "binary", &v) || !get_str(env, v, a, sizeof(a)))
+			return throw_err(env, EINVAL, "attach %s: uprobe needs binary", name);
+		if (prop(env, argv[2], "symbol", &v)) {
+			if (!get_str(env, v, b, sizeof(b)))
+				return throw_err(env, EINVAL, "attach %s: symbol must be a string", name);
+			uo.func_name = b;
+		}
+		if (prop(env, argv[2], "offset", &v) && (!get_i64(env, v, &off) || off < 0))
+			return throw_err(env, EINVAL, "attach %s: offset must be a non-negative integer", name);
+		if (!uo.func_name && !off)
+			return throw_err(env, EINVAL, "attach %s: uprobe needs symbol or offset", name);
+		link = bpf_program__attach_uprobe_opts(p, pid, a, (size_t)off, &uo);
+	} else if (!strcmp(kind, "usdt")) {
+		if (!prop(env, argv[2], "binary", &v) || !get_str(env, v, a, sizeof(a)) ||
+		    !prop(env, argv[2], "provider", &v) || !get_str(env, v, b, sizeof(b)) ||
+		    !prop(env, argv[2], "name", &v) || !get_str(env, v, c, sizeof(c)))
+			return throw_err(env, EINVAL, "attach %s: usdt needs binary, provider and name", name);
+		link = bpf_program__attach_usdt(p, pid, a, b, c, NULL);
+	} else if (!strcmp(kind, "cgroup")) {
+		if (!prop(env, argv[2], "path", &v) || !get_str(env, v, a, sizeof(a)))
+			return throw_err(env, EINVAL, "attach %s: cgroup needs path", name);
+		int fd = open(a, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return throw_err(env, errno, "attach %s: open cgroup %s", name, a);
+		link = bpf_program__attach_cgroup(p, fd);
+		close(fd); /* the link holds its own reference */
+	} else if (!strcmp(kind, "perf_event")) {
+		if (prop(env, argv[2], "cpu", &v) && !get_i64(env, v, &cpu))
+			return throw_err(env, EINVAL, "attach %s: cpu must be an integer", name);
+		if (prop(env, argv[2], "frequency", &v) && (!get_i64(env, v, &freq) || freq <= 0))
+			return throw_err(env, EINVAL, "attach %s: frequency must be positive", name);
+		int pfd = perf_event_open_sw((int)cpu, (uint64_t)freq);
+		if (pfd < 0)
+			return throw_err(env, errno, "attach %s: perf_event_open on cpu %lld", name,
+					 (long long)cpu);
+		link = bpf_program__attach_perf_event(p, pfd);
+		if (libbpf_get_error(link))
+			close(pfd); /* on success the link owns and closes it */
+	} else {
+		return throw_err(env, EINVAL, "attach %s: unknown kind %s", name, kind);
+	}
+	int err = libbpf_get_error(link);
+	if (err)
+		return throw_err(env, err, "attach %s (%s)", name, kind);
+	int64_t oh;
+	get_i64(env, argv[0], &oh);
+	links[h] = link;
+	link_owner[h] = (int)oh;
+	return mk_i64(env, h);
+}
+
+static napi_value detach(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t h;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
+	    h >= MAX_HANDLES || !links[h])
+		return throw_err(env, EBADF, "detach: bad link handle");
+	int err = bpf_link__destroy(links[h]);
+	links[h] = NULL;
+	if (err)
+		return throw_err(env, err, "detach");
+	return NULL;
+}
+
+/* ---- maps (by fd; the object owns the fd) ------------------------------- */
+
+static napi_value map_lookup(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], out;
+	int64_t fd, vsize;
+	void *key, *val;
+	size_t klen;
+	if (!get_args(env, info, 3, argv) || !get_i64(env, argv[0], &fd) ||
+	    !get_buf(env, argv[1], &key, &klen) || !get_i64(env, argv[2], &vsize) || vsize <= 0)
+		return throw_err(env, EINVAL, "mapLookup(fd, key, valueSize)");
+	napi_create_buffer(env, (size_t)vsize, &val, &out);
+	if (bpf_map_lookup_elem((int)fd, key, val)) {
+		if (errno == ENOENT) {
+			napi_get_null(env, &out);
+			return out;
+		}
+		return throw_err(env, errno, "map lookup");
+	}
+	return out;
+}
+
+static napi_value map_update(napi_env env, napi_callback_info info)
+{
+	napi_value argv[4];
+	int64_t fd, flags;
+	void *key, *val;
+	size_t klen, vlen;
+	if (!get_args(env, info, 4, argv) || !get_i64(env, argv[0], &fd) ||
+	    !get_buf(env, argv[1], &key, &klen) || !get_buf(env, argv[2], &val, &vlen) ||
+	    !get_i64(env, argv[3], &flags))
+		return throw_err(env, EINVAL, "mapUpdate(fd, key, value, flags)");
+	if (bpf_map_update_elem((int)fd, key, val, (uint64_t)flags))
+		return throw_err(env, errno, "map update");
+	return NULL;
+}
+
+static napi_value map_delete(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2];
+	int64_t fd;
+	void *key;
+	size_t klen;
+	if (!get_args(env, info, 2, argv) || !get_i64(env, argv[0], &fd) ||
+	    !get_buf(env, argv[1], &key, &klen))
+		return throw_err(env, EINVAL, "mapDelete(fd, key)");
+	if (bpf_map_delete_elem((int)fd, key)) {
+		if (errno == ENOENT)
+			return mk_bool(env, false);
+		return throw_err(env, errno, "map delete");
+	}
+	return mk_bool(env, true);
+}
+
+/* Reads every entry: one batch syscall where the map type allows it, else
+ * get_next_key + lookup. Returns { keys, values, count, batched }. */
+static napi_value map_dump(napi_env env, napi_callback_info info)
+{
+	napi_value argv[4], res, kb, vb;
+	int64_t fd, ks, vs, max;
+	if (!get_args(env, info, 4, argv) || !get_i64(env, argv[0], &fd) ||
+	    !get_i64(env, argv[1], &ks) || !get_i64(env, argv[2], &vs) ||
+	    !get_i64(env, argv[3], &max) || ks <= 0 || vs <= 0 || max <= 0)
+		return throw_err(env, EINVAL, "mapDump(fd, keySize, valueSize, maxEntries)");
+	char *keys = malloc(ks * max), *vals = malloc(vs * max);
+	if (!keys || !vals) {
+		free(keys);
+		free(vals);
+		return throw_err(env, ENOMEM, "map dump");
+	}
+	uint32_t count = 0;
+	bool batched = false;
+
+	/* Batch: in/out batch tokens are opaque, sized like a key for hashes. */
+	char *token = malloc(ks < 8 ? 8 : ks);
+	bool first = true;
+	int err = 0;
+	while (count < max) {
+		uint32_t n = max - count;
+		LIBBPF_OPTS(bpf_map_batch_opts, bo);
+		err = bpf_map_lookup_batch((int)fd, first ? NULL : token, token,
+					   keys + count * ks, vals + count * vs, &n, &bo);
+		if (err && errno != ENOENT) {
+			err = errno;
+			break;
+		}
+		count += n;
+		first = false;
+		batched = true;
+		if (err) { /* ENOENT: that was the last batch */
+			err = 0;
+			break;
+		}
+	}
+	free(token);
+	if (err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */) {
+		batched = false;
+		count = 0;
+		err = 0;
+		char *prev = NULL;
+		while (count < max) {
+			char *cur = keys + count * ks;
+			if (bpf_map_get_next_key((int)fd, prev, cur))
+				break;
+			if (bpf_map_lookup_elem((int)fd, cur, vals + count * vs)) {
+				if (errno == ENOENT) { /* deleted meanwhile: skip it */
+					prev = cur;
+					continue;
+				}
+				err = errno;
+				break;
+			}
+			prev = cur;
+			count++;
+		}
+	}
+	if (err) {
+		free(keys);
+		free(vals);
+		return throw_err(env, err, "map dump");
+	}
+	napi_create_buffer_copy(env, count * ks, keys, NULL, &kb);
+	napi_create_buffer_copy(env, count * vs, vals, NULL, &vb);
+	free(keys);
+	free(vals);
+	napi_create_object(env, &res);
+	set_prop(env, res, "keys", kb);
+	set_prop(env, res, "values", vb);
+	set_prop(env, res, "count", mk_i64(env, count));
+	set_prop(env, res, "batched", mk_bool(env, batched));
+	return res;
+}
+
+/* ---- ring buffers in the libuv loop ------------------------------------- */
+
+/* Records of one wakeup are packed into a single Buffer as
+ * [u32 length][payload, padded to 8 bytes] so JS gets one call per batch. */
+struct ringbuf_handle {
+	uv_poll_t poll;
+	struct ring_buffer *rb;
+	napi_env env;
+	napi_ref callback;
+	napi_async_context actx;
+	char *batch;
+	size_t len, cap;
+	uint32_t count;
+	int id;
+};
+
+static int on_sample(void *ctx, void *data, size_t size)
+{
+	struct ringbuf_handle *r = ctx;
+	size_t need = 8 + ((size + 7) & ~(size_t)7);
+	if (r->len + need > r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 64 * 1024;
+		while (cap < r->len + need)
+			cap *= 2;
+		char *nb = realloc(r->batch, cap);
+		if (!nb)
+			return -ENOMEM;
+		r->batch = nb;
+		r->cap = cap;
+	}
+	uint32_t len32 = (uint32_t)size;
+	memcpy(r->batch + r->len, &len32, 4);
+	memset(r->batch + r->len + 4, 0, 4);
+	memcpy(r->batch + r->len + 8, data, size);
+	r->len += need;
+	r->count++;
+	return 0;
+}
+
+static void on_readable(uv_poll_t *poll, int status, int events)
+{
+	struct ringbuf_handle *r = poll->data;
+	(void)events;
+	if (status < 0)
+		return;
+	/* Bounded per wakeup so a flood cannot starve the loop: the rest stays
+	 * in the ring and the fd stays readable. */
+	r->len = 0;
+	r->count = 0;
+	while (r->count < 65536) {
+		int n = ring_buffer__consume(r->rb);
+		if (n <= 0)
+			break;
+	}
+	if (!r->count)
+		return;
+	napi_env env = r->env;
+	napi_handle_scope scope;
+	napi_open_handle_scope(env, &scope);
+	napi_value cb, recv, args[2], result;
+	napi_get_reference_value(env, r->callback, &cb);
+	napi_get_undefined(env, &recv);
+	napi_create_buffer_copy(env, r->len, r->batch, NULL, &args[0]);
+	napi_create_uint32(env, r->count, &args[1]);
+	napi_make_callback(env, r->actx, recv, cb, 2, args, &result);
+	napi_close_handle_scope(env, scope);
+	/* Shrink a buffer a burst inflated. */
+	if (r->cap > 4 * 1024 * 1024) {
+		free(r->batch);
+		r->batch = NULL;
+		r->cap = 0;
+	}
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+	struct ringbuf_handle *r = h->data;
+	free(r->batch);
+	free(r);
+}
+
+static void ringbuf_destroy(int h)
+{
+	struct ringbuf_handle *r = ringbufs[h];
+	ringbufs[h] = NULL;
+	uv_poll_stop(&r->poll);
+	ring_buffer__free(r->rb);
+	r->rb = NULL;
+	napi_delete_reference(r->env, r->callback);
+	napi_async_destroy(r->env, r->actx);
+	uv_close((uv_handle_t *)&r->poll, on_poll_closed);
+}
+
+/* ringbufOpen(objectHandle, mapFd, callback(batch: Buffer, count: number)) */
+static napi_value ringbuf_open(napi_env env, napi_callback_info info)
+{
+	napi_value argv[3], name;
+	int64_t oh, fd;
+	napi_valuetype t;
+	if (!get_args(env, info, 3, argv) || !get_i64(env, argv[0], &oh) ||
+	    !get_i64(env, argv[1], &fd) || napi_typeof(env, argv[2], &t) != napi_ok ||
+	    t != napi_function)
+		return throw_err(env, EINVAL, "ringbufOpen(handle, mapFd, callback)");
+	if (oh <= 0 || oh >= MAX_HANDLES || !objects[oh])
+		return throw_err(env, EBADF, "ringbufOpen: bad object handle");
+	int h = slot_for((void **)ringbufs);
+	if (h < 0)
+		return throw_err(env, EMFILE, "ringbufOpen: too many ring buffers");
+	struct ringbuf_handle *r = calloc(1, sizeof(*r));
+	if (!r)
+		return throw_err(env, ENOMEM, "ringbufOpen");
+	log_reset();
+	r->rb = ring_buffer__new((int)fd, on_sample, r, NULL);
+	int err = libbpf_get_error(r->rb);
+	if (err) {
+		free(r);
+		return throw_err(env, err, "ringbufOpen fd %lld", (long long)fd);
+	}
+	uv_loop_t *loop;
+	napi_get_uv_event_loop(env, &loop);
+	if (uv_poll_init(loop, &r->poll, ring_buffer__epoll_fd(r->rb))) {
+		ring_buffer__free(r->rb);
+		free(r);
+		return throw_err(env, EIO, "ringbufOpen: uv_poll_init");
+	}
+	r->poll.data = r;
+	r->env = env;
+	r->id = h;
+	napi_create_reference(env, argv[2], 1, &r->callback);
+	napi_create_string_utf8(env, "kernscope:ringbuf", NAPI_AUTO_LENGTH, &name);
+	napi_async_init(env, NULL, name, &r->actx);
+	uv_poll_start(&r->poll, UV_READABLE, on_readable);
+	ringbufs[h] = r;
+	ringbuf_owner[h] = (int)oh;
+	return mk_i64(env, h);
+}
+
+static napi_value ringbuf_close(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t h;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
+	    h >= MAX_HANDLES || !ringbufs[h])
+		return throw_err(env, EBADF, "ringbufClose: bad ring buffer handle");
+	ringbuf_destroy((int)h);
+	return NULL;
+}
+
+/* Keeps the loop from waiting on a ring buffer (tests, one-shot tools). */
+static napi_value ringbuf_unref(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t h;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
+	    h >= MAX_HANDLES || !ringbufs[h])
+		return throw_err(env, EBADF, "ringbufUnref: bad ring buffer handle");
+	uv_unref((uv_handle_t *)&ringbufs[h]->poll);
+	return NULL;
+}
+
+/* ---- program statistics -------------------------------------------------- */
+
+static napi_value prog_info(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1], res;
+	int64_t fd;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &fd))
+		return throw_err(env, EINVAL, "progInfo(fd)");
+	struct bpf_prog_info pi = {};
+	uint32_t len = sizeof(pi);
+	if (bpf_obj_get_info_by_fd((int)fd, &pi, &len))
+		return throw_err(env, errno, "progInfo fd %lld", (long long)fd);
+	napi_create_object(env, &res);
+	set_prop(env, res, "id", mk_i64(env, pi.id));
+	set_prop(env, res, "name", mk_str(env, pi.name));
+	set_prop(env, res, "type", mk_i64(env, pi.type));
+	set_prop(env, res, "runCount", mk_i64(env, (int64_t)pi.run_cnt));
+	set_prop(env, res, "runTimeNs", mk_i64(env, (int64_t)pi.run_time_ns));
+	set_prop(env, res, "recursionMisses", mk_i64(env, (int64_t)pi.recursion_misses));
+	set_prop(env, res, "verifiedInsns", mk_i64(env, pi.verified_insns));
+	return res;
+}
+
+/* Turns on run-time statistics until the returned fd is closed. */
+static napi_value enable_stats(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+	if (fd < 0)
+		return throw_err(env, errno, "enable BPF run-time statistics");
+	return mk_i64(env, fd);
+}
+
+static napi_value close_fd(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t fd;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &fd) || fd < 0)
+		return throw_err(env, EINVAL, "closeFd(fd)");
+	close((int)fd);
+	return NULL;
+}
+
+/* ---- kernel feature probes ---------------------------------------------- */
+
+static napi_value probe_prog_type(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t t;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &t))
+		return throw_err(env, EINVAL, "probeProgType(type)");
+	return mk_bool(env, libbpf_probe_bpf_prog_type((enum bpf_prog_type)t, NULL) == 1);
+}
+
+static napi_value probe_map_type(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1];
+	int64_t t;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &t))
+		return throw_err(env, EINVAL, "probeMapType(type)");
+	return mk_bool(env, libbpf_probe_bpf_map_type((enum bpf_map_type)t, NULL) == 1);
+}
+
+/* Whether the kernel's BTF has a named type, e.g. btf_trace_tcp_probe. */
+static napi_value vmlinux_has_type(napi_env env, napi_callback_info info)
+{
+	static struct btf *vmlinux;
+	napi_value argv[1];
+	char name[256];
+	if (!get_args(env, info, 1, argv) || !get_str(env, argv[0], name, sizeof(name)))
+		return throw_err(env, EINVAL, "vmlinuxHasType(name)");
+	if (!vmlinux) {
+		log_reset();
+		vmlinux = btf__load_vmlinux_btf();
+		if (libbpf_get_error(vmlinux)) {
+			int err = libbpf_get_error(vmlinux);
+			vmlinux = NULL;
+			return throw_err(env, err, "load kernel BTF");
+		}
+	}
+	return mk_bool(env, btf__find_by_name(vmlinux, name) > 0);
+}
+
+static napi_value num_cpus(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	int n = libbpf_num_possible_cpus();
+	if (n < 0)
+		return throw_err(env, n, "count possible CPUs");
+	return mk_i64(env, n);
+}
+
+/* ---- hook cost measurement ------------------------------------------------
+ * Probe targets with a known first instruction, so a uprobe on them costs
+ * what the kernel's emulation or single-stepping costs on this machine. */
+
+#if defined(__x86_64__)
+__asm__(".text\n"
+	".globl kernscope_probe_emulated\n"
+	".type kernscope_probe_emulated,@function\n"
+	"kernscope_probe_emulated:\n"
+	"	push %rbp\n" /* emulated by the kernel's uprobe code */
+	"	pop %rbp\n"
+	"	ret\n"
+	".size kernscope_probe_emulated, .-kernscope_probe_emulated\n"
+	".globl kernscope_probe_stepped\n"
+	".type kernscope_probe_stepped,@function\n"
+	"kernscope_probe_stepped:\n"
+	"	sub $8, %rsp\n" /* executed out of line: a single-step trap */
+	"	add $8, %rsp\n"
+	"	ret\n"
+	".size kernscope_probe_stepped, .-kernscope_probe_stepped\n");
+void kernscope_probe_emulated(void);
+void kernscope_probe_stepped(void);
+#else
+__attribute__((noinline, visibility("default"))) void kernscope_probe_emulated(void)
+{
+	__asm__ volatile("" ::: "memory");
+}
+__attribute__((noinline, visibility("default"))) void kernscope_probe_stepped(void)
+{
+	__asm__ volatile("" ::: "memory");
+}
+#endif
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* benchCall(kind, n): ns for n calls of getppid(2) or of a probe target. */
+static napi_value bench_call(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2];
+	char kind[32];
+	int64_t n;
+	if (!get_args(env, info, 2, argv) || !get_str(env, argv[0], kind, sizeof(kind)) ||
+	    !get_i64(env, argv[1], &n) || n <= 0 || n > 100000000)
+		return throw_err(env, EINVAL, "benchCall(kind, n)");
+	void (*volatile fn)(void) = NULL;
+	if (!strcmp(kind, "emulated"))
+		fn = kernscope_probe_emulated;
+	else if (!strcmp(kind, "stepped"))
+		fn = kernscope_probe_stepped;
+	else if (strcmp(kind, "getppid"))
+		return throw_err(env, EINVAL, "benchCall: unknown kind %s", kind);
+	int64_t t0 = now_ns();
+	if (fn)
+		for (int64_t i = 0; i < n; i++)
+			fn();
+	else
+		for (int64_t i = 0; i < n; i++)
+			syscall(SYS_getppid);
+	return mk_i64(env, now_ns() - t0);
+}
+
+/* ---- module ------------------------------------------------------------- */
+
+static napi_value init(napi_env env, napi_value exports)
+{
+	const char *dbg = getenv("KERNSCOPE_LIBBPF_DEBUG");
+	log_debug = dbg && *dbg && strcmp(dbg, "0");
+	libbpf_set_print(print_fn);
+	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+
+	struct {
+		const char *name;
+		napi_callback fn;
+	} fns[] = {
+		{ "openObject", open_object },	   { "objectInfo", object_info },
+		{ "setAutoload", set_autoload },   { "setRodata", set_rodata },
+		{ "setMaxEntries", set_max_entries }, { "loadObject", load_object },
+		{ "closeObject", close_object },   { "attach", attach },
+		{ "detach", detach },		   { "mapLookup", map_lookup },
+		{ "mapUpdate", map_update },	   { "mapDelete", map_delete },
+		{ "mapDump", map_dump },	   { "ringbufOpen", ringbuf_open },
+		{ "ringbufClose", ringbuf_close }, { "ringbufUnref", ringbuf_unref },
+		{ "progInfo", prog_info },	   { "enableStats", enable_stats },
+		{ "closeFd", close_fd },	   { "probeProgType", probe_prog_type },
+		{ "probeMapType", probe_map_type }, { "vmlinuxHasType", vmlinux_has_type },
+		{ "numPossibleCpus", num_cpus },   { "benchCall", bench_call },
+	};
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		napi_value f;
+		napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+		napi_set_named_property(env, exports, fns[i].name, f);
+	}
+	napi_value v;
+	char ver[32];
+	snprintf(ver, sizeof(ver), "%u.%u", libbpf_major_version(), libbpf_minor_version());
+	napi_create_string_utf8(env, ver, NAPI_AUTO_LENGTH, &v);
+	napi_set_named_property(env, exports, "libbpfVersion", v);
+	return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

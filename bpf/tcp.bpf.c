@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: GPL-2.0
+/* TCP life of every process, aggregated in the kernel.
+ *
+ * Each hook exists twice: tp_btf (preferred, typed arguments) and raw_tp
+ * (fallback for kernels whose BTF lacks the tracepoint). Both only read the
+ * socket through CO-RE probe reads, so one body serves both; the agent sets
+ * autoload on the variant it chose before loading.
+ *
+ * Nothing here sends per-event records: connection counts, bytes, retransmits
+ * and resets are per-CPU counters, latencies are log2 histograms. */
+#include "common.bpf.h"
+#include <bpf/bpf_endian.h>
+#include "tcp.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+char LICENSE[] SEC("license") = "GPL";
+
+KS_DECLARE_DROPS
+
+/* Sockets we have seen opening, keyed by their kernel address. */
+struct ks_sock_info {
+	struct ks_tcp_key key;
+	__u64 start_ns;		/* SYN sent, or established for inbound */
+	__u64 established_ns;	/* 0 until the handshake completes */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ks_sock_info);
+} socks SEC(".maps");
+
+/* Listening sockets by (netns, port): inbound connections complete in softirq,
+ * where `current` is whoever happened to run, so their owner is the process
+ * that called listen(). User space seeds it from /proc at start. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ks_tcp_listener_key);
+	__type(value, struct ks_tcp_owner);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ks_tcp_key);
+	__type(value, struct ks_tcp_counters);
+} tcp_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ks_tcp_hist_key);
+	__type(value, struct ks_tcp_hist_value);
+} tcp_hist SEC(".maps");
+
+static const struct ks_tcp_counters zero_counters;
+static const struct ks_tcp_hist_value zero_hist;
+/* Connections whose start we did not see (opened before the agent). */
+static const struct ks_tcp_key unknown_key;
+
+static __always_inline struct ks_tcp_counters *stats_for(const struct ks_tcp_key *key)
+{
+	struct ks_tcp_counters *c = lookup_or_init(&tcp_stats, key, &zero_counters);
+	if (!c)
+		count_drop(TCP_DROP_STATS_TABLE_FULL);
+	return c;
+}
+
+static __always_inline void hist_add(const struct ks_tcp_key *key, __u32 kind, __u64 ns)
+{
+	struct ks_tcp_hist_key hk = { .key = *key, .kind = kind };
+	__u64 us = ns / 1000;
+	hk.slot = us ? log2_u64(us) : 0;
+	if (hk.slot >= TCP_HIST_SLOTS)
+		hk.slot = TCP_HIST_SLOTS - 1;
+	struct ks_tcp_hist_value *v = lookup_or_init(&tcp_hist, &hk, &zero_hist);
+	if (!v) {
+		count_drop(TCP_DROP_HIST_TABLE_FULL);
+		return;
+	}
+	v->count++;
+	v->sum_ns += ns;
+}
+
+static __always_inline const struct ks_tcp_key *key_of(const struct sock *sk)
+{
+	__u64 addr = (__u64)sk;
+	struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
+	return info ? &info->key : &unknown_key;
+}
+
+static __always_inline void owner_key(struct ks_tcp_key *k, __u16 port, __u8 dir)
+{
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->port = port;
+	k->dir = dir;
+	bpf_get_current_comm(k->comm, sizeof(k->comm));
+}
+
+static __always_inline void on_close(const struct sock *sk, int old)
+{
+	__u64 addr = (__u64)sk;
+	__u64 now = bpf_ktime_get_ns();
+	struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
+	const struct ks_tcp_key *key = info ? &info->key : &unknown_key;
+	struct ks_tcp_counters *c;
+
+	/* Pre-existing connections are closed too; an unseen listener is not one. */
+	if (!info && (old == TCP_LISTEN || old == TCP_SYN_SENT || old == TCP_SYN_RECV))
+		return;
+	c = stats_for(key);
+	if (!c)
+		goto cleanup;
+	if (info && !info->established_ns) {
+		c->connect_failed++;
+		goto cleanup;
+	}
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	c->closed++;
+	c->sent_bytes += BPF_CORE_READ(tp, bytes_acked);
+	c->received_bytes += BPF_CORE_READ(tp, bytes_received);
+	if (info)
+		hist_add(key, TCP_HIST_LIFETIME, now - info->start_ns);
+cleanup:
+	if (info)
+		bpf_map_delete_elem(&socks, &addr);
+}
+
+static __always_inline int handle_state(const struct sock *sk, int old, int new)
+{
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+
+	__u64 addr = (__u64)sk;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (new == TCP_SYN_SENT) {
+		/* connect(): process context, so `current` is the owner. */
+		struct ks_sock_info info = { .start_ns = now };
+		owner_key(&info.key, bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport)),
+			  TCP_DIR_OUTBOUND);
+		if (bpf_map_update_elem(&socks, &addr, &info, BPF_ANY))
+			count_drop(TCP_DROP_SOCK_TABLE_FULL);
+		return 0;
+	}
+
+	if (new == TCP_LISTEN) {
+		struct ks_tcp_listener_key lk = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		struct ks_tcp_owner owner = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+		bpf_get_current_comm(owner.comm, sizeof(owner.comm));
+		if (bpf_map_update_elem(&listeners, &lk, &owner, BPF_ANY))
+			count_drop(TCP_DROP_LISTENER_TABLE_FULL);
+		return 0;
+	}
+
+	if (new == TCP_ESTABLISHED && old == TCP_SYN_SENT) {
+		struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
+		struct ks_tcp_counters *c;
+		if (!info) {
+			c = stats_for(&unknown_key);
+			if (c)
+				c->opened++;
+			return 0;
+		}
+		info->established_ns = now;
+		hist_add(&info->key, TCP_HIST_CONNECT, now - info->start_ns);
+		c = stats_for(&info->key);
+		if (c)
+			c->opened++;
+		return 0;
+	}
+
+	if (new == TCP_ESTABLISHED && old == TCP_SYN_RECV) {
+		struct ks_tcp_listener_key lk = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		struct ks_tcp_owner *owner = bpf_map_lookup_elem(&listeners, &lk);
+		struct ks_sock_info info = { .start_ns = now, .established_ns = now };
+		info.key.port = lk.port;
+		info.key.dir = TCP_DIR_INBOUND;
+		if (owner) {
+			info.key.tgid = owner->tgid;
+			__builtin_memcpy(info.key.comm, owner->comm, sizeof(info.key.comm));
+		}
+		if (bpf_map_update_elem(&socks, &addr, &info, BPF_ANY))
+			count_drop(TCP_DROP_SOCK_TABLE_FULL);
+		struct ks_tcp_counters *c = stats_for(&info.key);
+		if (c)
+			c->opened++;
+		return 0;
+	}
+
+	if (new == TCP_CLOSE) {
+		if (old == TCP_LISTEN) {
+			struct ks_tcp_listener_key lk = {
+				.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+				.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			};
+			bpf_map_delete_elem(&listeners, &lk);
+			return 0;
+		}
+		on_close(sk, old);
+	}
+	return 0;
+}
+
+static __always_inline int handle_probe(const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	/* srtt_us holds 8x the smoothed RTT (Van Jacobson's fixed point). */
+	__u64 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	if (!srtt_us)
+		return 0;
+	hist_add(key_of(sk), TCP_HIST_RTT, srtt_us * 1000);
+	return 0;
+}
+
+static __always_inline int handle_retransmit(const struct sock *sk)
+{
+	struct ks_tcp_counters *c = stats_for(key_of(sk));
+	if (c)
+		c->retransmits++;
+	return 0;
+}
+
+static __always_inline int handle_send_reset(const struct sock *sk)
+{
+	/* sk is NULL when the reset answers a segment for no socket. */
+	struct ks_tcp_counters *c = stats_for(sk ? key_of(sk) : &unknown_key);
+	if (c)
+		c->resets_sent++;
+	return 0;
+}
+
+static __always_inline int handle_receive_reset(const struct sock *sk)
+{
+	struct ks_tcp_counters *c = stats_for(key_of(sk));
+	if (c)
+		c->resets_received++;
+	return 0;
+}
+
+/* tp_btf: typed tracepoints, no tracefs needed. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state_btf, const struct sock *sk, int old, int new)
+{ return handle_state(sk, old, new); }
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_probe_btf, const struct sock *sk)
+{ return handle_probe(sk); }
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_btf, const struct sock *sk)
+{ return handle_retransmit(sk); }
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset_btf, const struct sock *sk)
+{ return handle_send_reset(sk); }
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset_btf, const struct sock *sk)
+{ return handle_receive_reset(sk); }
+
+/* raw_tp: the same tracepoints with untyped arguments (kernels >= 4.17). */
+SEC("raw_tp/inet_sock_set_state")
+int BPF_PROG(tcp_state_raw, const struct sock *sk, int old, int new)
+{ return handle_state(sk, old, new); }
+
+SEC("raw_tp/tcp_probe")
+int BPF_PROG(tcp_probe_raw, const struct sock *sk)
+{ return handle_probe(sk); }
+
+SEC("raw_tp/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_raw, const struct sock *sk)
+{ return handle_retransmit(sk); }
+
+SEC("raw_tp/tcp_send_reset")
+int BPF_PROG(tcp_send_reset_raw, const struct sock *sk)
+{ return handle_send_reset(sk); }
+
+SEC("raw_tp/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset_raw, const struct sock *sk)
+{ return handle_receive_reset(sk); }
