@@ -1,0 +1,100 @@
+import type http from 'node:http';
+import type { Config } from './config/schema.js';
+import { MetricsRegistry } from './metrics/registry.js';
+import { ServiceNamer } from './process/names.js';
+import { ProgramStatsSampler } from './bpf/stats.js';
+import { detectFeatures, ensureTracefs, type KernelFeatures } from './capabilities/features.js';
+import { TcpCollector } from './collectors/tcp/index.js';
+import type { Collector, CollectorPlan } from './collectors/types.js';
+import { registerSelfMetrics } from './self-metrics.js';
+import { parseListen, serve } from './server.js';
+import { addon } from './bpf/addon.js';
+
+export function allCollectors(): Collector[] {
+  return [new TcpCollector()];
+}
+
+export type Log = (msg: string) => void;
+
+export class Agent {
+  readonly metrics = new MetricsRegistry();
+  private server: http.Server | undefined;
+  private collectors: Collector[] = [];
+  private stats: ProgramStatsSampler;
+  private timer: NodeJS.Timeout | undefined;
+  features!: KernelFeatures;
+  plans: CollectorPlan[] = [];
+
+  constructor(
+    readonly config: Config,
+    private readonly log: Log = (m) => process.stderr.write(`kernscope: ${m}\n`),
+  ) {
+    this.stats = new ProgramStatsSampler({
+      intervalMs: config.bpfStats.intervalSeconds * 1000,
+      windowMs: config.bpfStats.windowSeconds * 1000,
+    });
+  }
+
+  async start(): Promise<string> {
+    // Bind first: a port in use fails before anything is loaded into the kernel.
+    const addr = parseListen(this.config.listen);
+    this.server = await serve(this.metrics, addr);
+    const tracefs = ensureTracefs();
+    if (!tracefs.ok) this.log(`tracefs: ${tracefs.detail}; classic tracepoints unavailable`);
+    this.features = detectFeatures();
+    const m = this.metrics;
+    const drops = m.counter('kernscope_events_dropped_total', 'Events, table entries or label sets lost to a bound, by where and why.', ['source', 'reason']);
+    const up = m.gauge('kernscope_collector_up', '1 if the collector is running, 0 if it could not start.', ['collector']);
+    const info = m.gauge('kernscope_build_info', 'Agent version, libbpf version and kernel release.', ['version', 'libbpf', 'kernel']);
+    info.set({ version: '0.1.0', libbpf: addon().libbpfVersion, kernel: this.features.kernel }, 1);
+    const owner = new Map<string, string>();
+    registerSelfMetrics(m, this.stats, (p) => owner.get(p) ?? 'unknown');
+
+    const namer = new ServiceNamer(this.config.services);
+    for (const c of allCollectors()) {
+      const plan = c.plan(this.features, this.config);
+      this.plans.push(plan);
+      if (!plan.runnable) {
+        up.set({ collector: c.name }, 0);
+        this.log(`collector ${c.name}: not started: ${plan.reason}`);
+        continue;
+      }
+      try {
+        c.start({ config: this.config, metrics: m, namer, drops, features: this.features });
+      } catch (e) {
+        up.set({ collector: c.name }, 0);
+        this.log(`collector ${c.name}: failed to start: ${(e as Error).message}`);
+        continue;
+      }
+      up.set({ collector: c.name }, 1);
+      this.collectors.push(c);
+      for (const p of c.programs()) owner.set(p.name, c.name);
+      this.stats.add(c.programs());
+      const hooks = plan.hooks.map((h) => `${h.event}=${h.kind ?? `none (${h.reason})`}`).join(', ');
+      this.log(`collector ${c.name}: running (${hooks})`);
+    }
+    for (const c of this.collectors) m.onScrape(() => c.collect());
+    this.stats.start();
+    // Folding between scrapes names short-lived processes while /proc still has them.
+    this.timer = setInterval(() => {
+      for (const c of this.collectors) c.collect();
+    }, this.config.collectIntervalSeconds * 1000);
+    this.timer.unref();
+
+    const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
+    return `http://${host}:${addr.port}/metrics`;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    this.stats.stop();
+    for (const c of this.collectors) c.stop();
+    this.collectors = [];
+    const s = this.server;
+    this.server = undefined;
+    if (s) {
+      s.closeAllConnections();
+      await new Promise<void>((r) => s.close(() => r()));
+    }
+  }
+}

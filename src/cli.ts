@@ -1,0 +1,116 @@
+import { parseArgs } from 'node:util';
+import { loadConfig } from './config/load.js';
+import { KernscopeError } from './errors.js';
+import { checkBtf, checkPrivileges } from './privileges.js';
+import { parseListen } from './server.js';
+
+const USAGE = `usage: kernscope <command> [options]
+
+commands:
+  run      start the agent and serve /metrics
+  doctor   report what this kernel offers, what each hook costs, and which hook each collector uses
+
+options (run):
+  --config FILE        YAML configuration (see README); defaults are built in
+  --listen HOST:PORT   address for /metrics and /healthz (default 127.0.0.1:9527)
+options (doctor):
+  --config FILE        as for run
+  --json               machine-readable report
+  --no-measure         skip the hook cost measurement
+  -h, --help           this text
+`;
+
+function fail(e: unknown): number {
+  if (e instanceof KernscopeError) {
+    process.stderr.write(`kernscope: ${e.message}\n`);
+    return e.code === 'ERR_KERNSCOPE_CONFIG' || e.code === 'ERR_KERNSCOPE_USAGE' ? 2 : 1;
+  }
+  const err = e as Error & { log?: string; errno?: number };
+  process.stderr.write(`kernscope: ${err.message}\n`);
+  if (err.log && process.env.KERNSCOPE_DEBUG) process.stderr.write(err.log);
+  return 1;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '-h' || command === '--help' || command === 'help') {
+    (command ? process.stdout : process.stderr).write(USAGE);
+    return command ? 0 : 2;
+  }
+  if (command === '--version' || command === 'version') {
+    process.stdout.write('kernscope 0.1.0\n');
+    return 0;
+  }
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    const options = {
+      config: { type: 'string' },
+      listen: { type: 'string' },
+      json: { type: 'boolean' },
+      'no-measure': { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    } as const;
+    ({ values } = parseArgs({ args: rest, options, strict: true, allowPositionals: false }));
+    if (command === 'run' && (values.json || values['no-measure'])) {
+      throw new KernscopeError('ERR_KERNSCOPE_USAGE', `run: unknown option '--${values.json ? 'json' : 'no-measure'}'`);
+    }
+    if (command === 'doctor' && values.listen) throw new KernscopeError('ERR_KERNSCOPE_USAGE', "doctor: unknown option '--listen'");
+  } catch (e) {
+    const msg = e instanceof KernscopeError ? e.message : (e as Error).message;
+    process.stderr.write(`kernscope: ${msg}\n\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  try {
+    const config = loadConfig(values.config as string | undefined);
+    if (values.listen !== undefined) {
+      parseListen(values.listen as string);
+      config.listen = values.listen as string;
+    }
+    if (command === 'run') return await run(config);
+    if (command === 'doctor') {
+      checkPrivileges();
+      checkBtf();
+      const { doctor, formatDoctor } = await import('./doctor.js');
+      const report = doctor(config, { measure: !values['no-measure'] });
+      process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatDoctor(report)}\n`);
+      return 0;
+    }
+    process.stderr.write(`kernscope: unknown command "${command}"\n\n${USAGE}`);
+    return 2;
+  } catch (e) {
+    return fail(e);
+  }
+}
+
+async function run(config: import('./config/schema.js').Config): Promise<number> {
+  checkPrivileges();
+  checkBtf();
+  const { Agent } = await import('./agent.js');
+  const agent = new Agent(config);
+  let stopping: Promise<void> | undefined;
+  const stop = (sig: string): void => {
+    if (stopping) return;
+    process.stderr.write(`kernscope: ${sig}: detaching and exiting\n`);
+    stopping = agent.stop().then(
+      () => process.exit(0),
+      (e) => {
+        process.stderr.write(`kernscope: stop failed: ${(e as Error).message}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  try {
+    const url = await agent.start();
+    process.stderr.write(`kernscope: serving metrics at ${url}\n`);
+  } catch (e) {
+    await agent.stop().catch(() => undefined);
+    return fail(e);
+  }
+  return new Promise<number>(() => undefined); // runs until a signal
+}

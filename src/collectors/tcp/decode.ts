@@ -1,0 +1,73 @@
+/** Decoders for bpf/tcp.h. Offsets mirror the C structs; tests pin them. */
+
+export const KEY_SIZE = 24;
+export const HIST_KEY_SIZE = 32;
+
+export const DIRECTIONS = ['unknown', 'outbound', 'inbound'] as const;
+
+export interface TcpKey {
+  tgid: number;
+  port: number;
+  dir: number;
+  comm: string;
+}
+
+/** struct ks_tcp_counters field order. */
+export const COUNTER_FIELDS = [
+  'opened',
+  'closed',
+  'sentBytes',
+  'receivedBytes',
+  'retransmits',
+  'resetsSent',
+  'resetsReceived',
+  'connectFailed',
+] as const;
+export type CounterField = (typeof COUNTER_FIELDS)[number];
+
+export const HIST_KINDS = ['connect', 'rtt', 'lifetime'] as const;
+
+/** enum ks_tcp_drop_reason, in order. */
+export const DROP_REASONS = ['socket_table_full', 'stats_table_full', 'histogram_table_full', 'listener_table_full'];
+
+export function decodeKey(b: Buffer, off = 0): TcpKey {
+  const end = b.indexOf(0, off + 8);
+  const commEnd = end < 0 || end > off + 24 ? off + 24 : end;
+  return {
+    tgid: b.readUInt32LE(off),
+    port: b.readUInt16LE(off + 4),
+    dir: b.readUInt8(off + 6),
+    comm: b.toString('latin1', off + 8, commEnd),
+  };
+}
+
+export function encodeListenerKey(netns: number, port: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(netns, 0);
+  b.writeUInt16LE(port, 4);
+  return b;
+}
+
+export function encodeOwner(tgid: number, comm: string): Buffer {
+  const b = Buffer.alloc(24);
+  b.writeUInt32LE(tgid, 0);
+  b.write(comm.slice(0, 15), 8, 'latin1');
+  return b;
+}
+
+/**
+ * Sums field `field` (u64) of a per-CPU value laid out as `ncpus` slots of
+ * `slot` bytes. Numbers stay exact below 2^53, far above any counter here.
+ */
+export function sumField(value: Buffer, slot: number, ncpus: number, field: number): number {
+  let s = 0;
+  for (let c = 0; c < ncpus; c++) s += Number(value.readBigUInt64LE(c * slot + field * 8));
+  return s;
+}
+
+/** The `port` label: the service side's port, with clients' ephemeral ports folded. */
+export function portLabel(port: number): string {
+  if (port === 0) return 'unknown';
+  if (port >= 32768) return 'ephemeral';
+  return String(port);
+}

@@ -1,0 +1,223 @@
+import fs from 'node:fs';
+import type client from 'prom-client';
+import { BpfObject, MapUpdate, type BpfMap, type BpfProgram } from '../../bpf/object.js';
+import { bpfObjectPath } from '../../paths.js';
+import type { Config } from '../../config/schema.js';
+import type { KernelFeatures } from '../../capabilities/features.js';
+import { KernelHistogram } from '../../metrics/kernel-histogram.js';
+import { LabelLimiter } from '../../metrics/label-limiter.js';
+import type { Labels } from '../../metrics/registry.js';
+import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
+import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
+import {
+  COUNTER_FIELDS,
+  DIRECTIONS,
+  DROP_REASONS,
+  KEY_SIZE,
+  decodeKey,
+  encodeListenerKey,
+  encodeOwner,
+  portLabel,
+  sumField,
+  type CounterField,
+} from './decode.js';
+import { scanListeners } from './listeners.js';
+
+const OBJECT = 'tcp.bpf.o';
+const LABELS = ['service', 'process', 'direction', 'port'] as const;
+
+export const TCP_HOOKS: HookSpec[] = [
+  { event: 'inet_sock_set_state', required: true, programs: { tp_btf: 'tcp_state_btf', raw_tp: 'tcp_state_raw' } },
+  { event: 'tcp_probe', required: false, programs: { tp_btf: 'tcp_probe_btf', raw_tp: 'tcp_probe_raw' } },
+  { event: 'tcp_retransmit_skb', required: false, programs: { tp_btf: 'tcp_retransmit_btf', raw_tp: 'tcp_retransmit_raw' } },
+  { event: 'tcp_send_reset', required: false, programs: { tp_btf: 'tcp_send_reset_btf', raw_tp: 'tcp_send_reset_raw' } },
+  { event: 'tcp_receive_reset', required: false, programs: { tp_btf: 'tcp_receive_reset_btf', raw_tp: 'tcp_receive_reset_raw' } },
+];
+
+const COUNTERS: Record<CounterField, [string, string]> = {
+  opened: ['kernscope_tcp_connections_opened_total', 'TCP connections established (outbound: connect completed; inbound: handshake completed on a listener).'],
+  closed: ['kernscope_tcp_connections_closed_total', 'Established TCP connections that closed.'],
+  sentBytes: ['kernscope_tcp_sent_bytes_total', 'Bytes sent and acknowledged on TCP connections, counted when each connection closes.'],
+  receivedBytes: ['kernscope_tcp_received_bytes_total', 'Bytes received on TCP connections, counted when each connection closes.'],
+  retransmits: ['kernscope_tcp_retransmits_total', 'TCP segments retransmitted.'],
+  resetsSent: ['kernscope_tcp_resets_sent_total', 'TCP resets sent (service "unknown" when no socket owned the segment).'],
+  resetsReceived: ['kernscope_tcp_resets_received_total', 'TCP resets received.'],
+  connectFailed: ['kernscope_tcp_connect_failures_total', 'Outbound TCP connections that closed before the handshake completed (refused, reset, timed out).'],
+};
+
+/** Kernel slots are µs (slot i: [2^i, 2^(i+1)) µs); each histogram keeps a useful range. */
+const HISTOGRAMS = [
+  { name: 'kernscope_tcp_connect_duration_seconds', help: 'Time from SYN sent to connection established.', min: 3, max: 24 },
+  { name: 'kernscope_tcp_rtt_seconds', help: 'Smoothed round-trip time, sampled on each incoming segment (tcp_probe).', min: 3, max: 21 },
+  { name: 'kernscope_tcp_connection_duration_seconds', help: 'Lifetime of closed connections, from establishment to close.', min: 9, max: 31 },
+] as const;
+
+export class TcpCollector implements Collector {
+  readonly name = 'tcp';
+  private obj: BpfObject | undefined;
+  private ctx!: CollectorContext;
+  private counters = new Map<CounterField, client.Counter<string>>();
+  private histograms: KernelHistogram[] = [];
+  private limiter!: LabelLimiter;
+  /** Last value read per kernel key, so cumulative kernel counts become deltas. */
+  private lastStats = new Map<string, number[]>();
+  private lastHist = new Map<string, [number, number]>();
+  private lastDrops: number[] = [];
+  private ncpus = 1;
+
+  plan(f: KernelFeatures, config: Config): CollectorPlan {
+    const hooks = TCP_HOOKS.filter((h) => h.event !== 'tcp_probe' || config.collectors.tcp.rtt).map((h) => chooseHook(h, f));
+    const missing = hooks.find((h, i) => !h.kind && TCP_HOOKS[i]!.required);
+    if (!config.collectors.tcp.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
+    if (missing) return { collector: this.name, runnable: false, reason: `${missing.event}: ${missing.reason}`, hooks };
+    return { collector: this.name, runnable: true, hooks };
+  }
+
+  start(ctx: CollectorContext): void {
+    this.ctx = ctx;
+    const cfg = ctx.config.collectors.tcp;
+    const plan = this.plan(ctx.features, ctx.config);
+    if (!plan.runnable) throw new Error(`tcp collector cannot run: ${plan.reason}`);
+    const chosen = plan.hooks.filter((h) => h.kind);
+    this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
+      skipPrograms: unchosenPrograms(TCP_HOOKS, chosen),
+      maxEntries: {
+        socks: cfg.maps.sockets,
+        tcp_stats: cfg.maps.stats,
+        tcp_hist: cfg.maps.histograms,
+        listeners: cfg.maps.listeners,
+      },
+    });
+    this.ncpus = this.obj.map('tcp_stats').valueBytes / this.obj.map('tcp_stats').slotSize;
+    try {
+      this.seedListeners();
+      for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
+    } catch (e) {
+      this.obj.close();
+      this.obj = undefined;
+      throw e;
+    }
+
+    const m = ctx.metrics;
+    for (const f of COUNTER_FIELDS) this.counters.set(f, m.counter(COUNTERS[f][0], COUNTERS[f][1], LABELS));
+    this.histograms = HISTOGRAMS.map((h) => {
+      const hist = new KernelHistogram(h.name, h.help, LABELS, h.min, h.max, 1e-6);
+      m.register(hist);
+      return hist;
+    });
+    this.limiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'tcp', reason: 'label_overflow' }));
+  }
+
+  programs(): BpfProgram[] {
+    return this.obj ? [...this.obj.programs.values()] : [];
+  }
+
+  private seedListeners(): void {
+    const map = this.obj!.map('listeners');
+    for (const l of scanListeners()) {
+      try {
+        map.update(encodeListenerKey(l.netns, l.port), encodeOwner(l.tgid, l.comm), MapUpdate.NOEXIST);
+      } catch {
+        // EEXIST: a listen() seen by the kernel meanwhile is fresher
+      }
+    }
+  }
+
+  private labels(keyBuf: Buffer): { id: string; labels: Labels } {
+    const k = decodeKey(keyBuf);
+    const names = this.ctx.namer.names(k.tgid, k.comm, k.port);
+    const labels: Labels = {
+      service: names.service,
+      process: names.process,
+      direction: DIRECTIONS[k.dir] ?? 'unknown',
+      port: portLabel(k.port),
+    };
+    const id = (l: Labels): string => `${l.service}\0${l.process}\0${l.direction}\0${l.port}`;
+    const admitted = this.limiter.admit(id(labels), labels);
+    return { id: id(admitted), labels: admitted };
+  }
+
+  collect(): void {
+    if (!this.obj) return;
+    const alive = new Map<number, boolean>();
+    const isAlive = (tgid: number): boolean => {
+      let a = alive.get(tgid);
+      if (a === undefined) {
+        a = tgid === 0 || fs.existsSync(`/proc/${tgid}`);
+        alive.set(tgid, a);
+      }
+      return a;
+    };
+    this.foldStats(this.obj.map('tcp_stats'), isAlive);
+    this.foldHist(this.obj.map('tcp_hist'), isAlive);
+    this.foldDrops(this.obj.map('drops'));
+    for (const [tgid, a] of alive) if (!a) this.ctx.namer.forget(tgid);
+  }
+
+  private foldStats(map: BpfMap, isAlive: (t: number) => boolean): void {
+    for (const { key, value } of map.entries()) {
+      const tgid = key.readUInt32LE(0);
+      // Checked before folding: a dead process's counts are final once read.
+      const dead = !isAlive(tgid);
+      const hex = key.toString('hex');
+      const last = this.lastStats.get(hex);
+      const cur = COUNTER_FIELDS.map((_, i) => sumField(value, map.slotSize, this.ncpus, i));
+      const { labels } = this.labels(key);
+      COUNTER_FIELDS.forEach((f, i) => {
+        let d = cur[i]! - (last?.[i] ?? 0);
+        if (d < 0) d = cur[i]!; // the kernel entry was recreated
+        if (d > 0) this.counters.get(f)!.inc(labels, d);
+      });
+      if (dead) {
+        map.delete(key);
+        this.lastStats.delete(hex);
+      } else {
+        this.lastStats.set(hex, cur);
+      }
+    }
+  }
+
+  private foldHist(map: BpfMap, isAlive: (t: number) => boolean): void {
+    for (const { key, value } of map.entries()) {
+      const tgid = key.readUInt32LE(0);
+      const dead = !isAlive(tgid);
+      const hex = key.toString('hex');
+      const kind = key.readUInt32LE(KEY_SIZE);
+      const slot = key.readUInt32LE(KEY_SIZE + 4);
+      const hist = this.histograms[kind];
+      const count = sumField(value, map.slotSize, this.ncpus, 0);
+      const sumNs = sumField(value, map.slotSize, this.ncpus, 1);
+      const last = this.lastHist.get(hex);
+      let dc = count - (last?.[0] ?? 0);
+      let ds = sumNs - (last?.[1] ?? 0);
+      if (dc < 0 || ds < 0) [dc, ds] = [count, sumNs];
+      if (hist && dc > 0) {
+        const { id, labels } = this.labels(key.subarray(0, KEY_SIZE));
+        hist.add(id, labels, slot, dc, ds / 1e9);
+      }
+      if (dead) {
+        map.delete(key);
+        this.lastHist.delete(hex);
+      } else {
+        this.lastHist.set(hex, [count, sumNs]);
+      }
+    }
+  }
+
+  private foldDrops(map: BpfMap): void {
+    for (const { key, value } of map.entries()) {
+      const i = key.readUInt32LE(0);
+      const reason = DROP_REASONS[i];
+      if (!reason) continue;
+      const cur = sumField(value, map.slotSize, this.ncpus, 0);
+      const d = cur - (this.lastDrops[i] ?? 0);
+      this.lastDrops[i] = cur;
+      if (d > 0) this.ctx.drops.inc({ source: 'tcp', reason }, d);
+    }
+  }
+
+  stop(): void {
+    this.obj?.close();
+    this.obj = undefined;
+  }
+}

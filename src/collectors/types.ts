@@ -1,0 +1,34 @@
+import type client from 'prom-client';
+import type { Config } from '../config/schema.js';
+import type { MetricsRegistry } from '../metrics/registry.js';
+import type { ServiceNamer } from '../process/names.js';
+import type { BpfProgram } from '../bpf/object.js';
+import type { KernelFeatures } from '../capabilities/features.js';
+import type { HookChoice } from './hooks.js';
+
+export interface CollectorContext {
+  config: Config;
+  metrics: MetricsRegistry;
+  namer: ServiceNamer;
+  /** kernscope_events_dropped_total{source,reason} */
+  drops: client.Counter<string>;
+  features: KernelFeatures;
+}
+
+/** What a collector would do on this kernel, for `doctor` and the start-up log. */
+export interface CollectorPlan {
+  collector: string;
+  runnable: boolean;
+  reason?: string;
+  hooks: HookChoice[];
+}
+
+export interface Collector {
+  readonly name: string;
+  plan(features: KernelFeatures, config: Config): CollectorPlan;
+  start(ctx: CollectorContext): void;
+  /** Folds kernel maps into metrics; cheap enough to call before every scrape. */
+  collect(): void;
+  programs(): BpfProgram[];
+  stop(): void;
+}

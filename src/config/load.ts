@@ -1,0 +1,81 @@
+import fs from 'node:fs';
+import { Ajv, type ErrorObject } from 'ajv';
+import YAML from 'yaml';
+import { KernscopeError } from '../errors.js';
+import { CONFIG_SCHEMA, DEFAULT_CONFIG, type Config } from './schema.js';
+
+const ajv = new Ajv({ allErrors: false, strict: true });
+ajv.addFormat('regex', {
+  validate: (s: string) => {
+    try {
+      new RegExp(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+});
+const validate = ajv.compile(CONFIG_SCHEMA);
+
+/** "/collectors/tcp/maxSeries" -> "collectors.tcp.maxSeries", "/services/0" -> "services[0]". */
+function keyPath(e: ErrorObject): string {
+  const parts = e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (e.keyword === 'additionalProperties') parts.push(String(e.params.additionalProperty));
+  if (e.keyword === 'required') parts.push(String(e.params.missingProperty));
+  let out = '';
+  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
+  return out || '(top level)';
+}
+
+function describe(e: ErrorObject): string {
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return 'unknown key';
+    case 'required':
+      return 'missing required key';
+    case 'format':
+      return e.params.format === 'regex' ? 'not a valid regular expression' : `expected ${e.params.format}`;
+    case 'pattern':
+      return e.instancePath === '/listen' ? 'expected HOST:PORT' : `must match ${e.params.pattern}`;
+    default:
+      return e.message ?? 'invalid';
+  }
+}
+
+function merge<T>(base: T, over: unknown): T {
+  if (over === undefined) return base;
+  if (Array.isArray(base) || typeof base !== 'object' || base === null) return over as T;
+  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(over as Record<string, unknown>)) {
+    out[k] = merge((base as Record<string, unknown>)[k], v);
+  }
+  return out as T;
+}
+
+/** Validates a parsed document and fills defaults; throws ERR_KERNSCOPE_CONFIG naming the key. */
+export function parseConfig(doc: unknown, source = 'config'): Config {
+  if (doc === null || doc === undefined) doc = {};
+  if (!validate(doc)) {
+    const e = validate.errors![0]!;
+    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${keyPath(e)}: ${describe(e)}`);
+  }
+  return merge(DEFAULT_CONFIG, doc);
+}
+
+export function loadConfig(file: string | undefined): Config {
+  if (!file) return structuredClone(DEFAULT_CONFIG);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${file}: cannot read: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (e) {
+    const msg = (e as Error).message.split('\n')[0];
+    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${file}: invalid YAML: ${msg}`);
+  }
+  return parseConfig(doc, file);
+}

@@ -1,0 +1,107 @@
+/** The agent's configuration: JSON Schema (validated by Ajv) and its type. */
+
+export interface ServiceRule {
+  name: string;
+  match: {
+    comm?: string;
+    exe?: string;
+    cmdline?: string;
+    port?: number;
+    pid?: number;
+    cgroup?: string;
+  };
+}
+
+export interface Config {
+  listen: string;
+  collectors: {
+    tcp: {
+      enabled: boolean;
+      rtt: boolean;
+      maxSeries: number;
+      maps: { sockets: number; stats: number; histograms: number; listeners: number };
+    };
+  };
+  services: ServiceRule[];
+  bpfStats: { intervalSeconds: number; windowSeconds: number };
+  collectIntervalSeconds: number;
+}
+
+export const DEFAULT_CONFIG: Config = {
+  listen: '127.0.0.1:9527',
+  collectors: {
+    tcp: {
+      enabled: true,
+      rtt: true,
+      maxSeries: 2000,
+      maps: { sockets: 65536, stats: 16384, histograms: 65536, listeners: 16384 },
+    },
+  },
+  services: [],
+  bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
+  collectIntervalSeconds: 5,
+};
+
+const mapSize = { type: 'integer', minimum: 1, maximum: 4194304 };
+
+export const CONFIG_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    listen: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$' },
+    collectors: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        tcp: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            enabled: { type: 'boolean' },
+            rtt: { type: 'boolean' },
+            maxSeries: { type: 'integer', minimum: 1, maximum: 1000000 },
+            maps: {
+              type: 'object',
+              additionalProperties: false,
+              properties: { sockets: mapSize, stats: mapSize, histograms: mapSize, listeners: mapSize },
+            },
+          },
+        },
+      },
+    },
+    services: {
+      type: 'array',
+      maxItems: 10000,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'match'],
+        properties: {
+          name: { type: 'string', minLength: 1, maxLength: 128 },
+          match: {
+            type: 'object',
+            additionalProperties: false,
+            minProperties: 1,
+            properties: {
+              comm: { type: 'string', minLength: 1, maxLength: 15 },
+              exe: { type: 'string', minLength: 1 },
+              cmdline: { type: 'string', minLength: 1, format: 'regex' },
+              port: { type: 'integer', minimum: 1, maximum: 65535 },
+              pid: { type: 'integer', minimum: 1 },
+              cgroup: { type: 'string', minLength: 1 },
+            },
+          },
+        },
+      },
+    },
+    bpfStats: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        intervalSeconds: { type: 'number', minimum: 1, maximum: 86400 },
+        windowSeconds: { type: 'number', exclusiveMinimum: 0, maximum: 60 },
+      },
+    },
+    collectIntervalSeconds: { type: 'number', minimum: 0.1, maximum: 3600 },
+  },
+} as const;

@@ -1,0 +1,70 @@
+import type { Config } from './config/schema.js';
+import { detectFeatures, ensureTracefs, type Feature, type KernelFeatures } from './capabilities/features.js';
+import { measureHookCosts, type HookCost } from './capabilities/hook-cost.js';
+import { allCollectors } from './agent.js';
+import type { CollectorPlan } from './collectors/types.js';
+import { addon } from './bpf/addon.js';
+
+export interface DoctorReport {
+  kernel: string;
+  libbpf: string;
+  features: Record<string, Feature>;
+  hookCosts: HookCost[];
+  collectors: CollectorPlan[];
+}
+
+function flag(ok: boolean, detail?: string): Feature {
+  return detail ? { ok, detail } : { ok };
+}
+
+export function doctor(config: Config, opts: { measure: boolean }): DoctorReport {
+  const tracefs = ensureTracefs();
+  const f: KernelFeatures = detectFeatures();
+  const features: Record<string, Feature> = {
+    btf: f.btf,
+    tracefs,
+    bpffs: f.bpffs,
+    'cgroup v2': f.cgroup2,
+    tracepoint: flag(f.tracepoint),
+    raw_tp: flag(f.rawTp),
+    tp_btf: flag(f.tpBtf),
+    kprobe: f.kprobe,
+    fentry: f.fentry,
+    uprobe: f.uprobe,
+    'ring buffer': flag(f.ringbuf),
+    perf_event: f.perfEvent,
+    cgroup_skb: flag(f.cgroupSkb),
+    sockops: flag(f.sockops),
+    lockdown: flag(true, f.lockdown),
+  };
+  return {
+    kernel: f.kernel,
+    libbpf: addon().libbpfVersion,
+    features,
+    hookCosts: opts.measure ? measureHookCosts() : [],
+    collectors: allCollectors().map((c) => c.plan(f, config)),
+  };
+}
+
+export function formatDoctor(r: DoctorReport): string {
+  const lines: string[] = [`kernel ${r.kernel}, libbpf ${r.libbpf}`, '', 'kernel features:'];
+  const w = Math.max(...Object.keys(r.features).map((k) => k.length));
+  for (const [k, v] of Object.entries(r.features)) {
+    const state = k === 'lockdown' ? v.detail : v.ok ? 'yes' : 'NO';
+    const detail = k === 'lockdown' ? '' : v.detail ? `  ${v.detail}` : '';
+    lines.push(`  ${k.padEnd(w)}  ${state}${detail}`);
+  }
+  if (r.hookCosts.length) {
+    lines.push('', 'hook cost on this machine (added ns per hit, best of 5):');
+    const hw = Math.max(...r.hookCosts.map((c) => c.hook.length));
+    for (const c of r.hookCosts) {
+      lines.push(`  ${c.hook.padEnd(hw)}  ${c.ns === null ? `unavailable: ${c.detail}` : `${Math.round(c.ns)} ns`}`);
+    }
+  }
+  lines.push('', 'collectors:');
+  for (const p of r.collectors) {
+    lines.push(`  ${p.collector}: ${p.runnable ? 'will run' : `cannot run: ${p.reason}`}`);
+    for (const h of p.hooks) lines.push(`    ${h.event}: ${h.kind ?? `none (${h.reason})`}`);
+  }
+  return lines.join('\n');
+}

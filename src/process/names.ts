@@ -1,0 +1,129 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ServiceRule } from '../config/schema.js';
+
+export interface ProcessNames {
+  /** The executable's name (`comm`). */
+  process: string;
+  /** A pid-free name for the workload: a rule's name, else the main script, else comm. */
+  service: string;
+}
+
+interface ProcInfo {
+  comm: string;
+  exe: string;
+  argv: string[];
+  cgroup: string;
+}
+
+const INTERPRETERS = /^(node|nodejs|bun|deno|python[0-9.]*|pypy[0-9.]*|ruby[0-9.]*|perl[0-9.]*|php[0-9.]*|java|Rscript)$/;
+/** Interpreter flags whose value is the next argument. */
+const FLAGS_WITH_VALUE = new Set([
+  '-r', '--require', '--import', '--loader', '--experimental-loader', '--env-file', '--title',
+  '-W', '-X', '-Q', '-cp', '-classpath', '--class-path', '-I', '-M',
+]);
+/** Script names too generic to name a service: use their folder instead. */
+const GENERIC = new Set(['index', 'main', 'app', '__main__', 'server', 'start']);
+
+/** The service an interpreter runs, from its argument list; undefined if not found. */
+export function mainScript(argv: readonly string[]): string | undefined {
+  for (let i = 1; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '-m' || a === '-jar') {
+      const v = argv[i + 1];
+      return v ? strip(a === '-m' ? v.split('.')[0]! : v) : undefined;
+    }
+    if (a === '-e' || a === '--eval' || a === '-c' || a === '-p' || a === '--print') return undefined;
+    if (FLAGS_WITH_VALUE.has(a)) {
+      i++;
+      continue;
+    }
+    if (a.startsWith('-')) continue;
+    return strip(a);
+  }
+  return undefined;
+}
+
+function strip(arg: string): string | undefined {
+  const base = path.basename(arg).replace(/\.(m?js|cjs|ts|mts|py|rb|pl|php|jar)$/, '');
+  if (!base) return undefined;
+  if (GENERIC.has(base)) {
+    const dir = path.basename(path.dirname(path.resolve('/', arg)));
+    if (dir && dir !== '/' && dir !== '.') return dir;
+  }
+  // A main class such as com.example.Billing names its service by the last part.
+  return base.includes('.') && !base.includes('/') ? base.split('.').pop() : base;
+}
+
+function readProc(tgid: number): ProcInfo | undefined {
+  try {
+    const comm = fs.readFileSync(`/proc/${tgid}/comm`, 'utf8').trim();
+    const argv = fs.readFileSync(`/proc/${tgid}/cmdline`, 'utf8').split('\0');
+    if (argv.at(-1) === '') argv.pop();
+    let exe = '';
+    try {
+      exe = fs.readlinkSync(`/proc/${tgid}/exe`);
+    } catch {
+      // kernel threads and exited processes have no exe
+    }
+    let cgroup = '';
+    try {
+      cgroup = fs.readFileSync(`/proc/${tgid}/cgroup`, 'utf8');
+    } catch {
+      // not fatal: rules by cgroup just won't match
+    }
+    return { comm, exe, argv, cgroup };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Names processes for labels. Looked up once per (pid, comm) and cached: the
+ * kernel key carries comm, so a reused pid running something else is a new
+ * entry. A process gone before it is first seen keeps its kernel comm.
+ */
+export class ServiceNamer {
+  private readonly cache = new Map<string, ProcessNames>();
+  private readonly rules: Array<ServiceRule & { re?: RegExp }>;
+
+  constructor(rules: readonly ServiceRule[], private readonly maxCache = 16384) {
+    this.rules = rules.map((r) => ({ ...r, ...(r.match.cmdline ? { re: new RegExp(r.match.cmdline) } : {}) }));
+  }
+
+  names(tgid: number, kernelComm: string, port?: number): ProcessNames {
+    if (tgid === 0) return { process: 'unknown', service: 'unknown' };
+    const key = `${tgid}\0${kernelComm}\0${port ?? ''}`;
+    let n = this.cache.get(key);
+    if (!n) {
+      n = this.resolve(tgid, kernelComm, port);
+      if (this.cache.size >= this.maxCache) this.cache.clear();
+      this.cache.set(key, n);
+    }
+    return n;
+  }
+
+  /** Forgets a process that has exited. */
+  forget(tgid: number): void {
+    const prefix = `${tgid}\0`;
+    for (const k of this.cache.keys()) if (k.startsWith(prefix)) this.cache.delete(k);
+  }
+
+  private resolve(tgid: number, kernelComm: string, port?: number): ProcessNames {
+    const info = readProc(tgid);
+    const comm = info?.comm || kernelComm || 'unknown';
+    for (const r of this.rules) {
+      const m = r.match;
+      if (m.pid !== undefined && m.pid !== tgid) continue;
+      if (m.port !== undefined && m.port !== port) continue;
+      if (m.comm !== undefined && m.comm !== comm) continue;
+      if (m.exe !== undefined && m.exe !== info?.exe) continue;
+      if (r.re && !r.re.test(info?.argv.join(' ') ?? '')) continue;
+      if (m.cgroup !== undefined && !(info?.cgroup ?? '').includes(m.cgroup)) continue;
+      return { process: comm, service: r.name };
+    }
+    let service = comm;
+    if (info && INTERPRETERS.test(comm)) service = mainScript(info.argv) ?? comm;
+    return { process: comm, service };
+  }
+}

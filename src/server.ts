@@ -1,0 +1,56 @@
+import http from 'node:http';
+import { KernscopeError } from './errors.js';
+import { wantsOpenMetrics, type MetricsRegistry } from './metrics/registry.js';
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export function parseListen(s: string): ListenAddress {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(s);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new KernscopeError('ERR_KERNSCOPE_USAGE', `--listen: expected HOST:PORT (e.g. 127.0.0.1:9527), got "${s}"`);
+  }
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** /metrics (Prometheus text or OpenMetrics, by Accept) and /healthz. */
+export async function serve(metrics: MetricsRegistry, addr: ListenAddress): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url === '/healthz') {
+      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (url === '/metrics') {
+      metrics.render(wantsOpenMetrics(req.headers.accept)).then(
+        ({ body, contentType }) => res.writeHead(200, { 'Content-Type': contentType }).end(body),
+        (e: Error) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`collect failed: ${e.message}\n`),
+      );
+      return;
+    }
+    if (url === '/') {
+      res.writeHead(200, { 'Content-Type': 'text/html' }).end('<a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a>\n');
+      return;
+    }
+    res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) => {
+      const where = `${addr.host.includes(':') ? `[${addr.host}]` : addr.host}:${addr.port}`;
+      if (e.code === 'EADDRINUSE') reject(new KernscopeError('ERR_KERNSCOPE_LISTEN', `listen ${where}: address already in use (is another agent running?)`));
+      else if (e.code === 'EADDRNOTAVAIL') reject(new KernscopeError('ERR_KERNSCOPE_LISTEN', `listen ${where}: address not available on this host`));
+      else if (e.code === 'EACCES') reject(new KernscopeError('ERR_KERNSCOPE_LISTEN', `listen ${where}: permission denied`));
+      else reject(new KernscopeError('ERR_KERNSCOPE_LISTEN', `listen ${where}: ${e.message}`));
+    });
+    server.listen(addr.port, addr.host, () => resolve());
+  });
+  return server;
+}
