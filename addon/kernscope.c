@@ -707,7 +707,7 @@ static void on_readable(uv_poll_t *poll, int status, int events)
 	napi_open_handle_scope(env, &scope);
 	napi_value cb, recv, args[2], result;
 	napi_get_reference_value(env, r->callback, &cb);
-	napi_get_undefined(env, &recv);
+	napi_get_global(env, &recv); /* make_callback needs an object receiver */
 	napi_create_buffer_copy(env, r->len, r->batch, NULL, &args[0]);
 	napi_create_uint32(env, r->count, &args[1]);
 	napi_make_callback(env, r->actx, recv, cb, 2, args, &result);
@@ -742,7 +742,7 @@ static void ringbuf_destroy(int h)
 /* ringbufOpen(objectHandle, mapFd, callback(batch: Buffer, count: number)) */
 static napi_value ringbuf_open(napi_env env, napi_callback_info info)
 {
-	napi_value argv[3], name;
+	napi_value argv[3], name, resource;
 	int64_t oh, fd;
 	napi_valuetype t;
 	if (!get_args(env, info, 3, argv) || !get_i64(env, argv[0], &oh) ||
@@ -764,9 +764,17 @@ static napi_value ringbuf_open(napi_env env, napi_callback_info info)
 		free(r);
 		return throw_err(env, err, "ringbufOpen fd %lld", (long long)fd);
 	}
+	napi_create_string_utf8(env, "kernscope:ringbuf", NAPI_AUTO_LENGTH, &name);
+	napi_create_object(env, &resource);
+	if (napi_async_init(env, resource, name, &r->actx) != napi_ok) {
+		ring_buffer__free(r->rb);
+		free(r);
+		return throw_err(env, EINVAL, "ringbufOpen: napi_async_init");
+	}
 	uv_loop_t *loop;
 	napi_get_uv_event_loop(env, &loop);
 	if (uv_poll_init(loop, &r->poll, ring_buffer__epoll_fd(r->rb))) {
+		napi_async_destroy(env, r->actx);
 		ring_buffer__free(r->rb);
 		free(r);
 		return throw_err(env, EIO, "ringbufOpen: uv_poll_init");
@@ -775,8 +783,6 @@ static napi_value ringbuf_open(napi_env env, napi_callback_info info)
 	r->env = env;
 	r->id = h;
 	napi_create_reference(env, argv[2], 1, &r->callback);
-	napi_create_string_utf8(env, "kernscope:ringbuf", NAPI_AUTO_LENGTH, &name);
-	napi_async_init(env, NULL, name, &r->actx);
 	uv_poll_start(&r->poll, UV_READABLE, on_readable);
 	ringbufs[h] = r;
 	ringbuf_owner[h] = (int)oh;

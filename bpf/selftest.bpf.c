@@ -80,3 +80,37 @@ int selftest_uprobe(void *ctx) { return hit(3); }
 
 SEC("uretprobe")
 int selftest_uretprobe(void *ctx) { return hit(4); }
+
+/* Attached to a test cgroup: every egress packet and every active connect of
+ * its members is counted (keys 5 and 6 of `hits`). */
+static __always_inline void bump(__u32 kind)
+{
+	__u64 one = 1;
+	__u64 *v = bpf_map_lookup_elem(&hits, &kind);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	else
+		bpf_map_update_elem(&hits, &kind, &one, BPF_ANY);
+}
+
+SEC("cgroup_skb/egress")
+int selftest_egress(struct __sk_buff *skb)
+{
+	bump(5);
+	return 1; /* let it through */
+}
+
+SEC("sockops")
+int selftest_sockops(struct bpf_sock_ops *ops)
+{
+	if (ops->op == BPF_SOCK_OPS_TCP_CONNECT_CB)
+		bump(6);
+	return 1;
+}
+
+SEC("perf_event")
+int selftest_perf(void *ctx)
+{
+	bump(7);
+	return 0;
+}

@@ -27,11 +27,12 @@ const GENERIC = new Set(['index', 'main', 'app', '__main__', 'server', 'start'])
 
 /** The service an interpreter runs, from its argument list; undefined if not found. */
 export function mainScript(argv: readonly string[]): string | undefined {
+  const java = path.basename(argv[0] ?? '') === 'java';
   for (let i = 1; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === '-m' || a === '-jar') {
       const v = argv[i + 1];
-      return v ? strip(a === '-m' ? v.split('.')[0]! : v) : undefined;
+      return v ? strip(a === '-m' ? v.split('.')[0]! : v, false) : undefined;
     }
     if (a === '-e' || a === '--eval' || a === '-c' || a === '-p' || a === '--print') return undefined;
     if (FLAGS_WITH_VALUE.has(a)) {
@@ -39,12 +40,12 @@ export function mainScript(argv: readonly string[]): string | undefined {
       continue;
     }
     if (a.startsWith('-')) continue;
-    return strip(a);
+    return strip(a, java);
   }
   return undefined;
 }
 
-function strip(arg: string): string | undefined {
+function strip(arg: string, javaClass: boolean): string | undefined {
   const base = path.basename(arg).replace(/\.(m?js|cjs|ts|mts|py|rb|pl|php|jar)$/, '');
   if (!base) return undefined;
   if (GENERIC.has(base)) {
@@ -52,7 +53,7 @@ function strip(arg: string): string | undefined {
     if (dir && dir !== '/' && dir !== '.') return dir;
   }
   // A main class such as com.example.Billing names its service by the last part.
-  return base.includes('.') && !base.includes('/') ? base.split('.').pop() : base;
+  return javaClass ? base.split('.').pop() : base;
 }
 
 function readProc(tgid: number): ProcInfo | undefined {

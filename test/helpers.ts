@@ -1,0 +1,152 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { ROOT } from '../src/paths.js';
+
+export const isRoot = process.getuid?.() === 0;
+export const KERNSCOPE = path.join(ROOT, 'bin', 'kernscope');
+
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses Prometheus text exposition (enough for tests: no escapes in values we assert). */
+export function parseMetrics(text: string): Sample[] {
+  const out: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (!line || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`unparseable metrics line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
+    out.push({ name: m[1]!, labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/** Sum of a metric's samples whose labels include `match`. */
+export function sum(samples: Sample[], name: string, match: Record<string, string> = {}): number {
+  let s = 0;
+  for (const x of samples) {
+    if (x.name !== name) continue;
+    if (Object.entries(match).every(([k, v]) => x.labels[k] === v)) s += x.value;
+  }
+  return s;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function tmpDir(prefix: string): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
+}
+
+export interface RunningAgent {
+  child: ChildProcess;
+  port: number;
+  stderr: () => string;
+  scrape(accept?: string): Promise<Sample[]>;
+  scrapeText(accept?: string): Promise<string>;
+  /** SIGTERM by pid; resolves with the exit code. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `kernscope run` as a child and waits until it serves metrics. */
+export async function startAgent(configYaml = '', extraArgs: string[] = []): Promise<RunningAgent> {
+  const port = await freePort();
+  const dir = tmpDir('ks-agent');
+  const cfg = path.join(dir, 'config.yaml');
+  fs.writeFileSync(cfg, configYaml);
+  const child = spawn(process.execPath, [KERNSCOPE, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${err}`);
+    if (err.includes('serving metrics at') && err.includes('collector tcp: running')) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`agent did not start: ${err}`);
+    }
+    await sleep(50);
+  }
+  const scrapeText = async (accept?: string): Promise<string> => {
+    const r = await fetch(`http://127.0.0.1:${port}/metrics`, accept ? { headers: { accept } } : {});
+    if (!r.ok) throw new Error(`scrape: HTTP ${r.status}`);
+    return r.text();
+  };
+  return {
+    child,
+    port,
+    stderr: () => err,
+    scrapeText,
+    scrape: async (accept?: string) => parseMetrics(await scrapeText(accept)),
+    stop: async () => {
+      if (child.exitCode === null) process.kill(child.pid!, 'SIGTERM');
+      const t = setTimeout(() => child.exitCode === null && process.kill(child.pid!, 'SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(t);
+      fs.rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** Polls `fn` until it returns true or `ms` pass; returns the last result. */
+export async function eventually(fn: () => Promise<boolean>, ms = 10_000, step = 100): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await fn()) return true;
+    if (Date.now() > end) return false;
+    await sleep(step);
+  }
+}
+
+/** Runs the CLI to completion; for the error-path tests. */
+export function runCli(args: string[], opts: { timeoutMs?: number; prefix?: string[] } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const cmd = opts.prefix ? opts.prefix[0]! : process.execPath;
+    const argv = opts.prefix ? [...opts.prefix.slice(1), process.execPath, KERNSCOPE, ...args] : [KERNSCOPE, ...args];
+    const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t = setTimeout(() => process.kill(child.pid!, 'SIGKILL'), opts.timeoutMs ?? 20_000);
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** BPF program ids held by a process, from the kernel's own listing. */
+export function programsOf(pid: number): number[] {
+  const out = execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' });
+  const progs = JSON.parse(out) as Array<{ id: number; pids?: Array<{ pid: number }> }>;
+  return progs.filter((p) => p.pids?.some((x) => x.pid === pid)).map((p) => p.id);
+}
+
+export function allProgramIds(): Set<number> {
+  const out = execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' });
+  return new Set((JSON.parse(out) as Array<{ id: number }>).map((p) => p.id));
+}
