@@ -20,6 +20,11 @@ char LICENSE[] SEC("license") = "GPL";
 
 KS_DECLARE_DROPS
 
+/* Set when tcp_destroy_sock is hooked: entries then outlive TCP_CLOSE, so a
+ * reset sent right after the close (SO_LINGER 0 sets CLOSE, then sends RST)
+ * is still charged to its owner. */
+const volatile bool keep_until_destroy = false;
+
 /* Sockets we have seen opening, keyed by their kernel address. */
 struct ks_sock_info {
 	struct ks_tcp_key key;
@@ -121,13 +126,25 @@ static __always_inline void on_close(const struct sock *sk, int old)
 		goto cleanup;
 	}
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	/* Both counters follow sequence numbers, where SYN and FIN take one
+	 * each; report payload bytes only. Our SYN was acked on every outbound
+	 * connection that opened; our FIN was acked in these states; a FIN
+	 * received sets SOCK_DONE (tcp_fin()). */
+	if (info && info->key.dir == TCP_DIR_OUTBOUND && acked)
+		acked--;
+	if (((1 << old) & ((1 << TCP_FIN_WAIT2) | (1 << TCP_LAST_ACK) | (1 << TCP_CLOSING))) && acked)
+		acked--;
+	if ((BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received)
+		received--;
 	c->closed++;
-	c->sent_bytes += BPF_CORE_READ(tp, bytes_acked);
-	c->received_bytes += BPF_CORE_READ(tp, bytes_received);
+	c->sent_bytes += acked;
+	c->received_bytes += received;
 	if (info)
 		hist_add(key, TCP_HIST_LIFETIME, now - info->start_ns);
 cleanup:
-	if (info)
+	if (info && !keep_until_destroy)
 		bpf_map_delete_elem(&socks, &addr);
 }
 
@@ -235,6 +252,13 @@ static __always_inline int handle_retransmit(const struct sock *sk)
 	return 0;
 }
 
+static __always_inline int handle_destroy(const struct sock *sk)
+{
+	__u64 addr = (__u64)sk;
+	bpf_map_delete_elem(&socks, &addr);
+	return 0;
+}
+
 static __always_inline int handle_send_reset(const struct sock *sk)
 {
 	/* sk is NULL when the reset answers a segment for no socket. */
@@ -273,6 +297,10 @@ SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset_btf, const struct sock *sk)
 { return handle_receive_reset(sk); }
 
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy_btf, const struct sock *sk)
+{ return handle_destroy(sk); }
+
 /* raw_tp: the same tracepoints with untyped arguments (kernels >= 4.17). */
 SEC("raw_tp/inet_sock_set_state")
 int BPF_PROG(tcp_state_raw, const struct sock *sk, int old, int new)
@@ -293,3 +321,7 @@ int BPF_PROG(tcp_send_reset_raw, const struct sock *sk)
 SEC("raw_tp/tcp_receive_reset")
 int BPF_PROG(tcp_receive_reset_raw, const struct sock *sk)
 { return handle_receive_reset(sk); }
+
+SEC("raw_tp/tcp_destroy_sock")
+int BPF_PROG(tcp_destroy_raw, const struct sock *sk)
+{ return handle_destroy(sk); }

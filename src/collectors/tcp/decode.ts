@@ -65,9 +65,10 @@ export function sumField(value: Buffer, slot: number, ncpus: number, field: numb
   return s;
 }
 
-/** The `port` label: the service side's port, with clients' ephemeral ports folded. */
+/**
+ * The `port` label: the service side's port (the listener's), never a
+ * client's ephemeral one, so it is bounded by the ports services listen on.
+ */
 export function portLabel(port: number): string {
-  if (port === 0) return 'unknown';
-  if (port >= 32768) return 'ephemeral';
-  return String(port);
+  return port === 0 ? 'unknown' : String(port);
 }

@@ -32,6 +32,7 @@ export const TCP_HOOKS: HookSpec[] = [
   { event: 'tcp_retransmit_skb', required: false, programs: { tp_btf: 'tcp_retransmit_btf', raw_tp: 'tcp_retransmit_raw' } },
   { event: 'tcp_send_reset', required: false, programs: { tp_btf: 'tcp_send_reset_btf', raw_tp: 'tcp_send_reset_raw' } },
   { event: 'tcp_receive_reset', required: false, programs: { tp_btf: 'tcp_receive_reset_btf', raw_tp: 'tcp_receive_reset_raw' } },
+  { event: 'tcp_destroy_sock', required: false, programs: { tp_btf: 'tcp_destroy_btf', raw_tp: 'tcp_destroy_raw' } },
 ];
 
 const COUNTERS: Record<CounterField, [string, string]> = {
@@ -81,6 +82,7 @@ export class TcpCollector implements Collector {
     const chosen = plan.hooks.filter((h) => h.kind);
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
       skipPrograms: unchosenPrograms(TCP_HOOKS, chosen),
+      rodata: { keep_until_destroy: chosen.some((h) => h.event === 'tcp_destroy_sock') ? 1 : 0 },
       maxEntries: {
         socks: cfg.maps.sockets,
         tcp_stats: cfg.maps.stats,
