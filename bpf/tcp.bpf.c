@@ -285,9 +285,16 @@ SEC("tp_btf/tcp_probe")
 int BPF_PROG(tcp_probe_btf, const struct sock *sk)
 { return handle_probe(sk); }
 
+/* Since Linux 6.16 the tracepoint also fires for failed attempts (a local
+ * drop, a busy queue) and passes their error; only sent segments count, as
+ * in the kernel's own RetransSegs. Older kernels pass no error: the CO-RE
+ * check is false there and the read of ctx[2] is dead code. */
+#define RETRANSMIT_FAILED(ctx) \
+	(bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err) && (int)(ctx)[2] != 0)
+
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit_btf, const struct sock *sk)
-{ return handle_retransmit(sk); }
+{ return RETRANSMIT_FAILED(ctx) ? 0 : handle_retransmit(sk); }
 
 SEC("tp_btf/tcp_send_reset")
 int BPF_PROG(tcp_send_reset_btf, const struct sock *sk)
@@ -312,7 +319,7 @@ int BPF_PROG(tcp_probe_raw, const struct sock *sk)
 
 SEC("raw_tp/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit_raw, const struct sock *sk)
-{ return handle_retransmit(sk); }
+{ return RETRANSMIT_FAILED(ctx) ? 0 : handle_retransmit(sk); }
 
 SEC("raw_tp/tcp_send_reset")
 int BPF_PROG(tcp_send_reset_raw, const struct sock *sk)
