@@ -139,13 +139,23 @@ export function runCli(args: string[], opts: { timeoutMs?: number; prefix?: stri
   });
 }
 
-/** BPF program ids held by a process, from the kernel's own listing. */
+/** BPF program ids a process holds, from the kernel's fdinfo of its fds. */
 export function programsOf(pid: number): number[] {
-  const out = execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' });
-  const progs = JSON.parse(out) as Array<{ id: number; pids?: Array<{ pid: number }> }>;
-  return progs.filter((p) => p.pids?.some((x) => x.pid === pid)).map((p) => p.id);
+  const ids = new Set<number>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fdinfo`)) {
+    let info: string;
+    try {
+      info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue;
+    }
+    const m = /^prog_id:\s+(\d+)$/m.exec(info);
+    if (m) ids.add(Number(m[1]));
+  }
+  return [...ids].sort((a, b) => a - b);
 }
 
+/** Every BPF program loaded in the kernel, from bpftool. */
 export function allProgramIds(): Set<number> {
   const out = execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' });
   return new Set((JSON.parse(out) as Array<{ id: number }>).map((p) => p.id));

@@ -1,0 +1,125 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { allProgramIds, eventually, isRoot, programsOf, runCli, startAgent, tmpDir } from '../helpers.js';
+
+function configFile(yaml: string): string {
+  const f = path.join(tmpDir('ks-cfg'), 'config.yaml');
+  fs.writeFileSync(f, yaml);
+  return f;
+}
+
+test('bad config exits 2 and names the key', async () => {
+  const cases: Array<[string, RegExp]> = [
+    ['collectors:\n  tcp:\n    bogus: 1\n', /collectors\.tcp\.bogus: unknown key$/m],
+    ['collectors:\n  tcp:\n    maxSeries: lots\n', /collectors\.tcp\.maxSeries: must be integer$/m],
+    ['bpfStats:\n  intervalSeconds: -1\n', /bpfStats\.intervalSeconds: must be >= 1$/m],
+    ['services:\n  - name: a\n    match: { cmdline: "[" }\n', /services\[0\]\.match\.cmdline: not a valid regular expression$/m],
+    ['listen: [1, 2]\n', /listen: must be string$/m],
+    ['a: [\n', /invalid YAML/],
+    ['a: 1\na: 2\n', /invalid YAML: Map keys must be unique at line 2, column 1:$/m],
+  ];
+  for (const [yaml, re] of cases) {
+    const f = configFile(yaml);
+    const r = await runCli(['run', '--config', f]);
+    assert.equal(r.code, 2, `${yaml}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+    assert.equal(r.stderr.trim().split('\n').length, 1, 'one line');
+    assert.ok(r.stderr.startsWith(`kernscope: ${f}: `));
+  }
+  const missing = await runCli(['run', '--config', '/nonexistent/k.yaml']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^kernscope: \/nonexistent\/k\.yaml: cannot read: ENOENT/);
+});
+
+test('bad flags and commands exit 2 with usage', async () => {
+  for (const args of [['run', '--bogus'], ['run', 'extra'], ['frobnicate'], ['run', '--listen'], ['doctor', '--listen', '1.2.3.4:5'], []]) {
+    const r = await runCli(args);
+    assert.equal(r.code, 2, args.join(' '));
+    assert.match(r.stderr, /usage: kernscope/);
+  }
+  const bad = await runCli(['run', '--listen', 'localhost']);
+  assert.equal(bad.code, 2);
+  assert.equal(bad.stderr, 'kernscope: --listen: expected HOST:PORT (e.g. 127.0.0.1:9527), got "localhost"\n');
+  const help = await runCli(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /^usage: kernscope <command>/);
+});
+
+test('a port in use: one clear line, exit 1, nothing left loaded', async () => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  const port = (blocker.address() as net.AddressInfo).port;
+  const before = allProgramIds();
+  try {
+    const r = await runCli(['run', '--listen', `127.0.0.1:${port}`]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `kernscope: listen 127.0.0.1:${port}: address already in use (is another agent running?)\n`);
+  } finally {
+    blocker.close();
+  }
+  const leaked = [...allProgramIds()].filter((id) => !before.has(id));
+  assert.deepEqual(leaked, []);
+});
+
+test('without privileges the error names the capability', async () => {
+  assert.ok(isRoot);
+  const r = await runCli(['run'], { prefix: ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all'] });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^kernscope: missing capability CAP_BPF and CAP_PERFMON \(or CAP_SYS_ADMIN\)/);
+});
+
+test('SIGTERM detaches every program and exits 0', async () => {
+  const agent = await startAgent();
+  let ids: number[];
+  try {
+    ids = programsOf(agent.child.pid!);
+    // One per TCP hook: state, probe, retransmit, send and receive reset, destroy.
+    assert.equal(ids.length, 6, `programs held by the agent: ${ids}`);
+    for (const id of ids) assert.ok(allProgramIds().has(id));
+  } finally {
+    assert.equal(await agent.stop(), 0);
+  }
+  assert.ok(await eventually(async () => ids.every((id) => !allProgramIds().has(id)), 3000));
+  assert.match(agent.stderr(), /SIGTERM: detaching and exiting/);
+});
+
+test('SIGINT too', async () => {
+  const agent = await startAgent();
+  const ids = programsOf(agent.child.pid!);
+  process.kill(agent.child.pid!, 'SIGINT');
+  assert.equal(await agent.stop(), 0);
+  assert.match(agent.stderr(), /SIGINT: detaching and exiting/);
+  assert.equal(ids.length, 6);
+  // The kernel frees programs after an RCU grace period: allow it a moment.
+  assert.ok(await eventually(async () => ids.every((id) => !allProgramIds().has(id)), 3000));
+});
+
+test('doctor reports features, hook costs and plans', async () => {
+  const r = await runCli(['doctor', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const rep = JSON.parse(r.stdout) as {
+    features: Record<string, { ok: boolean; detail?: string }>;
+    hookCosts: Array<{ hook: string; ns: number | null }>;
+    collectors: Array<{ collector: string; runnable: boolean; hooks: Array<{ event: string; kind: string | null }> }>;
+  };
+  for (const f of ['btf', 'tracefs', 'bpffs', 'cgroup v2', 'tracepoint', 'raw_tp', 'tp_btf', 'kprobe', 'fentry', 'uprobe', 'ring buffer', 'perf_event', 'cgroup_skb', 'sockops', 'lockdown']) {
+    assert.ok(f in rep.features, f);
+  }
+  // What every kernel this project runs on must offer (see docs/architecture.md).
+  for (const f of ['btf', 'tracefs', 'raw_tp', 'tp_btf', 'uprobe', 'ring buffer']) assert.equal(rep.features[f]!.ok, true, f);
+  // A missing feature says why.
+  for (const [k, v] of Object.entries(rep.features)) if (!v.ok) assert.ok(v.detail, k);
+  assert.equal(rep.hookCosts.length, 7);
+  for (const c of rep.hookCosts) assert.ok(typeof c.ns === 'number' && c.ns >= 0, c.hook);
+  const tcp = rep.collectors.find((c) => c.collector === 'tcp')!;
+  assert.equal(tcp.runnable, true);
+  assert.deepEqual(tcp.hooks.map((h) => h.kind), ['tp_btf', 'tp_btf', 'tp_btf', 'tp_btf', 'tp_btf', 'tp_btf']);
+
+  const text = await runCli(['doctor', '--no-measure']);
+  assert.equal(text.code, 0);
+  assert.match(text.stdout, /^  tcp: will run$/m);
+  assert.doesNotMatch(text.stdout, /hook cost/);
+});
