@@ -71,6 +71,13 @@ test('without privileges the error names the capability', async () => {
   assert.match(r.stderr, /^kernscope: missing capability CAP_BPF and CAP_PERFMON \(or CAP_SYS_ADMIN\)/);
 });
 
+test('a kernel without BTF: one clear line', async () => {
+  // A private mount namespace hides the kernel's BTF from the agent only.
+  const r = await runCli(['run'], { prefix: ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs none /sys/kernel/btf && exec "$0" "$@"'] });
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /^kernscope: this kernel has no BTF \(\/sys\/kernel\/btf\/vmlinux is missing\)/);
+});
+
 test('SIGTERM detaches every program and exits 0', async () => {
   const agent = await startAgent();
   let ids: number[];
