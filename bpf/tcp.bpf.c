@@ -25,11 +25,18 @@ KS_DECLARE_DROPS
  * is still charged to its owner. */
 const volatile bool keep_until_destroy = false;
 
+/* RTT: 0 off, 1 one sample per connection at close (no per-packet cost),
+ * 2 from tcp_probe on incoming segments, at most one per socket per
+ * rtt_interval_ns. */
+const volatile __u32 rtt_mode = 1;
+const volatile __u64 rtt_interval_ns = 1000000000;
+
 /* Sockets we have seen opening, keyed by their kernel address. */
 struct ks_sock_info {
 	struct ks_tcp_key key;
 	__u64 start_ns;		/* SYN sent, or established for inbound */
 	__u64 established_ns;	/* 0 until the handshake completes */
+	__u64 rtt_last_ns;	/* last RTT sample, for rtt_mode 2 */
 };
 
 struct {
@@ -141,8 +148,12 @@ static __always_inline void on_close(const struct sock *sk, int old)
 	c->closed++;
 	c->sent_bytes += acked;
 	c->received_bytes += received;
-	if (info)
+	if (info) {
 		hist_add(key, TCP_HIST_LIFETIME, now - info->start_ns);
+		__u64 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+		if (rtt_mode == 1 && srtt_us)
+			hist_add(key, TCP_HIST_RTT, srtt_us * 1000);
+	}
 cleanup:
 	if (info && !keep_until_destroy)
 		bpf_map_delete_elem(&socks, &addr);
@@ -150,6 +161,11 @@ cleanup:
 
 static __always_inline int handle_state(const struct sock *sk, int old, int new)
 {
+	/* Half the transitions (FIN_WAIT1, CLOSE_WAIT, LAST_ACK...) matter to
+	 * nobody: decide from the states alone before touching the socket. */
+	if (new != TCP_SYN_SENT && new != TCP_LISTEN && new != TCP_CLOSE &&
+	    !(new == TCP_ESTABLISHED && (old == TCP_SYN_SENT || old == TCP_SYN_RECV)))
+		return 0;
 	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -235,12 +251,21 @@ static __always_inline int handle_state(const struct sock *sk, int old, int new)
 
 static __always_inline int handle_probe(const struct sock *sk)
 {
+	__u64 addr = (__u64)sk;
+	struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
+	/* Per segment, so as little as possible: sockets we did not see open
+	 * are skipped, and one sample per socket per interval is enough. */
+	if (!info)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (info->rtt_last_ns && now - info->rtt_last_ns < rtt_interval_ns)
+		return 0;
+	info->rtt_last_ns = now;
 	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
 	/* srtt_us holds 8x the smoothed RTT (Van Jacobson's fixed point). */
 	__u64 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	if (!srtt_us)
-		return 0;
-	hist_add(key_of(sk), TCP_HIST_RTT, srtt_us * 1000);
+	if (srtt_us)
+		hist_add(&info->key, TCP_HIST_RTT, srtt_us * 1000);
 	return 0;
 }
 

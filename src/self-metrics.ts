@@ -7,7 +7,9 @@ import type { ProgramStatsSampler } from './bpf/stats.js';
  * program's kernel run time as sampled by ProgramStatsSampler.
  */
 export function registerSelfMetrics(m: MetricsRegistry, stats: ProgramStatsSampler, collectorOf: (program: string) => string): void {
-  client.collectDefaultMetrics({ register: m.registry });
+  // The event-loop delay monitor samples every 10 ms by default: 100 wakeups a
+  // second would be most of an idle agent's CPU.
+  client.collectDefaultMetrics({ register: m.registry, eventLoopMonitoringPrecision: 1000 });
   const runs = m.counter('kernscope_bpf_program_runs_total', 'BPF program runs counted while kernel run-time statistics were on (see kernscope_bpf_stats_sampled_seconds_total).', ['collector', 'program']);
   const secs = m.counter('kernscope_bpf_program_run_seconds_total', 'Kernel time spent in BPF programs while run-time statistics were on.', ['collector', 'program']);
   const perRun = m.gauge('kernscope_bpf_program_run_duration_seconds', 'Average run time of one program run in the last sampling window.', ['collector', 'program']);

@@ -35,6 +35,8 @@ function describe(e: ErrorObject): string {
       return 'missing required key';
     case 'format':
       return e.params.format === 'regex' ? 'not a valid regular expression' : `expected ${e.params.format}`;
+    case 'enum':
+      return `expected one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     case 'pattern':
       return e.instancePath === '/listen' ? 'expected HOST:PORT' : `must match ${e.params.pattern}`;
     default:

@@ -17,7 +17,9 @@ export interface Config {
   collectors: {
     tcp: {
       enabled: boolean;
-      rtt: boolean;
+      /** close: one sample per connection when it closes; segments: from tcp_probe, per socket at most every rttIntervalMs. */
+      rtt: 'close' | 'segments' | 'off';
+      rttIntervalMs: number;
       maxSeries: number;
       maps: { sockets: number; stats: number; histograms: number; listeners: number };
     };
@@ -32,7 +34,8 @@ export const DEFAULT_CONFIG: Config = {
   collectors: {
     tcp: {
       enabled: true,
-      rtt: true,
+      rtt: 'close',
+      rttIntervalMs: 1000,
       maxSeries: 2000,
       maps: { sockets: 65536, stats: 16384, histograms: 65536, listeners: 16384 },
     },
@@ -58,7 +61,8 @@ export const CONFIG_SCHEMA = {
           additionalProperties: false,
           properties: {
             enabled: { type: 'boolean' },
-            rtt: { type: 'boolean' },
+            rtt: { enum: ['close', 'segments', 'off'] },
+            rttIntervalMs: { type: 'integer', minimum: 1, maximum: 3600000 },
             maxSeries: { type: 'integer', minimum: 1, maximum: 1000000 },
             maps: {
               type: 'object',

@@ -46,8 +46,9 @@ test('N connections with known bytes: exact counts for client and server', async
     assert.equal(sum(m, 'kernscope_tcp_sent_bytes_total', s), N * RESP);
     assert.equal(sum(m, 'kernscope_tcp_received_bytes_total', s), N * REQ);
     assert.equal(sum(m, 'kernscope_tcp_connection_duration_seconds_count', s), N);
-    // A 56 KiB answer on loopback is acked in several segments: RTT samples exist.
-    assert.ok(sum(m, 'kernscope_tcp_rtt_seconds_count', s) > 0);
+    // By default one smoothed-RTT sample per connection, taken at close.
+    assert.equal(sum(m, 'kernscope_tcp_rtt_seconds_count', s), N);
+    assert.equal(sum(m, 'kernscope_tcp_rtt_seconds_count', c), N);
 
     // Labels are the process's executable and its script, never a pid.
     const series = m.filter((x) => x.name === 'kernscope_tcp_connections_opened_total' && x.labels.service === cli.service);
@@ -111,8 +112,33 @@ test('OpenMetrics on request, self-metrics present', async () => {
   assert.ok(sum(m, 'process_resident_memory_bytes') > 1e6);
   assert.equal(sum(m, 'kernscope_collector_up', { collector: 'tcp' }), 1);
   const progs = m.filter((x) => x.name === 'kernscope_bpf_program_runs_total').map((x) => x.labels.program).sort();
-  assert.deepEqual(progs, ['tcp_destroy_btf', 'tcp_probe_btf', 'tcp_receive_reset_btf', 'tcp_retransmit_btf', 'tcp_send_reset_btf', 'tcp_state_btf']);
+  assert.deepEqual(progs, ['tcp_destroy_btf', 'tcp_receive_reset_btf', 'tcp_retransmit_btf', 'tcp_send_reset_btf', 'tcp_state_btf']);
   const health = await fetch(`http://127.0.0.1:${agent.port}/healthz`);
   assert.equal(await health.text(), 'ok\n');
   assert.equal((await fetch(`http://127.0.0.1:${agent.port}/nope`)).status, 404);
+});
+
+test('rtt: segments samples incoming segments, at most once per socket and interval', async () => {
+  const seg = await startAgent('collectIntervalSeconds: 0.5\ncollectors:\n  tcp:\n    rtt: segments\n    rttIntervalMs: 3600000\n');
+  const srv = peerScript('srv');
+  const cli = peerScript('cli');
+  const server = startPeer(srv.script, ['server', '127.0.0.1', '200000']);
+  const port = (await server.line(/^\d+$/)).trim();
+  const client = startPeer(cli.script, ['client', '127.0.0.1', port, '3', '100000']);
+  try {
+    await client.line(/^done$/);
+    const s = { service: srv.service, direction: 'inbound', port };
+    let m: Sample[] = [];
+    assert.ok(await eventually(async () => sum((m = await seg.scrape()), 'kernscope_tcp_connections_closed_total', s) === 3));
+    // Many segments per connection, but an hour-long interval: one sample each.
+    assert.equal(sum(m, 'kernscope_tcp_rtt_seconds_count', s), 3);
+    assert.equal(sum(m, 'kernscope_tcp_rtt_seconds_count', { service: cli.service }), 3);
+    assert.ok(m.some((x) => x.name === 'kernscope_bpf_program_runs_total' && x.labels.program === 'tcp_probe_btf'));
+  } finally {
+    await client.end();
+    await server.end();
+    assert.equal(await seg.stop(), 0);
+    srv.cleanup();
+    cli.cleanup();
+  }
 });

@@ -49,7 +49,7 @@ const COUNTERS: Record<CounterField, [string, string]> = {
 /** Kernel slots are µs (slot i: [2^i, 2^(i+1)) µs); each histogram keeps a useful range. */
 const HISTOGRAMS = [
   { name: 'kernscope_tcp_connect_duration_seconds', help: 'Time from SYN sent to connection established.', min: 3, max: 24 },
-  { name: 'kernscope_tcp_rtt_seconds', help: 'Smoothed round-trip time, sampled on each incoming segment (tcp_probe).', min: 3, max: 21 },
+  { name: 'kernscope_tcp_rtt_seconds', help: 'Smoothed round-trip time: one sample per connection at close, or per socket and interval from incoming segments (collectors.tcp.rtt).', min: 3, max: 21 },
   { name: 'kernscope_tcp_connection_duration_seconds', help: 'Lifetime of closed connections, from establishment to close.', min: 9, max: 31 },
 ] as const;
 
@@ -67,7 +67,7 @@ export class TcpCollector implements Collector {
   private ncpus = 1;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
-    const hooks = TCP_HOOKS.filter((h) => h.event !== 'tcp_probe' || config.collectors.tcp.rtt).map((h) => chooseHook(h, f));
+    const hooks = TCP_HOOKS.filter((h) => h.event !== 'tcp_probe' || config.collectors.tcp.rtt === 'segments').map((h) => chooseHook(h, f));
     const missing = hooks.find((h, i) => !h.kind && TCP_HOOKS[i]!.required);
     if (!config.collectors.tcp.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     if (missing) return { collector: this.name, runnable: false, reason: `${missing.event}: ${missing.reason}`, hooks };
@@ -82,7 +82,11 @@ export class TcpCollector implements Collector {
     const chosen = plan.hooks.filter((h) => h.kind);
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
       skipPrograms: unchosenPrograms(TCP_HOOKS, chosen),
-      rodata: { keep_until_destroy: chosen.some((h) => h.event === 'tcp_destroy_sock') ? 1 : 0 },
+      rodata: {
+        keep_until_destroy: chosen.some((h) => h.event === 'tcp_destroy_sock') ? 1 : 0,
+        rtt_mode: { off: 0, close: 1, segments: 2 }[cfg.rtt],
+        rtt_interval_ns: BigInt(cfg.rttIntervalMs) * 1_000_000n,
+      },
       maxEntries: {
         socks: cfg.maps.sockets,
         tcp_stats: cfg.maps.stats,
