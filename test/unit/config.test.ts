@@ -47,3 +47,11 @@ test('listen addresses', () => {
     assert.throws(() => parseListen(bad), { code: 'ERR_KERNSCOPE_USAGE' }, bad);
   }
 });
+
+test('the documented example config is valid and says the defaults', async () => {
+  const { loadConfig } = await import('../../src/config/load.js');
+  const { ROOT } = await import('../../src/paths.js');
+  const c = loadConfig(`${ROOT}/docs/kernscope.example.yaml`);
+  assert.deepEqual({ ...c, services: [] }, DEFAULT_CONFIG);
+  assert.equal(c.services.length, 3);
+});
