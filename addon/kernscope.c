@@ -513,6 +513,61 @@ static napi_value detach(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* Tearing down a perf-event link (tracepoint, uprobe) waits for an RCU grace
+ * period, ~80 ms here; detachAsync runs each in the libuv thread pool so
+ * several overlap. The table slot is freed at once on the main thread. */
+struct detach_work {
+	napi_async_work work;
+	napi_deferred deferred;
+	struct bpf_link *link;
+	int err;
+};
+
+static void detach_execute(napi_env env, void *data)
+{
+	struct detach_work *w = data;
+	w->err = bpf_link__destroy(w->link);
+}
+
+static void detach_complete(napi_env env, napi_status status, void *data)
+{
+	struct detach_work *w = data;
+	napi_value v;
+	if (w->err) {
+		char msg[128];
+		snprintf(msg, sizeof(msg), "detach: %s", strerror(-w->err));
+		napi_value code, text;
+		napi_create_string_utf8(env, ERR_CODE, NAPI_AUTO_LENGTH, &code);
+		napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &text);
+		napi_create_error(env, code, text, &v);
+		napi_reject_deferred(env, w->deferred, v);
+	} else {
+		napi_get_undefined(env, &v);
+		napi_resolve_deferred(env, w->deferred, v);
+	}
+	napi_delete_async_work(env, w->work);
+	free(w);
+}
+
+static napi_value detach_async(napi_env env, napi_callback_info info)
+{
+	napi_value argv[1], promise, name;
+	int64_t h;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
+	    h >= MAX_HANDLES || !links[h])
+		return throw_err(env, EBADF, "detachAsync: bad link handle");
+	struct detach_work *w = calloc(1, sizeof(*w));
+	if (!w)
+		return throw_err(env, ENOMEM, "detachAsync");
+	w->link = links[h];
+	links[h] = NULL;
+	napi_create_promise(env, &w->deferred, &promise);
+	napi_create_string_utf8(env, "kernscope:detach", NAPI_AUTO_LENGTH, &name);
+	napi_create_async_work(env, NULL, name, detach_execute, detach_complete, w, &w->work);
+	napi_queue_async_work(env, w->work);
+	return promise;
+}
+
 /* ---- maps (by fd; the object owns the fd) ------------------------------- */
 
 static napi_value map_lookup(napi_env env, napi_callback_info info)
@@ -923,15 +978,27 @@ __asm__(".text\n"
 	"	sub $8, %rsp\n" /* executed out of line: a single-step trap */
 	"	add $8, %rsp\n"
 	"	ret\n"
-	".size kernscope_probe_stepped, .-kernscope_probe_stepped\n");
+	".size kernscope_probe_stepped, .-kernscope_probe_stepped\n"
+	".globl kernscope_probe_ret\n" /* like _emulated, for a uretprobe alone */
+	".type kernscope_probe_ret,@function\n"
+	"kernscope_probe_ret:\n"
+	"	push %rbp\n"
+	"	pop %rbp\n"
+	"	ret\n"
+	".size kernscope_probe_ret, .-kernscope_probe_ret\n");
 void kernscope_probe_emulated(void);
 void kernscope_probe_stepped(void);
+void kernscope_probe_ret(void);
 #else
 __attribute__((noinline, visibility("default"))) void kernscope_probe_emulated(void)
 {
 	__asm__ volatile("" ::: "memory");
 }
 __attribute__((noinline, visibility("default"))) void kernscope_probe_stepped(void)
+{
+	__asm__ volatile("" ::: "memory");
+}
+__attribute__((noinline, visibility("default"))) void kernscope_probe_ret(void)
 {
 	__asm__ volatile("" ::: "memory");
 }
@@ -958,6 +1025,8 @@ static napi_value bench_call(napi_env env, napi_callback_info info)
 		fn = kernscope_probe_emulated;
 	else if (!strcmp(kind, "stepped"))
 		fn = kernscope_probe_stepped;
+	else if (!strcmp(kind, "ret"))
+		fn = kernscope_probe_ret;
 	else if (strcmp(kind, "getppid"))
 		return throw_err(env, EINVAL, "benchCall: unknown kind %s", kind);
 	int64_t t0 = now_ns();
@@ -987,7 +1056,8 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "setAutoload", set_autoload },   { "setRodata", set_rodata },
 		{ "setMaxEntries", set_max_entries }, { "loadObject", load_object },
 		{ "closeObject", close_object },   { "attach", attach },
-		{ "detach", detach },		   { "mapLookup", map_lookup },
+		{ "detach", detach },		   { "detachAsync", detach_async },
+		{ "mapLookup", map_lookup },
 		{ "mapUpdate", map_update },	   { "mapDelete", map_delete },
 		{ "mapDump", map_dump },	   { "ringbufOpen", ringbuf_open },
 		{ "ringbufClose", ringbuf_close }, { "ringbufUnref", ringbuf_unref },

@@ -75,7 +75,7 @@ export async function main(argv: string[]): Promise<number> {
       checkPrivileges();
       checkBtf();
       const { doctor, formatDoctor } = await import('./doctor.js');
-      const report = doctor(config, { measure: !values['no-measure'] });
+      const report = await doctor(config, { measure: !values['no-measure'] });
       process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatDoctor(report)}\n`);
       return 0;
     }

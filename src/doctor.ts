@@ -10,6 +10,8 @@ export interface DoctorReport {
   libbpf: string;
   features: Record<string, Feature>;
   hookCosts: HookCost[];
+  /** Wall time of the hook cost measurement, loads and detaches included. */
+  measureMs: number;
   collectors: CollectorPlan[];
 }
 
@@ -17,7 +19,7 @@ function flag(ok: boolean, detail?: string): Feature {
   return detail ? { ok, detail } : { ok };
 }
 
-export function doctor(config: Config, opts: { measure: boolean }): DoctorReport {
+export async function doctor(config: Config, opts: { measure: boolean }): Promise<DoctorReport> {
   const tracefs = ensureTracefs();
   const f: KernelFeatures = detectFeatures();
   const features: Record<string, Feature> = {
@@ -37,11 +39,14 @@ export function doctor(config: Config, opts: { measure: boolean }): DoctorReport
     sockops: flag(f.sockops),
     lockdown: flag(true, f.lockdown),
   };
+  const t0 = performance.now();
+  const hookCosts = opts.measure ? await measureHookCosts() : [];
   return {
     kernel: f.kernel,
     libbpf: addon().libbpfVersion,
     features,
-    hookCosts: opts.measure ? measureHookCosts() : [],
+    hookCosts,
+    measureMs: Math.round(performance.now() - t0),
     collectors: allCollectors().map((c) => c.plan(f, config)),
   };
 }
@@ -55,7 +60,7 @@ export function formatDoctor(r: DoctorReport): string {
     lines.push(`  ${k.padEnd(w)}  ${state}${detail}`);
   }
   if (r.hookCosts.length) {
-    lines.push('', 'hook cost on this machine (added ns per hit, best of 5):');
+    lines.push('', `hook cost on this machine (added ns per hit, best of 5 runs; measured in ${r.measureMs} ms):`);
     const hw = Math.max(...r.hookCosts.map((c) => c.hook.length));
     for (const c of r.hookCosts) {
       lines.push(`  ${c.hook.padEnd(hw)}  ${c.ns === null ? `unavailable: ${c.detail}` : `${Math.round(c.ns)} ns`}`);

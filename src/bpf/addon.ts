@@ -57,6 +57,7 @@ export interface Addon {
   closeObject(h: number): void;
   attach(h: number, program: string, spec: AttachSpec): number;
   detach(link: number): void;
+  detachAsync(link: number): Promise<void>;
   mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;
   mapDelete(fd: number, key: Buffer): boolean;
@@ -76,7 +77,7 @@ export interface Addon {
   probeMapType(type: number): boolean;
   vmlinuxHasType(name: string): boolean;
   numPossibleCpus(): number;
-  benchCall(kind: 'getppid' | 'emulated' | 'stepped', n: number): number;
+  benchCall(kind: 'getppid' | 'emulated' | 'stepped' | 'ret', n: number): number;
 }
 
 let cached: Addon | undefined;

@@ -109,6 +109,13 @@ export class Link {
     addon().detach(this.id);
   }
 
+  /** Detaches in the thread pool: perf-event links wait for an RCU grace period. */
+  async detachAsync(): Promise<void> {
+    if (!this.live) return;
+    this.live = false;
+    await addon().detachAsync(this.id);
+  }
+
   /** The object was closed, which detached this link in the addon. */
   forget(): void {
     this.live = false;
@@ -200,6 +207,13 @@ export class BpfObject {
       },
       unref: () => a.ringbufUnref(id),
     };
+  }
+
+  /** Like close(), with the links detached in parallel off the main thread. */
+  async closeAsync(): Promise<void> {
+    if (this.closed) return;
+    await Promise.all(this.links.map((l) => l.detachAsync()));
+    this.close();
   }
 
   /** Detaches every link and frees the object; safe to call twice. */
