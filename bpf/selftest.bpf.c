@@ -3,6 +3,7 @@
  * buffer, and every attach kind the agent uses. Filters on one tgid so other
  * processes on the machine never disturb the counts. */
 #include "common.bpf.h"
+#include <bpf/usdt.bpf.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -112,5 +113,20 @@ SEC("perf_event")
 int selftest_perf(void *ctx)
 {
 	bump(7);
+	return 0;
+}
+
+/* USDT kernscope:tick(n): counts hits (key 8) and sums the argument (key 9). */
+SEC("usdt")
+int BPF_USDT(selftest_usdt, long n)
+{
+	__u32 sum_key = 9;
+	__u64 *v;
+	bump(8);
+	v = bpf_map_lookup_elem(&hits, &sum_key);
+	if (v)
+		__sync_fetch_and_add(v, n);
+	else
+		bpf_map_update_elem(&hits, &sum_key, &n, BPF_ANY);
 	return 0;
 }

@@ -9,11 +9,11 @@ import { addon } from '../../src/bpf/addon.js';
 import { BpfObject, MapUpdate } from '../../src/bpf/object.js';
 import { ProgramStatsSampler } from '../../src/bpf/stats.js';
 import { ensureTracefs } from '../../src/capabilities/features.js';
-import { ADDON_PATH, bpfObjectPath } from '../../src/paths.js';
+import { ADDON_PATH, ROOT, bpfObjectPath } from '../../src/paths.js';
 import { eventually, isRoot } from '../helpers.js';
 
 const SELFTEST = bpfObjectPath('selftest.bpf.o');
-const ALL = ['selftest_tp', 'selftest_btf', 'selftest_raw', 'selftest_uprobe', 'selftest_uretprobe', 'selftest_egress', 'selftest_sockops', 'selftest_perf'];
+const ALL = ['selftest_tp', 'selftest_btf', 'selftest_raw', 'selftest_uprobe', 'selftest_uretprobe', 'selftest_egress', 'selftest_sockops', 'selftest_perf', 'selftest_usdt'];
 const only = (...keep: string[]): string[] => ALL.filter((p) => !keep.includes(p));
 
 function u32(n: number): Buffer {
@@ -208,6 +208,32 @@ test('perf_event programs run on a software clock', async () => {
     assert.ok(await eventually(async () => hits(obj, 7) > 0, 3000, 20));
   } finally {
     obj.close();
+  }
+});
+
+test('USDT probes of a running process, by provider and name', async () => {
+  const dir = fs.mkdtempSync('/tmp/ks-usdt-');
+  const bin = path.join(dir, 'usdt-target');
+  execFileSync('gcc', ['-O2', '-o', bin, path.join(ROOT, 'test', 'fixtures', 'usdt-target.c')]);
+  const N = 17;
+  const child = spawn(bin, [String(N)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const obj = BpfObject.load(SELFTEST, { skipPrograms: only('selftest_usdt') });
+  try {
+    assert.ok(await eventually(async () => out.includes('ready'), 5000, 10));
+    obj.attach('selftest_usdt', { kind: 'usdt', binary: bin, provider: 'kernscope', name: 'tick', pid: child.pid! });
+    child.stdin!.write('go\n');
+    child.stdin!.write('go\n');
+    assert.ok(await eventually(async () => out.split('fired').length === 3, 5000, 10));
+    assert.equal(hits(obj, 8), 2 * N);
+    assert.equal(hits(obj, 9), 2 * ((N * (N + 1)) / 2), 'the argument is read');
+    assert.throws(() => obj.attach('selftest_usdt', { kind: 'usdt', binary: bin, provider: 'kernscope', name: 'nope' }), { code: 'ERR_KERNSCOPE_BPF' });
+  } finally {
+    obj.close();
+    child.stdin!.end();
+    await new Promise((r) => child.once('exit', r));
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

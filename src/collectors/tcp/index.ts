@@ -112,6 +112,8 @@ export class TcpCollector implements Collector {
       return hist;
     });
     this.limiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'tcp', reason: 'label_overflow' }));
+    // Every bound has a series from the start, so an alert can watch it at 0.
+    for (const reason of [...DROP_REASONS, 'label_overflow']) ctx.drops.inc({ source: 'tcp', reason }, 0);
   }
 
   programs(): BpfProgram[] {
