@@ -57,6 +57,8 @@ export interface RunningAgent {
   child: ChildProcess;
   port: number;
   stderr: () => string;
+  /** Resolves with the exit code when the agent exits, whatever stopped it. */
+  exited: Promise<number | null>;
   scrape(accept?: string): Promise<Sample[]>;
   scrapeText(accept?: string): Promise<string>;
   /** SIGTERM by pid; resolves with the exit code. */
@@ -94,6 +96,7 @@ export async function startAgent(configYaml = '', extraArgs: string[] = []): Pro
     child,
     port,
     stderr: () => err,
+    exited,
     scrapeText,
     scrape: async (accept?: string) => parseMetrics(await scrapeText(accept)),
     stop: async () => {

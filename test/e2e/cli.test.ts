@@ -98,7 +98,8 @@ test('SIGINT too', async () => {
   const agent = await startAgent();
   const ids = programsOf(agent.child.pid!);
   process.kill(agent.child.pid!, 'SIGINT');
-  assert.equal(await agent.stop(), 0);
+  assert.equal(await agent.exited, 0);
+  await agent.stop();
   assert.match(agent.stderr(), /SIGINT: detaching and exiting/);
   assert.equal(ids.length, 5);
   // The kernel frees programs after an RCU grace period: allow it a moment.
