@@ -194,6 +194,17 @@ static struct bpf_object *obj_arg(napi_env env, napi_value v)
 	return objects[h];
 }
 
+/* The single argument of a call that takes one handle into `table`; -1 if bad. */
+static int64_t handle_arg(napi_env env, napi_callback_info info, void **table)
+{
+	napi_value argv[1];
+	int64_t h;
+	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
+	    h >= MAX_HANDLES || !table[h])
+		return -1;
+	return h;
+}
+
 static struct bpf_program *prog_arg(napi_env env, struct bpf_object *obj, napi_value v)
 {
 	char name[256];
@@ -374,10 +385,8 @@ static void ringbuf_destroy(int h);
 
 static napi_value close_object(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1];
-	int64_t h;
-	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
-	    h >= MAX_HANDLES || !objects[h])
+	int64_t h = handle_arg(env, info, (void **)objects);
+	if (h < 0)
 		return throw_err(env, EBADF, "closeObject: bad object handle");
 	for (int i = 1; i < MAX_HANDLES; i++) {
 		if (ringbufs[i] && ringbuf_owner[i] == h)
@@ -501,10 +510,8 @@ static napi_value attach(napi_env env, napi_callback_info info)
 
 static napi_value detach(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1];
-	int64_t h;
-	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
-	    h >= MAX_HANDLES || !links[h])
+	int64_t h = handle_arg(env, info, (void **)links);
+	if (h < 0)
 		return throw_err(env, EBADF, "detach: bad link handle");
 	int err = bpf_link__destroy(links[h]);
 	links[h] = NULL;
@@ -551,10 +558,9 @@ static void detach_complete(napi_env env, napi_status status, void *data)
 
 static napi_value detach_async(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1], promise, name;
-	int64_t h;
-	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
-	    h >= MAX_HANDLES || !links[h])
+	napi_value promise, name;
+	int64_t h = handle_arg(env, info, (void **)links);
+	if (h < 0)
 		return throw_err(env, EBADF, "detachAsync: bad link handle");
 	struct detach_work *w = calloc(1, sizeof(*w));
 	if (!w)
@@ -846,10 +852,8 @@ static napi_value ringbuf_open(napi_env env, napi_callback_info info)
 
 static napi_value ringbuf_close(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1];
-	int64_t h;
-	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
-	    h >= MAX_HANDLES || !ringbufs[h])
+	int64_t h = handle_arg(env, info, (void **)ringbufs);
+	if (h < 0)
 		return throw_err(env, EBADF, "ringbufClose: bad ring buffer handle");
 	ringbuf_destroy((int)h);
 	return NULL;
@@ -858,10 +862,8 @@ static napi_value ringbuf_close(napi_env env, napi_callback_info info)
 /* Keeps the loop from waiting on a ring buffer (tests, one-shot tools). */
 static napi_value ringbuf_unref(napi_env env, napi_callback_info info)
 {
-	napi_value argv[1];
-	int64_t h;
-	if (!get_args(env, info, 1, argv) || !get_i64(env, argv[0], &h) || h <= 0 ||
-	    h >= MAX_HANDLES || !ringbufs[h])
+	int64_t h = handle_arg(env, info, (void **)ringbufs);
+	if (h < 0)
 		return throw_err(env, EBADF, "ringbufUnref: bad ring buffer handle");
 	uv_unref((uv_handle_t *)&ringbufs[h]->poll);
 	return NULL;
