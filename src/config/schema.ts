@@ -23,6 +23,18 @@ export interface Config {
       maxSeries: number;
       maps: { sockets: number; stats: number; histograms: number; listeners: number };
     };
+    http: {
+      enabled: boolean;
+      /** Distinct label sets per metric family; more fold into "_overflow". */
+      maxSeries: number;
+      /** Distinct routes per service; more fold into "_other". */
+      maxRoutesPerService: number;
+      /** Route patterns per service name: `{id}` or `*` one segment, `**` the rest. */
+      routes: Record<string, string[]>;
+      /** Upper bounds of the duration histograms, in seconds. */
+      durationBuckets: number[];
+      maps: { connections: number };
+    };
   };
   services: ServiceRule[];
   bpfStats: { intervalSeconds: number; windowSeconds: number };
@@ -38,6 +50,15 @@ export const DEFAULT_CONFIG: Config = {
       rttIntervalMs: 1000,
       maxSeries: 2000,
       maps: { sockets: 65536, stats: 16384, histograms: 65536, listeners: 16384 },
+    },
+    http: {
+      enabled: true,
+      maxSeries: 5000,
+      maxRoutesPerService: 100,
+      routes: {},
+      // OpenTelemetry's default for http.*.request.duration.
+      durationBuckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
+      maps: { connections: 16384 },
     },
   },
   services: [],
@@ -69,6 +90,25 @@ export const CONFIG_SCHEMA = {
               additionalProperties: false,
               properties: { sockets: mapSize, stats: mapSize, histograms: mapSize, listeners: mapSize },
             },
+          },
+        },
+        http: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            enabled: { type: 'boolean' },
+            maxSeries: { type: 'integer', minimum: 1, maximum: 1000000 },
+            maxRoutesPerService: { type: 'integer', minimum: 1, maximum: 100000 },
+            routes: {
+              type: 'object',
+              additionalProperties: {
+                type: 'array',
+                maxItems: 10000,
+                items: { type: 'string', pattern: '^/[^\\s]*$', maxLength: 1024 },
+              },
+            },
+            durationBuckets: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'number', exclusiveMinimum: 0 } },
+            maps: { type: 'object', additionalProperties: false, properties: { connections: mapSize } },
           },
         },
       },

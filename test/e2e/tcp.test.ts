@@ -111,7 +111,7 @@ test('OpenMetrics on request, self-metrics present', async () => {
   assert.ok(sum(m, 'process_cpu_seconds_total') > 0);
   assert.ok(sum(m, 'process_resident_memory_bytes') > 1e6);
   assert.equal(sum(m, 'kernscope_collector_up', { collector: 'tcp' }), 1);
-  const progs = m.filter((x) => x.name === 'kernscope_bpf_program_runs_total').map((x) => x.labels.program).sort();
+  const progs = m.filter((x) => x.name === 'kernscope_bpf_program_runs_total' && x.labels.collector === 'tcp').map((x) => x.labels.program).sort();
   assert.deepEqual(progs, ['tcp_destroy_btf', 'tcp_receive_reset_btf', 'tcp_retransmit_btf', 'tcp_send_reset_btf', 'tcp_state_btf']);
   const health = await fetch(`http://127.0.0.1:${agent.port}/healthz`);
   assert.equal(await health.text(), 'ok\n');

@@ -1,0 +1,346 @@
+// SPDX-License-Identifier: GPL-2.0
+/* HTTP/1.x requests seen from socket syscalls, with no change to the apps.
+ *
+ * Sockets enter the `conns` table when accept(2) or connect(2) returns;
+ * every read and write of any process costs one hash lookup, and exits there
+ * unless its (tgid, fd) is a tracked connection. On a tracked connection the
+ * kernel only recognises where a request and a response start (a method
+ * token, an "HTTP/1." status line) and keeps the time and the request's
+ * first bytes; one record per request goes to user space when the response
+ * starts, carrying both heads, and user space parses them.
+ *
+ * Each hook is the exit of a syscall (classic tracepoint): the syscall's
+ * arguments are still in the task's saved registers there, so one hook per
+ * syscall is enough. */
+#include "common.bpf.h"
+#include <bpf/bpf_endian.h>
+#include "http.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define EINPROGRESS 115
+
+char LICENSE[] SEC("license") = "GPL";
+
+KS_DECLARE_DROPS
+
+/* The agent's own tgid: its /metrics traffic is not the node's. */
+const volatile __u32 self_tgid = 0;
+
+struct conn_key {
+	__u32 tgid;
+	__u32 fd;
+};
+
+struct conn {
+	__u64 start_ns;
+	__u64 request_bytes;
+	__u8 role;
+	__u8 phase;
+	__u8 family;
+	__u8 pad;
+	__u16 peer_port;
+	__u16 req_len;
+	__u8 peer_addr[16];
+	__u8 req_head[HTTP_REQ_HEAD];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct conn_key);
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} http_events SEC(".maps");
+
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+static __always_inline struct conn *lookup(__u32 fd, struct conn_key *k)
+{
+	k->tgid = bpf_get_current_pid_tgid() >> 32;
+	k->fd = fd;
+	return bpf_map_lookup_elem(&conns, k);
+}
+
+/* First 8 bytes of a buffer; 0 when unreadable. */
+static __always_inline __u64 peek8(const void *buf, long len)
+{
+	__u64 v = 0;
+	if (len < 8 || bpf_probe_read_user(&v, sizeof(v), buf))
+		return 0;
+	return v;
+}
+
+#define B4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+
+/* A request line starts with a method; checked on 4 bytes, user space
+ * checks the rest. */
+static __always_inline bool is_request(__u64 v)
+{
+	__u32 w = (__u32)v;
+	return w == B4('G', 'E', 'T', ' ') || w == B4('P', 'O', 'S', 'T') ||
+	       w == B4('P', 'U', 'T', ' ') || w == B4('D', 'E', 'L', 'E') ||
+	       w == B4('H', 'E', 'A', 'D') || w == B4('P', 'A', 'T', 'C') ||
+	       w == B4('O', 'P', 'T', 'I');
+}
+
+/* "HTTP/1.x " and not a 1xx: interim responses (100 Continue) do not end a
+ * request. */
+static __always_inline bool is_final_response(__u64 v, const void *buf, long len)
+{
+	if ((__u32)v != B4('H', 'T', 'T', 'P') || ((v >> 32) & 0xffff) != ('/' | '1' << 8))
+		return false;
+	char code = 0;
+	if (len < 10 || bpf_probe_read_user(&code, 1, buf + 9))
+		return false;
+	return code >= '2' && code <= '5';
+}
+
+static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
+				 const void *resp, long resp_len)
+{
+	struct ks_http_event *e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(HTTP_DROP_RINGBUF_FULL);
+		return;
+	}
+	e->duration_ns = bpf_ktime_get_ns() - c->start_ns;
+	e->request_bytes = c->request_bytes;
+	e->response_bytes = resp_len > 0 ? resp_len : 0;
+	e->tgid = k->tgid;
+	e->fd = k->fd;
+	e->role = c->role;
+	e->end = end;
+	e->family = c->family;
+	e->peer_port = c->peer_port;
+	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->req_len = c->req_len;
+	__builtin_memcpy(e->req_head, c->req_head, sizeof(e->req_head));
+	e->resp_len = 0;
+	if (resp && resp_len > 0) {
+		__u32 n = resp_len > HTTP_RESP_HEAD ? HTTP_RESP_HEAD : resp_len;
+		if (!bpf_probe_read_user(e->resp_head, n, resp))
+			e->resp_len = n;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* Data that a request's side sends: a server reads it, a client writes it. */
+static __always_inline void request_data(struct conn *c, __u64 head, const void *buf, long len)
+{
+	if (is_request(head) && c->phase == HTTP_IDLE) {
+		c->phase = HTTP_REQUEST;
+		c->start_ns = bpf_ktime_get_ns();
+		c->request_bytes = len;
+		__u32 n = len > HTTP_REQ_HEAD ? HTTP_REQ_HEAD : len;
+		c->req_len = bpf_probe_read_user(c->req_head, n, buf) ? 0 : n;
+		return;
+	}
+	if (c->phase == HTTP_REQUEST)
+		c->request_bytes += len;
+}
+
+/* Data of the response's side: a server writes it, a client reads it. */
+static __always_inline void response_data(struct conn *c, const struct conn_key *k, __u64 head,
+					  const void *buf, long len)
+{
+	if (c->phase != HTTP_REQUEST || !is_final_response(head, buf, len))
+		return;
+	emit(c, k, HTTP_END_RESPONSE, buf, len);
+	c->phase = HTTP_IDLE;
+}
+
+/* One read or write of `len` bytes at `buf` (NULL for sendfile) on `fd`. */
+static __always_inline int on_data(__u32 fd, const void *buf, long len, bool is_read)
+{
+	struct conn_key k;
+	if (len <= 0)
+		return 0;
+	struct conn *c = lookup(fd, &k);
+	if (!c)
+		return 0;
+	__u64 head = buf ? peek8(buf, len) : 0;
+	bool server = c->role == HTTP_ROLE_SERVER;
+	if (server == is_read)
+		request_data(c, head, buf, len);
+	else
+		response_data(c, &k, head, buf, len);
+	return 0;
+}
+
+static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa)
+{
+	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
+	struct conn c = {};
+	if (k.tgid == self_tgid)
+		return;
+	c.role = role;
+	if (sa) {
+		__u16 family = 0;
+		bpf_probe_read_user(&family, sizeof(family), &sa->sa_family);
+		if (family == AF_INET) {
+			struct sockaddr_in in = {};
+			bpf_probe_read_user(&in, sizeof(in), sa);
+			c.family = AF_INET;
+			c.peer_port = bpf_ntohs(in.sin_port);
+			__builtin_memcpy(c.peer_addr, &in.sin_addr, 4);
+		} else if (family == AF_INET6) {
+			struct sockaddr_in6 in6 = {};
+			bpf_probe_read_user(&in6, sizeof(in6), sa);
+			c.family = AF_INET6;
+			c.peer_port = bpf_ntohs(in6.sin6_port);
+			__builtin_memcpy(c.peer_addr, &in6.sin6_addr, 16);
+		} else {
+			return; /* unix sockets and others: not HTTP over TCP */
+		}
+	}
+	/* BPF_ANY: a reused fd number starts a new connection. */
+	if (bpf_map_update_elem(&conns, &k, &c, BPF_ANY))
+		count_drop(HTTP_DROP_CONN_TABLE_FULL);
+}
+
+/* First iovec of an iovec array: where a head would be. */
+static __always_inline const void *first_iov(const struct iovec *iov, long *len)
+{
+	struct iovec v = {};
+	if (bpf_probe_read_user(&v, sizeof(v), iov))
+		return NULL;
+	if ((long)v.iov_len < *len)
+		*len = v.iov_len;
+	return v.iov_base;
+}
+
+static __always_inline const void *msg_iov(const struct user_msghdr *m, long *len)
+{
+	struct iovec *iov = NULL;
+	if (bpf_probe_read_user(&iov, sizeof(iov), &m->msg_iov))
+		return NULL;
+	return first_iov(iov, len);
+}
+
+struct sys_exit_ctx {
+	__u64 unused;
+	long id;
+	long ret;
+};
+
+#define ARG(regs, n) BPF_CORE_READ(regs, n)
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int http_accept4(struct sys_exit_ctx *ctx)
+{
+	if (ctx->ret >= 0)
+		track(ctx->ret, HTTP_ROLE_SERVER, NULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int http_accept(struct sys_exit_ctx *ctx)
+{
+	if (ctx->ret >= 0)
+		track(ctx->ret, HTTP_ROLE_SERVER, NULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int http_connect(struct sys_exit_ctx *ctx)
+{
+	/* Non-blocking connects (Node, nginx) return -EINPROGRESS. */
+	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+		return 0;
+	struct pt_regs *r = user_regs();
+	track(ARG(r, di), HTTP_ROLE_CLIENT, (const struct sockaddr *)ARG(r, si));
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_close")
+int http_close(struct sys_exit_ctx *ctx)
+{
+	struct conn_key k;
+	struct conn *c = lookup(ARG(user_regs(), di), &k);
+	if (!c)
+		return 0;
+	if (c->phase == HTTP_REQUEST)
+		emit(c, &k, HTTP_END_CLOSED, NULL, 0);
+	bpf_map_delete_elem(&conns, &k);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int http_read(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvfrom")
+int http_recvfrom(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_readv")
+int http_readv(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	long len = ctx->ret;
+	const void *buf = len > 0 ? first_iov((const struct iovec *)ARG(r, si), &len) : NULL;
+	return on_data(ARG(r, di), buf, ctx->ret, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int http_recvmsg(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	long len = ctx->ret;
+	const void *buf = len > 0 ? msg_iov((const struct user_msghdr *)ARG(r, si), &len) : NULL;
+	return on_data(ARG(r, di), buf, ctx->ret, true);
+}
+
+SEC("tracepoint/syscalls/sys_exit_write")
+int http_write(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int http_sendto(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_writev")
+int http_writev(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	long len = ctx->ret;
+	const void *buf = len > 0 ? first_iov((const struct iovec *)ARG(r, si), &len) : NULL;
+	return on_data(ARG(r, di), buf, ctx->ret, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int http_sendmsg(struct sys_exit_ctx *ctx)
+{
+	struct pt_regs *r = user_regs();
+	long len = ctx->ret;
+	const void *buf = len > 0 ? msg_iov((const struct user_msghdr *)ARG(r, si), &len) : NULL;
+	return on_data(ARG(r, di), buf, ctx->ret, false);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendfile64")
+int http_sendfile(struct sys_exit_ctx *ctx)
+{
+	/* A body from a file (nginx): bytes only, never a head. */
+	return on_data(ARG(user_regs(), di), NULL, ctx->ret, false);
+}

@@ -1,0 +1,42 @@
+/* HTTP collector: layouts shared by http.bpf.c and src/collectors/http/decode.ts. */
+#ifndef KERNSCOPE_HTTP_H
+#define KERNSCOPE_HTTP_H
+
+#define HTTP_REQ_HEAD 160	/* bytes of a request's start kept for user space */
+#define HTTP_RESP_HEAD 160	/* bytes of a response's start sent with the record */
+
+enum ks_http_role { HTTP_ROLE_SERVER = 1, HTTP_ROLE_CLIENT = 2 };
+enum ks_http_phase { HTTP_IDLE = 0, HTTP_REQUEST = 1 };
+
+/* Why a record was sent. */
+enum ks_http_end {
+	HTTP_END_RESPONSE = 0,	/* the response's status line was seen */
+	HTTP_END_CLOSED = 1,	/* the connection closed with a request in flight */
+};
+
+enum ks_http_drop_reason {
+	HTTP_DROP_RINGBUF_FULL = 0,
+	HTTP_DROP_CONN_TABLE_FULL = 1,
+};
+
+struct ks_http_event {
+	__u64 duration_ns;	/* request start to response start (or close) */
+	__u64 request_bytes;	/* bytes of the request: head and body */
+	__u64 response_bytes;	/* bytes of the response's first write */
+	__u32 tgid;
+	__u32 fd;
+	__u8 role;
+	__u8 end;
+	__u8 family;		/* peer: AF_INET, AF_INET6 or 0 */
+	__u8 pad;
+	__u16 peer_port;	/* host order */
+	__u16 req_len;		/* valid bytes in req_head */
+	__u16 resp_len;		/* valid bytes in resp_head */
+	__u16 pad2[3];
+	__u8 peer_addr[16];
+	char comm[16];
+	__u8 req_head[HTTP_REQ_HEAD];
+	__u8 resp_head[HTTP_RESP_HEAD];
+};
+
+#endif

@@ -1,0 +1,64 @@
+/** Decoder for struct ks_http_event (bpf/http.h); offsets pinned by a test. */
+
+export const HTTP_REQ_HEAD = 160;
+export const HTTP_RESP_HEAD = 160;
+/** u64 x3, u32 x2, u8 x4, u16 x5, 16-byte address, comm[16], then the heads. */
+const HEADS = 80;
+export const EVENT_SIZE = HEADS + HTTP_REQ_HEAD + HTTP_RESP_HEAD;
+
+export const ROLE_SERVER = 1;
+export const ROLE_CLIENT = 2;
+export const END_RESPONSE = 0;
+export const END_CLOSED = 1;
+
+/** enum ks_http_drop_reason, in order. */
+export const DROP_REASONS = ['ringbuf_full', 'connection_table_full'];
+
+export interface HttpEvent {
+  durationNs: number;
+  requestBytes: number;
+  responseBytes: number;
+  tgid: number;
+  fd: number;
+  role: number;
+  end: number;
+  family: number;
+  peerPort: number;
+  peerAddr: string;
+  comm: string;
+  reqHead: Buffer;
+  respHead: Buffer;
+}
+
+function addr(b: Buffer, family: number): string {
+  if (family === 2) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+  if (family !== 10) return '';
+  // An IPv4-mapped IPv6 address is shown as IPv4, as clients wrote it.
+  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  const parts: string[] = [];
+  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
+  return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
+}
+
+export function decodeEvent(b: Buffer): HttpEvent | undefined {
+  if (b.length < EVENT_SIZE) return undefined;
+  const family = b.readUInt8(34);
+  const reqLen = Math.min(b.readUInt16LE(38), HTTP_REQ_HEAD);
+  const respLen = Math.min(b.readUInt16LE(40), HTTP_RESP_HEAD);
+  const commEnd = b.indexOf(0, 64);
+  return {
+    durationNs: Number(b.readBigUInt64LE(0)),
+    requestBytes: Number(b.readBigUInt64LE(8)),
+    responseBytes: Number(b.readBigUInt64LE(16)),
+    tgid: b.readUInt32LE(24),
+    fd: b.readUInt32LE(28),
+    role: b.readUInt8(32),
+    end: b.readUInt8(33),
+    family,
+    peerPort: b.readUInt16LE(36),
+    peerAddr: addr(b.subarray(48, 64), family),
+    comm: b.toString('latin1', 64, commEnd < 0 || commEnd > 80 ? 80 : commEnd),
+    reqHead: Buffer.from(b.subarray(HEADS, HEADS + reqLen)),
+    respHead: Buffer.from(b.subarray(HEADS + HTTP_REQ_HEAD, HEADS + HTTP_REQ_HEAD + respLen)),
+  };
+}

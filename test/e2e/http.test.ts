@@ -1,0 +1,98 @@
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT } from '../../src/paths.js';
+import { eventually, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { startPeer } from '../peers.js';
+
+let agent: RunningAgent;
+
+before(async () => {
+  assert.ok(isRoot, 'the agent needs root (CI runs as root)');
+  agent = await startAgent('collectIntervalSeconds: 0.5\n');
+});
+
+after(async () => {
+  assert.equal(await agent.stop(), 0);
+});
+
+/** A fixture under a unique file name: its service_name is that name. */
+function fixture(name: string): { script: string; service: string; cleanup: () => void } {
+  const dir = tmpDir('ks-http');
+  const service = `ks${name}${process.pid}${Math.floor(Math.random() * 1e6)}`;
+  const script = path.join(dir, `${service}.mjs`);
+  fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', `http-${name}.mjs`), script);
+  return { script, service, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+const PLAN = [
+  ...[1, 2, 3, 4, 5].map((i) => ({ method: 'GET', path: `/users/${i}` })),
+  ...[1, 2, 3].map((i) => ({ method: 'GET', path: `/missing/${i}` })),
+  { method: 'POST', path: '/orders', body: 100 },
+  { method: 'POST', path: '/orders', body: 2500 },
+  { method: 'GET', path: '/fail' },
+  { method: 'GET', path: '/fail' },
+  { method: 'GET', path: '/chunked' },
+  { method: 'GET', path: '/slow/35' },
+];
+
+for (const keepAlive of [true, false]) {
+  test(`Node server and client, keep-alive ${keepAlive ? 'on' : 'off'}: exact counts per series`, async () => {
+    const srv = fixture('server');
+    const cli = fixture('client');
+    const server = startPeer(srv.script, []);
+    const port = (await server.line(/^\d+$/)).trim();
+    const client = startPeer(cli.script, [port, keepAlive ? '1' : '0', JSON.stringify(PLAN)]);
+    try {
+      const measured = JSON.parse(await client.line(/^\[/)) as Array<{ status: number; seconds: number }>;
+      assert.equal(measured.length, PLAN.length);
+      let m: Sample[] = [];
+      const s = { service_name: srv.service };
+      await eventually(async () => sum((m = await agent.scrape()), 'http_server_request_duration_seconds_count', s) === PLAN.length, 5000);
+      const series = m.filter((x) => x.name === 'http_server_request_duration_seconds_count' && x.labels.service_name === srv.service);
+      const got = Object.fromEntries(series.map((x) => [`${x.labels.http_request_method} ${x.labels.http_route} ${x.labels.http_response_status_code}`, x.value]));
+      assert.deepEqual(got, {
+        'GET /users/* 200': 5,
+        'GET /missing/* 404': 3,
+        'POST /orders 201': 2,
+        'GET /fail 500': 2,
+        'GET /chunked 200': 1,
+        'GET /slow/* 200': 1,
+      });
+
+      // The client's side of the same requests.
+      const c = { service_name: cli.service, server_address: '127.0.0.1', server_port: port };
+      assert.equal(sum(m, 'http_client_request_duration_seconds_count', c), PLAN.length);
+      assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...c, http_response_status_code: '404', error_type: '404' }), 3);
+      assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...c, http_response_status_code: '500', error_type: '500' }), 2);
+      assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...c, http_request_method: 'POST', http_response_status_code: '201', error_type: '' }), 2);
+
+      // Bodies: the POSTs sent 100 and 2500 bytes; each answer's Content-Length.
+      const orders = { service_name: srv.service, http_route: '/orders' };
+      assert.equal(sum(m, 'http_server_request_body_size_bytes_sum', orders), 2600);
+      assert.equal(sum(m, 'http_server_request_body_size_bytes_count', orders), 2);
+      assert.equal(sum(m, 'http_server_response_body_size_bytes_sum', orders), '{"received":100}'.length + '{"received":2500}'.length);
+      assert.equal(sum(m, 'http_client_request_body_size_bytes_sum', { ...c, http_request_method: 'POST' }), 2600);
+
+      // The slow request's latency lands where the client measured it: the
+      // server's view (first byte in to first byte out) is within it.
+      const slow = measured.at(-1)!.seconds;
+      const bucket = (name: string, labels: Record<string, string>, le: string): number =>
+        m.find((x) => x.name === name && x.labels.le === le && Object.entries(labels).every(([k, v]) => x.labels[k] === v))!.value;
+      const slowLabels = { service_name: srv.service, http_route: '/slow/*' };
+      assert.ok(slow >= 0.035 && slow < 0.05, `client measured ${slow} s`);
+      assert.equal(bucket('http_server_request_duration_seconds_bucket', slowLabels, '0.025'), 0);
+      assert.equal(bucket('http_server_request_duration_seconds_bucket', slowLabels, '0.05'), 1);
+      assert.ok(sum(m, 'http_server_request_duration_seconds_sum', slowLabels) <= slow);
+      assert.ok(sum(m, 'http_server_request_duration_seconds_sum', slowLabels) >= 0.035);
+      assert.equal(sum(m, 'kernscope_http_unparsed_total'), 0);
+      assert.equal(sum(m, 'kernscope_events_dropped_total', { source: 'http' }), 0);
+    } finally {
+      await client.end();
+      await server.end();
+      srv.cleanup();
+      cli.cleanup();
+    }
+  });
+}
