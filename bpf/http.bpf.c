@@ -38,11 +38,16 @@ struct conn {
 	__u8 role;
 	__u8 phase;
 	__u8 family;
-	__u8 pad;
+	__u8 resp_pre_len;
 	__u16 peer_port;
 	__u16 req_len;
 	__u8 peer_addr[16];
-	__u8 req_head[HTTP_REQ_HEAD];
+	/* A status line that arrives in pieces is gathered here (twice the
+	 * room, as for req_head). */
+	__u8 resp_pre[HTTP_RESP_PRE * 2];
+	/* Request bytes gathered across reads, HTTP_REQ_HEAD at most; twice
+	 * that room so the verifier can see an append at any offset fits. */
+	__u8 req_head[HTTP_REQ_HEAD * 2];
 };
 
 struct {
@@ -91,20 +96,14 @@ static __always_inline bool is_request(__u64 v)
 	       w == B4('O', 'P', 'T', 'I');
 }
 
-/* "HTTP/1.x " and not a 1xx: interim responses (100 Continue) do not end a
- * request. */
-static __always_inline bool is_final_response(__u64 v, const void *buf, long len)
+/* 'HTTP/1.' at the start of 8 bytes. */
+static __always_inline bool is_status_line(__u64 v)
 {
-	if ((__u32)v != B4('H', 'T', 'T', 'P') || ((v >> 32) & 0xffff) != ('/' | '1' << 8))
-		return false;
-	char code = 0;
-	if (len < 10 || bpf_probe_read_user(&code, 1, buf + 9))
-		return false;
-	return code >= '2' && code <= '5';
+	return (__u32)v == B4('H', 'T', 'T', 'P') && ((v >> 32) & 0xffffff) == ('/' | '1' << 8 | '.' << 16);
 }
 
 static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
-				 const void *resp, long resp_len)
+				 const void *resp, bool resp_in_kernel, long resp_len)
 {
 	struct ks_http_event *e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
 	if (!e) {
@@ -122,10 +121,13 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 	e->peer_port = c->peer_port;
 	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->req_len = c->req_len;
+	e->req_len = end == HTTP_END_EXTRA ? 0 : c->req_len;
 	__builtin_memcpy(e->req_head, c->req_head, sizeof(e->req_head));
 	e->resp_len = 0;
-	if (resp && resp_len > 0) {
+	if (resp_in_kernel) {
+		__builtin_memcpy(e->resp_head, c->resp_pre, HTTP_RESP_PRE);
+		e->resp_len = c->resp_pre_len < HTTP_RESP_PRE ? c->resp_pre_len : HTTP_RESP_PRE;
+	} else if (resp && resp_len > 0) {
 		__u32 n = resp_len > HTTP_RESP_HEAD ? HTTP_RESP_HEAD : resp_len;
 		if (!bpf_probe_read_user(e->resp_head, n, resp))
 			e->resp_len = n;
@@ -133,29 +135,97 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 	bpf_ringbuf_submit(e, 0);
 }
 
-/* Data that a request's side sends: a server reads it, a client writes it. */
-static __always_inline void request_data(struct conn *c, __u64 head, const void *buf, long len)
+/* Appends what fits of `buf` to the request head. */
+static __always_inline void append_request(struct conn *c, const void *buf, long len)
 {
-	if (is_request(head) && c->phase == HTTP_IDLE) {
-		c->phase = HTTP_REQUEST;
-		c->start_ns = bpf_ktime_get_ns();
-		c->request_bytes = len;
-		__u32 n = len > HTTP_REQ_HEAD ? HTTP_REQ_HEAD : len;
-		c->req_len = bpf_probe_read_user(c->req_head, n, buf) ? 0 : n;
+	__u32 off = c->req_len;
+	if (off >= HTTP_REQ_HEAD || !buf)
 		return;
-	}
-	if (c->phase == HTTP_REQUEST)
-		c->request_bytes += len;
+	__u32 n = HTTP_REQ_HEAD - off;
+	if (n > len)
+		n = len;
+	if (!bpf_probe_read_user(c->req_head + off, n, buf))
+		c->req_len = off + n;
 }
 
-/* Data of the response's side: a server writes it, a client reads it. */
+static __always_inline void start_request(struct conn *c)
+{
+	c->start_ns = bpf_ktime_get_ns();
+	c->request_bytes = 0;
+	c->req_len = 0;
+	c->resp_pre_len = 0;
+}
+
+/* Data on the request's side: a server reads it, a client writes it.
+ * A request may arrive in pieces as small as a byte: fewer than 8 bytes in
+ * an idle connection are kept until there are enough to see a method. */
+static __always_inline void request_data(struct conn *c, __u64 head, const void *buf, long len)
+{
+	if (c->phase == HTTP_IDLE) {
+		if (len >= 8 && !is_request(head))
+			return;
+		start_request(c);
+		c->phase = len >= 8 ? HTTP_REQUEST : HTTP_PARTIAL;
+	}
+	c->request_bytes += len;
+	append_request(c, buf, len);
+	if (c->phase == HTTP_PARTIAL && c->req_len >= 8) {
+		__u64 first = *(__u64 *)c->req_head;
+		c->phase = is_request(first) ? HTTP_REQUEST : HTTP_IDLE;
+	}
+}
+
+/* What a status line says: 2 final, 1 interim (100 Continue), 0 not one. */
+static __always_inline int status_kind(__u64 head, char code)
+{
+	if (!is_status_line(head))
+		return 0;
+	if (code >= '2' && code <= '5')
+		return 2;
+	return code == '1' ? 1 : 0;
+}
+
+/* Data on the response's side: a server writes it, a client reads it. */
 static __always_inline void response_data(struct conn *c, const struct conn_key *k, __u64 head,
 					  const void *buf, long len)
 {
-	if (c->phase != HTTP_REQUEST || !is_final_response(head, buf, len))
+	char code = 0;
+	if (!buf)
+		return; /* sendfile: body bytes */
+	if (c->phase != HTTP_REQUEST) {
+		/* A status line with no request in flight answers a pipelined
+		 * request that came in the same read as an earlier one. */
+		if (c->start_ns && len >= HTTP_STATUS_MIN && is_status_line(head) &&
+		    !bpf_probe_read_user(&code, 1, buf + 9) && status_kind(head, code) == 2)
+			emit(c, k, HTTP_END_EXTRA, buf, false, len);
 		return;
-	emit(c, k, HTTP_END_RESPONSE, buf, len);
-	c->phase = HTTP_IDLE;
+	}
+	if (c->resp_pre_len == 0 && len >= HTTP_STATUS_MIN) {
+		if (bpf_probe_read_user(&code, 1, buf + 9))
+			return;
+		if (status_kind(head, code) == 2) {
+			emit(c, k, HTTP_END_RESPONSE, buf, false, len);
+			c->phase = HTTP_IDLE;
+		}
+		return;
+	}
+	/* A status line in pieces: gather HTTP_STATUS_MIN bytes first. */
+	__u32 off = c->resp_pre_len;
+	if (off >= HTTP_STATUS_MIN)
+		off = 0;
+	__u32 n = HTTP_RESP_PRE - off;
+	if (n > len)
+		n = len;
+	if (bpf_probe_read_user(c->resp_pre + off, n, buf))
+		return;
+	c->resp_pre_len = off + n;
+	if (c->resp_pre_len < HTTP_STATUS_MIN)
+		return;
+	if (status_kind(*(__u64 *)c->resp_pre, c->resp_pre[9]) == 2) {
+		emit(c, k, HTTP_END_RESPONSE, NULL, true, len);
+		c->phase = HTTP_IDLE;
+	}
+	c->resp_pre_len = 0;
 }
 
 /* One read or write of `len` bytes at `buf` (NULL for sendfile) on `fd`. */
@@ -269,7 +339,7 @@ int http_close(struct sys_exit_ctx *ctx)
 	if (!c)
 		return 0;
 	if (c->phase == HTTP_REQUEST)
-		emit(c, &k, HTTP_END_CLOSED, NULL, 0);
+		emit(c, &k, HTTP_END_CLOSED, NULL, false, 0);
 	bpf_map_delete_elem(&conns, &k);
 	return 0;
 }

@@ -6,12 +6,22 @@
 #define HTTP_RESP_HEAD 160	/* bytes of a response's start sent with the record */
 
 enum ks_http_role { HTTP_ROLE_SERVER = 1, HTTP_ROLE_CLIENT = 2 };
-enum ks_http_phase { HTTP_IDLE = 0, HTTP_REQUEST = 1 };
+enum ks_http_phase {
+	HTTP_IDLE = 0,
+	HTTP_PARTIAL = 1,	/* fewer than 8 bytes of what may start a request */
+	HTTP_REQUEST = 2,	/* a request started, its response has not */
+};
+
+/* Enough of a status line to know it: "HTTP/1.1 200". */
+#define HTTP_STATUS_MIN 12
+#define HTTP_RESP_PRE 16
 
 /* Why a record was sent. */
 enum ks_http_end {
 	HTTP_END_RESPONSE = 0,	/* the response's status line was seen */
 	HTTP_END_CLOSED = 1,	/* the connection closed with a request in flight */
+	HTTP_END_EXTRA = 2,	/* a further response with no request in flight:
+				 * one of several pipelined requests */
 };
 
 enum ks_http_drop_reason {

@@ -96,3 +96,109 @@ for (const keepAlive of [true, false]) {
     }
   });
 }
+
+/** Runs a raw peer until it prints "done ..."; returns what it printed. */
+async function rawPeer(name: string, args: string[]): Promise<{ service: string; said: string; end: () => Promise<void> }> {
+  const f = fixture('raw');
+  const p = startPeer(f.script, args);
+  const said = await p.line(/^done |^\d+$/);
+  return { service: f.service, said, end: async () => (await p.end(), f.cleanup()) };
+}
+
+async function settle(check: (m: Sample[]) => boolean): Promise<Sample[]> {
+  let m: Sample[] = [];
+  await eventually(async () => check((m = await agent.scrape())), 5000);
+  return m;
+}
+
+function seriesOf(m: Sample[], name: string, service: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const x of m) {
+    if (x.name !== name || x.labels.service_name !== service) continue;
+    const k = `${x.labels.http_request_method} ${x.labels.http_route ?? x.labels.error_type} ${x.labels.http_response_status_code}`;
+    out[k] = (out[k] ?? 0) + x.value;
+  }
+  return out;
+}
+
+test('pipelining: several requests in one write, each counted with its status', async () => {
+  const srv = fixture('server');
+  const server = startPeer(srv.script, []);
+  const port = (await server.line(/^\d+$/)).trim();
+  const N = 4;
+  const client = await rawPeer('raw', ['pipeline', port, String(N)]);
+  try {
+    assert.equal(client.said, `done ${N}`);
+    const m = await settle((x) => sum(x, 'http_server_request_duration_seconds_count', { service_name: srv.service }) === N);
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', srv.service), { 'GET /users/* 200': 3, 'GET /missing/* 404': 1 });
+  } finally {
+    await client.end();
+    await server.end();
+    srv.cleanup();
+  }
+});
+
+test('a request and a response written one byte at a time', async () => {
+  const srv = fixture('server');
+  const server = startPeer(srv.script, []);
+  const port = (await server.line(/^\d+$/)).trim();
+  const client = await rawPeer('raw', ['trickle', port]);
+  const tsrv = fixture('raw');
+  const tserver = startPeer(tsrv.script, ['server-trickle']);
+  const tport = (await tserver.line(/^\d+$/)).trim();
+  const tclient = await rawPeer('raw', ['get', tport, '/slowly/7']);
+  try {
+    assert.equal(client.said, 'done 201');
+    assert.equal(tclient.said, 'done 200');
+    const m = await settle(
+      (x) =>
+        sum(x, 'http_server_request_duration_seconds_count', { service_name: srv.service }) === 1 &&
+        sum(x, 'http_server_request_duration_seconds_count', { service_name: tsrv.service }) === 1,
+    );
+    // Split reads: the server saw a 5-byte body after the head.
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', srv.service), { 'POST /orders 201': 1 });
+    assert.equal(sum(m, 'http_server_request_body_size_bytes_sum', { service_name: srv.service }), 5);
+    // Split writes: a status line in 1-byte writes, on both ends.
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', tsrv.service), { 'GET /slowly/* 200': 1 });
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { service_name: tclient.service, http_response_status_code: '200' }), 1);
+  } finally {
+    await Promise.all([client.end(), tclient.end(), server.end(), tserver.end()]);
+    srv.cleanup();
+    tsrv.cleanup();
+  }
+});
+
+test('100-continue is one request, answered by its final status', async () => {
+  const srv = fixture('server');
+  const server = startPeer(srv.script, []);
+  const port = (await server.line(/^\d+$/)).trim();
+  const client = await rawPeer('raw', ['continue', port]);
+  try {
+    assert.equal(client.said, 'done 201');
+    const m = await settle((x) => sum(x, 'http_server_request_duration_seconds_count', { service_name: srv.service }) === 1);
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', srv.service), { 'POST /orders 201': 1 });
+    assert.deepEqual(seriesOf(m, 'http_client_request_duration_seconds_count', client.service), { 'POST  201': 1 });
+  } finally {
+    await client.end();
+    await server.end();
+    srv.cleanup();
+  }
+});
+
+test('a server that resets: a client error, and an aborted request on the server', async () => {
+  const rsrv = fixture('raw');
+  const server = startPeer(rsrv.script, ['server-reset']);
+  const port = (await server.line(/^\d+$/)).trim();
+  const client = await rawPeer('raw', ['get', port, '/x']);
+  try {
+    assert.equal(client.said, 'done ECONNRESET');
+    const m = await settle((x) => sum(x, 'http_client_request_duration_seconds_count', { service_name: client.service }) === 1);
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { service_name: client.service, error_type: 'connection_closed', http_response_status_code: '' }), 1);
+    assert.equal(sum(m, 'kernscope_http_server_requests_aborted_total', { service_name: rsrv.service }), 1);
+    assert.equal(sum(m, 'http_server_request_duration_seconds_count', { service_name: rsrv.service }), 0);
+  } finally {
+    await client.end();
+    await server.end();
+    rsrv.cleanup();
+  }
+});

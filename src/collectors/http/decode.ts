@@ -10,6 +10,7 @@ export const ROLE_SERVER = 1;
 export const ROLE_CLIENT = 2;
 export const END_RESPONSE = 0;
 export const END_CLOSED = 1;
+export const END_EXTRA = 2;
 
 /** enum ks_http_drop_reason, in order. */
 export const DROP_REASONS = ['ringbuf_full', 'connection_table_full'];

@@ -8,8 +8,8 @@ import type { Labels } from '../../metrics/registry.js';
 import { sumField } from '../tcp/decode.js';
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
-import { DROP_REASONS, END_CLOSED, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
-import { parseRequestHead, parseResponseHead } from './parse.js';
+import { DROP_REASONS, END_CLOSED, END_EXTRA, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
+import { parseResponseHead, splitRequests, type RequestHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
 
 const OBJECT = 'http.bpf.o';
@@ -59,6 +59,8 @@ export class HttpCollector implements Collector {
   private routes = new Map<string, Set<string>>();
   private matchers = new Map<string, RouteMatcher>();
   private lastDrops: number[] = [];
+  /** Pipelined requests waiting for their response, per (tgid, fd). */
+  private pending = new Map<string, RequestHead[]>();
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks: HookChoice[] = SYSCALLS.map(([event, program]) =>
@@ -131,24 +133,48 @@ export class HttpCollector implements Collector {
   private onRecord(rec: Buffer): void {
     const e = decodeEvent(rec);
     if (!e) return;
-    const req = parseRequestHead(e.reqHead);
     const server = e.role === ROLE_SERVER;
-    if (!req) {
-      this.unparsed.inc({ side: server ? 'server' : 'client' });
-      return;
+    const side = server ? 'server' : 'client';
+    const conn = `${e.tgid}:${e.fd}`;
+    let req: RequestHead | undefined;
+    if (e.end === END_EXTRA) {
+      // A later response on a connection with pipelined requests: the
+      // oldest request still waiting is the one it answers.
+      req = this.pending.get(conn)?.shift() ?? { method: '_OTHER', path: '', pathComplete: false, chunked: false };
+    } else {
+      const all = splitRequests(e.reqHead);
+      req = all[0];
+      if (!req) {
+        this.unparsed.inc({ side });
+        return;
+      }
+      if (all.length > 1) {
+        if (this.pending.size >= 10_000) this.pending.clear(); // bounded; stale entries go first
+        this.pending.set(conn, all.slice(1));
+      } else {
+        this.pending.delete(conn);
+      }
     }
     const service = this.ctx.namer.names(e.tgid, e.comm).service;
     const resp = e.end === END_CLOSED ? undefined : parseResponseHead(e.respHead);
     if (e.end !== END_CLOSED && !resp) {
-      this.unparsed.inc({ side: server ? 'server' : 'client' });
+      this.unparsed.inc({ side });
       return;
     }
     const seconds = e.durationNs / 1e9;
     if (server) this.onServer(e, service, req, resp, seconds);
     else this.onClient(e, service, req, resp, seconds);
+    if (e.end === END_CLOSED) {
+      // Pipelined requests behind it were never answered either.
+      for (const r of this.pending.get(conn) ?? []) {
+        if (server) this.onServer(e, service, r, undefined, seconds);
+        else this.onClient(e, service, r, undefined, seconds);
+      }
+      this.pending.delete(conn);
+    }
   }
 
-  private onServer(e: HttpEvent, service: string, req: NonNullable<ReturnType<typeof parseRequestHead>>, resp: ReturnType<typeof parseResponseHead>, seconds: number): void {
+  private onServer(e: HttpEvent, service: string, req: RequestHead, resp: ReturnType<typeof parseResponseHead>, seconds: number): void {
     if (!resp) {
       // Documented rule: a request closed before any response is not a
       // latency sample; it is counted as aborted.
@@ -159,7 +185,7 @@ export class HttpCollector implements Collector {
       service_name: service,
       http_request_method: req.method,
       http_response_status_code: String(resp.status),
-      http_route: this.route(service, req.path, req.pathComplete),
+      http_route: req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete),
     };
     const labels = this.serverLimiter.admit(Object.values(raw).join('\0'), raw);
     this.serverDuration.observe(labels, seconds);
@@ -169,7 +195,7 @@ export class HttpCollector implements Collector {
     if (respBody !== undefined) this.sizes.serverResp.observe(labels, respBody);
   }
 
-  private onClient(e: HttpEvent, service: string, req: NonNullable<ReturnType<typeof parseRequestHead>>, resp: ReturnType<typeof parseResponseHead>, seconds: number): void {
+  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ReturnType<typeof parseResponseHead>, seconds: number): void {
     const host = req.host?.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
     const raw: Labels = {
       service_name: service,

@@ -8,7 +8,8 @@ export const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'PATCH', 'OPTION
 export type Method = (typeof METHODS)[number];
 
 export interface RequestHead {
-  method: Method;
+  /** `_OTHER` (OpenTelemetry's word) when the request was not seen. */
+  method: Method | '_OTHER';
   /** The request target's path, without query or fragment; "" if not visible. */
   path: string;
   /** False when the copied bytes ended inside the target. */
@@ -98,4 +99,30 @@ export function parseResponseHead(b: Buffer): ResponseHead | undefined {
   const eol = b.indexOf('\r\n', 12, 'latin1');
   const h = eol > 0 ? headers(b, eol + 2) : { chunked: false };
   return { status: Number(code), chunked: h.chunked, ...(h.contentLength !== undefined ? { contentLength: h.contentLength } : {}) };
+}
+
+/** Offset just past a head's blank line, or -1 if it is not within `b`. */
+export function headEnd(b: Buffer, from = 0): number {
+  const i = b.indexOf('\r\n\r\n', from, 'latin1');
+  return i < 0 ? -1 : i + 4;
+}
+
+/**
+ * Every request head in `b`, in order: pipelined requests arrive back to
+ * back, each head followed by its Content-Length of body. Stops at the first
+ * bytes that are not a whole, parseable request start.
+ */
+export function splitRequests(b: Buffer, max = 32): RequestHead[] {
+  const out: RequestHead[] = [];
+  let off = 0;
+  while (off < b.length && out.length < max) {
+    const rest = b.subarray(off);
+    const head = parseRequestHead(rest);
+    if (!head) break;
+    out.push(head);
+    const end = headEnd(rest);
+    if (end < 0 || head.chunked) break;
+    off += end + (head.contentLength ?? 0);
+  }
+  return out;
 }
