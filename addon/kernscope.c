@@ -859,6 +859,17 @@ static napi_value ringbuf_close(napi_env env, napi_callback_info info)
 	return NULL;
 }
 
+/* Drains a ring buffer now: records submitted without a wakeup are
+ * delivered by this, called from a timer. */
+static napi_value ringbuf_consume(napi_env env, napi_callback_info info)
+{
+	int64_t h = handle_arg(env, info, (void **)ringbufs);
+	if (h < 0)
+		return throw_err(env, EBADF, "ringbufConsume: bad ring buffer handle");
+	on_readable(&ringbufs[h]->poll, 0, UV_READABLE);
+	return NULL;
+}
+
 /* Keeps the loop from waiting on a ring buffer (tests, one-shot tools). */
 static napi_value ringbuf_unref(napi_env env, napi_callback_info info)
 {
@@ -1063,6 +1074,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "mapUpdate", map_update },	   { "mapDelete", map_delete },
 		{ "mapDump", map_dump },	   { "ringbufOpen", ringbuf_open },
 		{ "ringbufClose", ringbuf_close }, { "ringbufUnref", ringbuf_unref },
+		{ "ringbufConsume", ringbuf_consume },
 		{ "progInfo", prog_info },	   { "enableStats", enable_stats },
 		{ "closeFd", close_fd },	   { "probeProgType", probe_prog_type },
 		{ "probeMapType", probe_map_type }, { "vmlinuxHasType", vmlinux_has_type },

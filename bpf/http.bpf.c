@@ -27,6 +27,10 @@ KS_DECLARE_DROPS
 /* The agent's own tgid: its /metrics traffic is not the node's. */
 const volatile __u32 self_tgid = 0;
 
+/* Waking the reader costs microseconds per record; the agent is woken once
+ * this many bytes wait, and drains the rest on a timer. */
+const volatile __u64 wakeup_bytes = 32 * sizeof(struct ks_http_event);
+
 struct conn_key {
 	__u32 tgid;
 	__u32 fd;
@@ -132,7 +136,8 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 		if (!bpf_probe_read_user(e->resp_head, n, resp))
 			e->resp_len = n;
 	}
-	bpf_ringbuf_submit(e, 0);
+	__u64 waiting = bpf_ringbuf_query(&http_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 /* Appends what fits of `buf` to the request head. */

@@ -70,6 +70,7 @@ export interface Addon {
   ringbufOpen(h: number, mapFd: number, cb: (batch: Buffer, count: number) => void): number;
   ringbufClose(rb: number): void;
   ringbufUnref(rb: number): void;
+  ringbufConsume(rb: number): void;
   progInfo(fd: number): KernelProgInfo;
   enableStats(): number;
   closeFd(fd: number): void;

@@ -124,6 +124,8 @@ export class Link {
 
 export interface RingBuffer {
   close(): void;
+  /** Delivers waiting records now (those the kernel submitted without a wakeup). */
+  consume(): void;
   /** Lets the process exit while the ring buffer is open. */
   unref(): void;
 }
@@ -143,8 +145,22 @@ export class BpfObject {
     this.handle = handle;
   }
 
-  /** Opens, configures and loads an object. The verifier log is on the error. */
+  /**
+   * Opens, configures and loads an object. The verifier log is on the error.
+   * The verifier gives up with EAGAIN when a signal is pending (a profiler's
+   * SIGPROF, a child's SIGCHLD): the load is then tried again, a few times.
+   */
   static load(path: string, opts: LoadOptions = {}): BpfObject {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return BpfObject.loadOnce(path, opts);
+      } catch (e) {
+        if (attempt >= 5 || (e as { errno?: number }).errno !== 11) throw e;
+      }
+    }
+  }
+
+  private static loadOnce(path: string, opts: LoadOptions): BpfObject {
     const a = addon();
     const h = a.openObject(path);
     try {
@@ -206,6 +222,9 @@ export class BpfObject {
         open = false;
       },
       unref: () => a.ringbufUnref(id),
+      consume: () => {
+        if (open && !this.closed) a.ringbufConsume(id);
+      },
     };
   }
 

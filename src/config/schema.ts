@@ -33,6 +33,8 @@ export interface Config {
       routes: Record<string, string[]>;
       /** Upper bounds of the duration histograms, in seconds. */
       durationBuckets: number[];
+      /** Records are delivered in batches; a lone record waits at most this long. */
+      flushIntervalMs: number;
       maps: { connections: number };
     };
   };
@@ -58,6 +60,7 @@ export const DEFAULT_CONFIG: Config = {
       routes: {},
       // OpenTelemetry's default for http.*.request.duration.
       durationBuckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
+      flushIntervalMs: 200,
       maps: { connections: 16384 },
     },
   },
@@ -108,6 +111,7 @@ export const CONFIG_SCHEMA = {
               },
             },
             durationBuckets: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'number', exclusiveMinimum: 0 } },
+            flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
             maps: { type: 'object', additionalProperties: false, properties: { connections: mapSize } },
           },
         },

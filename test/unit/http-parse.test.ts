@@ -85,3 +85,11 @@ test('fuzz: random and hostile bytes never throw and never invent a request', ()
   assert.equal(parseRequestHead(Buffer.alloc(65536, 'A')), undefined);
   assert.deepEqual(parseRequestHead(b('GET /' + 'a'.repeat(70000))), { method: 'GET', path: '/' + 'a'.repeat(8191), pathComplete: false, chunked: false });
 });
+
+test('pipelined requests are split in order', async () => {
+  const { splitRequests } = await import('../../src/collectors/http/parse.js');
+  const two = splitRequests(b('GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\n\r\nGET /d'));
+  assert.deepEqual(two.map((r) => `${r.method} ${r.path} ${r.pathComplete}`), ['GET /a true', 'POST /b true', 'GET /c true', 'GET /d false']);
+  assert.deepEqual(splitRequests(b('GET /a HTTP/1.1\r\n\r\n\x00\x01')).length, 1);
+  assert.deepEqual(splitRequests(b('garbage')), []);
+});

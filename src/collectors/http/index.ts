@@ -1,15 +1,16 @@
-import client from 'prom-client';
+import type client from 'prom-client';
 import { BpfObject, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Labels } from '../../metrics/registry.js';
+import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js';
 import { sumField } from '../tcp/decode.js';
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { DROP_REASONS, END_CLOSED, END_EXTRA, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
-import { parseResponseHead, splitRequests, type RequestHead } from './parse.js';
+import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
 
 const OBJECT = 'http.bpf.o';
@@ -31,8 +32,10 @@ const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_sendfile64', 'http_sendfile'],
 ];
 
-const SERVER_LABELS = ['service_name', 'http_request_method', 'http_response_status_code', 'http_route'];
-const CLIENT_LABELS = ['service_name', 'http_request_method', 'http_response_status_code', 'server_address', 'server_port', 'error_type'];
+// Labels, as OpenTelemetry's semantic conventions name them:
+//   server: service_name, http_request_method, http_response_status_code, http_route
+//   client: service_name, http_request_method, http_response_status_code,
+//           server_address, server_port, error_type
 /** Body sizes: powers of two from 32 B to 1 MiB, and 0 for empty bodies. */
 const SIZE_BUCKETS = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576];
 
@@ -40,8 +43,8 @@ const SIZE_BUCKETS = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 6
 function bodySize(head: Buffer, total: number, contentLength: number | undefined, chunked: boolean): number | undefined {
   if (contentLength !== undefined) return contentLength;
   if (chunked) return undefined; // framing we do not follow
-  const end = head.indexOf('\r\n\r\n', 0, 'latin1');
-  return end < 0 ? undefined : Math.max(0, total - end - 4);
+  const end = headEnd(head);
+  return end < 0 ? undefined : Math.max(0, total - end);
 }
 
 export class HttpCollector implements Collector {
@@ -49,9 +52,13 @@ export class HttpCollector implements Collector {
   private obj: BpfObject | undefined;
   private rb: RingBuffer | undefined;
   private ctx!: CollectorContext;
-  private serverDuration!: client.Histogram<string>;
-  private clientDuration!: client.Histogram<string>;
-  private sizes!: Record<'serverReq' | 'serverResp' | 'clientReq' | 'clientResp', client.Histogram<string>>;
+  private serverDuration!: BucketHistogram;
+  private clientDuration!: BucketHistogram;
+  private sizes!: Record<'serverReq' | 'serverResp' | 'clientReq' | 'clientResp', BucketHistogram>;
+  /** Series of one label set, by a key of its raw values: one Map lookup per request. */
+  private bundles = new Map<string, { duration: Series; req: Series; resp: Series }>();
+  /** Route of each (service, path) seen, bounded. */
+  private routeCache = new Map<string, string>();
   private aborted!: client.Counter<string>;
   private unparsed!: client.Counter<string>;
   private serverLimiter!: LabelLimiter;
@@ -61,6 +68,7 @@ export class HttpCollector implements Collector {
   private lastDrops: number[] = [];
   /** Pipelined requests waiting for their response, per (tgid, fd). */
   private pending = new Map<string, RequestHead[]>();
+  private drain: NodeJS.Timeout | undefined;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks: HookChoice[] = SYSCALLS.map(([event, program]) =>
@@ -86,16 +94,19 @@ export class HttpCollector implements Collector {
     });
     for (const [service, routes] of Object.entries(cfg.routes)) this.matchers.set(service, new RouteMatcher(routes));
 
-    const m = ctx.metrics.registry;
     const buckets = [...cfg.durationBuckets].sort((a, b) => a - b);
-    this.serverDuration = new client.Histogram({ name: 'http_server_request_duration_seconds', help: 'Duration of HTTP server requests, from the request\'s first byte read to the response\'s first byte written.', labelNames: SERVER_LABELS, buckets, registers: [m] });
-    this.clientDuration = new client.Histogram({ name: 'http_client_request_duration_seconds', help: 'Duration of HTTP client requests, from the request\'s first byte written to the response\'s first byte read.', labelNames: CLIENT_LABELS, buckets, registers: [m] });
-    const size = (name: string, help: string, labels: string[]) => new client.Histogram({ name, help, labelNames: labels, buckets: SIZE_BUCKETS, registers: [m] });
+    const hist = (name: string, help: string, bounds: number[]): BucketHistogram => {
+      const h = new BucketHistogram(name, help, bounds);
+      ctx.metrics.register(h);
+      return h;
+    };
+    this.serverDuration = hist('http_server_request_duration_seconds', 'Duration of HTTP server requests, from the request\'s first byte read to the response\'s first byte written.', buckets);
+    this.clientDuration = hist('http_client_request_duration_seconds', 'Duration of HTTP client requests, from the request\'s first byte written to the response\'s first byte read.', buckets);
     this.sizes = {
-      serverReq: size('http_server_request_body_size_bytes', 'Size of HTTP server request bodies (Content-Length, or bytes after the head).', SERVER_LABELS),
-      serverResp: size('http_server_response_body_size_bytes', 'Size of HTTP server response bodies (Content-Length, or bytes after the head in the first write).', SERVER_LABELS),
-      clientReq: size('http_client_request_body_size_bytes', 'Size of HTTP client request bodies.', CLIENT_LABELS),
-      clientResp: size('http_client_response_body_size_bytes', 'Size of HTTP client response bodies.', CLIENT_LABELS),
+      serverReq: hist('http_server_request_body_size_bytes', 'Size of HTTP server request bodies (Content-Length, or bytes after the head).', SIZE_BUCKETS),
+      serverResp: hist('http_server_response_body_size_bytes', 'Size of HTTP server response bodies (Content-Length, or bytes after the head in the first write).', SIZE_BUCKETS),
+      clientReq: hist('http_client_request_body_size_bytes', 'Size of HTTP client request bodies.', SIZE_BUCKETS),
+      clientResp: hist('http_client_response_body_size_bytes', 'Size of HTTP client response bodies.', SIZE_BUCKETS),
     };
     this.aborted = ctx.metrics.counter('kernscope_http_server_requests_aborted_total', 'HTTP server requests whose connection closed before any response.', ['service_name']);
     this.unparsed = ctx.metrics.counter('kernscope_http_unparsed_total', 'Records whose bytes were not a well-formed HTTP/1.x head, ignored.', ['side']);
@@ -105,6 +116,10 @@ export class HttpCollector implements Collector {
 
     try {
       this.rb = this.obj.ringBuffer('http_events', (rec) => this.onRecord(rec));
+      // The kernel wakes the agent only once records pile up; the rest are
+      // drained here, so a record waits at most this long.
+      this.drain = setInterval(() => this.rb?.consume(), cfg.flushIntervalMs);
+      this.drain.unref();
       for (const h of chosen) this.obj.attach(h.program!, { kind: 'auto' });
     } catch (e) {
       this.stop();
@@ -117,17 +132,42 @@ export class HttpCollector implements Collector {
   }
 
   private route(service: string, path: string, complete: boolean): string {
+    const ck = `${service}\0${complete ? path : `${path}\0`}`;
+    const cached = this.routeCache.get(ck);
+    if (cached !== undefined) return cached;
     const configured = this.matchers.get(service)?.match(path);
-    const route = configured ?? templatePath(path, complete);
+    let route = configured ?? templatePath(path, complete);
     let seen = this.routes.get(service);
     if (!seen) this.routes.set(service, (seen = new Set()));
-    if (seen.has(route)) return route;
-    if (seen.size >= this.ctx.config.collectors.http.maxRoutesPerService) {
-      this.ctx.drops.inc({ source: 'http', reason: 'route_overflow' });
-      return '_other';
+    if (!seen.has(route)) {
+      if (seen.size >= this.ctx.config.collectors.http.maxRoutesPerService) {
+        this.ctx.drops.inc({ source: 'http', reason: 'route_overflow' });
+        route = '_other';
+      } else {
+        seen.add(route);
+      }
     }
-    seen.add(route);
+    if (this.routeCache.size >= 20_000) this.routeCache.clear();
+    this.routeCache.set(ck, route);
     return route;
+  }
+
+  /** The series of a label set; labels are built and admitted once per set. */
+  private bundle(server: boolean, key: string, raw: () => Labels): { duration: Series; req: Series; resp: Series } {
+    const k = `${server ? 's' : 'c'}\0${key}`;
+    let b = this.bundles.get(k);
+    if (!b) {
+      const r = raw();
+      const limiter = server ? this.serverLimiter : this.clientLimiter;
+      const labels = limiter.admit(k, r);
+      const id = Object.values(labels).join('\0');
+      const [d, q, p] = server ? [this.serverDuration, this.sizes.serverReq, this.sizes.serverResp] : [this.clientDuration, this.sizes.clientReq, this.sizes.clientResp];
+      b = { duration: d.series(id, labels), req: q.series(id, labels), resp: p.series(id, labels) };
+      // A cache only (the series live in the histograms): bounded by clearing.
+      if (this.bundles.size >= this.ctx.config.collectors.http.maxSeries * 4) this.bundles.clear();
+      this.bundles.set(k, b);
+    }
+    return b;
   }
 
   private onRecord(rec: Buffer): void {
@@ -174,49 +214,52 @@ export class HttpCollector implements Collector {
     }
   }
 
-  private onServer(e: HttpEvent, service: string, req: RequestHead, resp: ReturnType<typeof parseResponseHead>, seconds: number): void {
+  private onServer(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number): void {
     if (!resp) {
       // Documented rule: a request closed before any response is not a
       // latency sample; it is counted as aborted.
       this.aborted.inc({ service_name: service });
       return;
     }
-    const raw: Labels = {
+    const route = req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete);
+    const status = resp.status;
+    const b = this.bundle(true, `${service}\0${req.method}\0${status}\0${route}`, () => ({
       service_name: service,
       http_request_method: req.method,
-      http_response_status_code: String(resp.status),
-      http_route: req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete),
-    };
-    const labels = this.serverLimiter.admit(Object.values(raw).join('\0'), raw);
-    this.serverDuration.observe(labels, seconds);
+      http_response_status_code: String(status),
+      http_route: route,
+    }));
+    this.serverDuration.observe(b.duration, seconds);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (reqBody !== undefined) this.sizes.serverReq.observe(labels, reqBody);
+    if (reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody);
     const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-    if (respBody !== undefined) this.sizes.serverResp.observe(labels, respBody);
+    if (respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody);
   }
 
-  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ReturnType<typeof parseResponseHead>, seconds: number): void {
-    const host = req.host?.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1');
-    const raw: Labels = {
+  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number): void {
+    const address = req.host ? req.host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : e.peerAddr;
+    const status = resp ? String(resp.status) : '';
+    const error = resp ? (resp.status >= 400 ? status : '') : 'connection_closed';
+    const b = this.bundle(false, `${service}\0${req.method}\0${status}\0${address}\0${e.peerPort}\0${error}`, () => ({
       service_name: service,
       http_request_method: req.method,
-      http_response_status_code: resp ? String(resp.status) : '',
-      server_address: host || e.peerAddr,
+      http_response_status_code: status,
+      server_address: address,
       server_port: String(e.peerPort),
-      error_type: resp ? (resp.status >= 400 ? String(resp.status) : '') : 'connection_closed',
-    };
-    const labels = this.clientLimiter.admit(Object.values(raw).join('\0'), raw);
-    this.clientDuration.observe(labels, seconds);
+      error_type: error,
+    }));
+    this.clientDuration.observe(b.duration, seconds);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (reqBody !== undefined) this.sizes.clientReq.observe(labels, reqBody);
+    if (reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody);
     if (resp) {
       const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-      if (respBody !== undefined) this.sizes.clientResp.observe(labels, respBody);
+      if (respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody);
     }
   }
 
   collect(): void {
     if (!this.obj) return;
+    this.rb?.consume(); // a scrape sees every request made before it
     const map: BpfMap = this.obj.map('drops');
     const ncpus = map.valueBytes / map.slotSize;
     for (const { key, value } of map.entries()) {
@@ -231,6 +274,7 @@ export class HttpCollector implements Collector {
   }
 
   stop(): void {
+    clearInterval(this.drain);
     this.rb?.close();
     this.rb = undefined;
     this.obj?.close();

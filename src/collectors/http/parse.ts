@@ -2,6 +2,8 @@
  * HTTP/1.x heads from the first bytes of a socket read or write, as the
  * kernel copies them. Nothing here trusts the bytes: anything that is not a
  * well-formed request or status line is rejected, never guessed at.
+ * Each head is turned into a string once and read with anchored regular
+ * expressions: this runs once per request at full load.
  */
 
 export const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'PATCH', 'OPTIONS', 'CONNECT', 'TRACE'] as const;
@@ -26,11 +28,13 @@ export interface ResponseHead {
 }
 
 const MAX_TARGET = 8192;
-
-/** Visible ASCII, as RFC 9112 allows in a request target. */
-function isTargetByte(c: number): boolean {
-  return c > 0x20 && c < 0x7f;
-}
+// Method, then the target's visible ASCII (RFC 9112), then what ends it.
+const REQUEST_LINE = /^(GET|POST|PUT|DELETE|HEAD|PATCH|OPTIONS|CONNECT|TRACE) ([\x21-\x7e]{0,8192})([\s\S]?)/;
+const VERSION = /^HTTP\/1\.[01](?:\r|$)/;
+const STATUS_LINE = /^HTTP\/1\.[01] ([1-5]\d\d)(?:[ \r]|$)/;
+const CONTENT_LENGTH = /\r\ncontent-length:[ \t]*(\d{1,15})[ \t]*(?=\r\n)/i;
+const CHUNKED = /\r\ntransfer-encoding:[^\r\n]*\bchunked[ \t]*(?=\r\n)/i;
+const HOST = /\r\nhost:[ \t]*([\w.:[\]-]{1,255})[ \t]*(?=\r\n)/i;
 
 interface Headers {
   contentLength?: number;
@@ -38,67 +42,60 @@ interface Headers {
   host?: string;
 }
 
-/** Header fields that are wholly inside `b`, from offset `off` (after the start line). */
-function headers(b: Buffer, off: number): Headers {
-  const out: Headers = { chunked: false };
-  while (off < b.length) {
-    const eol = b.indexOf('\r\n', off, 'latin1');
-    if (eol < 0 || eol === off) break; // cut off, or the blank line ending the head
-    const line = b.toString('latin1', off, eol);
-    off = eol + 2;
-    const colon = line.indexOf(':');
-    if (colon <= 0) continue;
-    const name = line.slice(0, colon).toLowerCase();
-    const value = line.slice(colon + 1).trim();
-    if (name === 'content-length') {
-      if (/^\d{1,15}$/.test(value)) out.contentLength = Number(value);
-    } else if (name === 'transfer-encoding') {
-      out.chunked = /(^|,)\s*chunked\s*$/i.test(value);
-    } else if (name === 'host' && /^[\w.:[\]-]{1,255}$/.test(value)) {
-      out.host = value;
-    }
+/** Header fields wholly inside `s`, from `from` (the start line's CRLF) to the head's end. */
+function headers(s: string, from: number, withHost: boolean): Headers {
+  const end = s.indexOf('\r\n\r\n', from);
+  // Up to and with the CRLF ending the last complete line.
+  const h = end >= 0 ? s.slice(from, end + 2) : s.slice(from, s.lastIndexOf('\r\n') + 2);
+  const out: Headers = { chunked: CHUNKED.test(h) };
+  const cl = CONTENT_LENGTH.exec(h);
+  if (cl) out.contentLength = Number(cl[1]);
+  if (withHost) {
+    const host = HOST.exec(h);
+    if (host) out.host = host[1]!;
   }
   return out;
 }
 
-export function parseRequestHead(b: Buffer): RequestHead | undefined {
-  const sp = b.indexOf(0x20);
-  if (sp < 3 || sp > 7) return undefined;
-  const method = b.toString('latin1', 0, sp) as Method;
-  if (!METHODS.includes(method)) return undefined;
-  let end = sp + 1;
-  const limit = Math.min(b.length, sp + 1 + MAX_TARGET);
-  while (end < limit && isTargetByte(b[end]!)) end++;
-  // Ended by the copy or by our own bound: a partial target, not an error.
-  const complete = end < limit;
-  if (complete && b[end] !== 0x20) return undefined; // a control byte inside the target
-  const target = b.toString('latin1', sp + 1, end);
-  if (target.length === 0 && complete) return undefined;
-  if (complete) {
-    const v = b.toString('latin1', end + 1, Math.min(b.length, end + 9));
-    if (v.length === 8 && v !== 'HTTP/1.1' && v !== 'HTTP/1.0') return undefined;
-  }
+function requestFromString(s: string): RequestHead | undefined {
+  const m = REQUEST_LINE.exec(s);
+  if (!m) return undefined;
+  const method = m[1] as Method;
+  const target = m[2]!;
+  const next = m[3]!;
+  // Ended by the copy, or by our own bound: a partial target, not an error.
+  const complete = next !== '' && !(target.length === MAX_TARGET && next !== ' ');
+  if (complete && next !== ' ') return undefined; // a control byte inside the target
+  if (complete && target === '') return undefined;
+  const afterTarget = method.length + 1 + target.length + 1;
+  if (complete && s.length >= afterTarget + 8 && !VERSION.test(s.slice(afterTarget, afterTarget + 9))) return undefined;
   let path = target;
-  if (method === 'CONNECT' || method === 'OPTIONS' && target === '*') path = '';
+  if (method === 'CONNECT' || (method === 'OPTIONS' && target === '*')) path = '';
   else if (/^https?:\/\//i.test(target)) path = target.replace(/^https?:\/\/[^/]*/i, '') || '/';
   const q = path.search(/[?#]/);
   if (q >= 0) path = path.slice(0, q);
-  if (path && !path.startsWith('/')) return undefined;
-  const eol = b.indexOf('\r\n', end, 'latin1');
-  const h = eol > 0 ? headers(b, eol + 2) : { chunked: false };
-  return { method, path, pathComplete: complete || q >= 0, chunked: h.chunked, ...(h.contentLength !== undefined ? { contentLength: h.contentLength } : {}), ...(h.host ? { host: h.host } : {}) };
+  if (path && path[0] !== '/') return undefined;
+  const eol = s.indexOf('\r\n', afterTarget);
+  const h: Headers = eol > 0 ? headers(s, eol, true) : { chunked: false };
+  const out: RequestHead = { method, path, pathComplete: complete || q >= 0, chunked: h.chunked };
+  if (h.contentLength !== undefined) out.contentLength = h.contentLength;
+  if (h.host) out.host = h.host;
+  return out;
+}
+
+export function parseRequestHead(b: Buffer): RequestHead | undefined {
+  return requestFromString(b.toString('latin1'));
 }
 
 export function parseResponseHead(b: Buffer): ResponseHead | undefined {
-  if (b.length < 12) return undefined;
-  const start = b.toString('latin1', 0, 9);
-  if (start !== 'HTTP/1.1 ' && start !== 'HTTP/1.0 ') return undefined;
-  const code = b.toString('latin1', 9, 12);
-  if (!/^[1-5]\d\d$/.test(code)) return undefined;
-  if (b.length > 12 && b[12] !== 0x20 && b[12] !== 0x0d) return undefined;
-  const eol = b.indexOf('\r\n', 12, 'latin1');
-  const h = eol > 0 ? headers(b, eol + 2) : { chunked: false };
-  return { status: Number(code), chunked: h.chunked, ...(h.contentLength !== undefined ? { contentLength: h.contentLength } : {}) };
+  const s = b.toString('latin1');
+  const m = STATUS_LINE.exec(s);
+  if (!m) return undefined;
+  const eol = s.indexOf('\r\n', 12);
+  const h: Headers = eol > 0 ? headers(s, eol, false) : { chunked: false };
+  const out: ResponseHead = { status: Number(m[1]), chunked: h.chunked };
+  if (h.contentLength !== undefined) out.contentLength = h.contentLength;
+  return out;
 }
 
 /** Offset just past a head's blank line, or -1 if it is not within `b`. */
@@ -113,16 +110,17 @@ export function headEnd(b: Buffer, from = 0): number {
  * bytes that are not a whole, parseable request start.
  */
 export function splitRequests(b: Buffer, max = 32): RequestHead[] {
+  const s = b.toString('latin1');
   const out: RequestHead[] = [];
   let off = 0;
-  while (off < b.length && out.length < max) {
-    const rest = b.subarray(off);
-    const head = parseRequestHead(rest);
+  while (off < s.length && out.length < max) {
+    const rest = off ? s.slice(off) : s;
+    const head = requestFromString(rest);
     if (!head) break;
     out.push(head);
-    const end = headEnd(rest);
+    const end = rest.indexOf('\r\n\r\n');
     if (end < 0 || head.chunked) break;
-    off += end + (head.contentLength ?? 0);
+    off += end + 4 + (head.contentLength ?? 0);
   }
   return out;
 }
