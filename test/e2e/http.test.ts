@@ -202,3 +202,27 @@ test('a server that resets: a client error, and an aborted request on the server
     rsrv.cleanup();
   }
 });
+
+test('connections opened before the agent started are watched too', async () => {
+  const srv = fixture('server');
+  const server = startPeer(srv.script, []);
+  const port = (await server.line(/^\d+$/)).trim();
+  const cli = fixture('raw');
+  const client = startPeer(cli.script, ['keepalive', port, '3']);
+  await client.line(/^connected$/);
+  const late = await startAgent('collectIntervalSeconds: 0.5\n');
+  try {
+    client.send('go\n');
+    assert.equal(await client.line(/^done /), 'done 3');
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await late.scrape()), 'http_server_request_duration_seconds_count', { service_name: srv.service }) === 3, 5000);
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', srv.service), { 'GET /users/* 200': 3 });
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { service_name: cli.service, server_port: port, http_response_status_code: '200' }), 3);
+  } finally {
+    assert.equal(await late.stop(), 0);
+    await client.end();
+    await server.end();
+    srv.cleanup();
+    cli.cleanup();
+  }
+});

@@ -1,5 +1,6 @@
 import type client from 'prom-client';
-import { BpfObject, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { scanSockets } from '../../process/sockets.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -9,7 +10,7 @@ import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js'
 import { sumField } from '../tcp/decode.js';
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
-import { DROP_REASONS, END_CLOSED, END_EXTRA, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
+import { DROP_REASONS, END_CLOSED, END_EXTRA, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
 import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
 
@@ -115,6 +116,7 @@ export class HttpCollector implements Collector {
     for (const reason of [...DROP_REASONS, 'label_overflow', 'route_overflow']) ctx.drops.inc({ source: 'http', reason }, 0);
 
     try {
+      this.seedConnections();
       this.rb = this.obj.ringBuffer('http_events', (rec) => this.onRecord(rec));
       // The kernel wakes the agent only once records pile up; the rest are
       // drained here, so a record waits at most this long.
@@ -124,6 +126,38 @@ export class HttpCollector implements Collector {
     } catch (e) {
       this.stop();
       throw e;
+    }
+  }
+
+  /**
+   * Connections open before the agent started: the kernel never saw their
+   * accept() or connect(). A socket on a port its namespace listens on is a
+   * server's; any other, a client's. Written with NOEXIST: a connection the
+   * kernel has seen meanwhile is fresher.
+   */
+  private seedConnections(): void {
+    const map = this.obj!.map('conns');
+    const all = scanSockets();
+    const listening = new Set(all.filter((s) => s.state === 'listen').map((s) => `${s.netns}:${s.localPort}`));
+    for (const s of all) {
+      if (s.state !== 'established' || s.tgid === process.pid) continue;
+      const key = Buffer.alloc(8);
+      key.writeUInt32LE(s.tgid, 0);
+      key.writeUInt32LE(s.fd, 4);
+      // struct conn (bpf/http.bpf.c): role @16, family @18, peer_port @20, peer_addr @24
+      const v = Buffer.alloc(map.info.valueSize);
+      const server = listening.has(`${s.netns}:${s.localPort}`);
+      v.writeUInt8(server ? ROLE_SERVER : ROLE_CLIENT, 16);
+      if (!server) {
+        v.writeUInt8(s.family, 18);
+        v.writeUInt16LE(s.remotePort, 20);
+        s.remoteAddr.copy(v, 24);
+      }
+      try {
+        map.update(key, v, MapUpdate.NOEXIST);
+      } catch {
+        // EEXIST: seen by the kernel already; E2BIG: the table is full
+      }
     }
   }
 

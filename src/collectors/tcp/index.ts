@@ -21,7 +21,7 @@ import {
   sumField,
   type CounterField,
 } from './decode.js';
-import { scanListeners } from './listeners.js';
+import { scanSockets } from '../../process/sockets.js';
 
 const OBJECT = 'tcp.bpf.o';
 const LABELS = ['service', 'process', 'direction', 'port'] as const;
@@ -122,9 +122,10 @@ export class TcpCollector implements Collector {
 
   private seedListeners(): void {
     const map = this.obj!.map('listeners');
-    for (const l of scanListeners()) {
+    for (const l of scanSockets()) {
+      if (l.state !== 'listen') continue;
       try {
-        map.update(encodeListenerKey(l.netns, l.port), encodeOwner(l.tgid, l.comm), MapUpdate.NOEXIST);
+        map.update(encodeListenerKey(l.netns, l.localPort), encodeOwner(l.tgid, l.comm), MapUpdate.NOEXIST);
       } catch {
         // EEXIST: a listen() seen by the kernel meanwhile is fresher
       }
