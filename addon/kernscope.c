@@ -35,19 +35,13 @@ static char log_buf[LOG_CAP];
 static size_t log_len;
 static bool log_debug;
 
-static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
+static void log_append(const char *text, size_t n)
 {
-	if (level == LIBBPF_DEBUG && !log_debug)
-		return 0;
-	char line[4096];
-	int n = vsnprintf(line, sizeof(line), fmt, ap);
-	if (n < 0)
-		return 0;
-	if ((size_t)n >= sizeof(line))
-		n = sizeof(line) - 1;
-	if (log_debug)
-		fputs(line, stderr);
 	/* Keep the tail: the verifier's verdict is at the end of its log. */
+	if (n >= LOG_CAP) {
+		text += n - (LOG_CAP - 1);
+		n = LOG_CAP - 1;
+	}
 	if (log_len + n >= LOG_CAP) {
 		size_t drop = log_len + n - LOG_CAP + 1;
 		if (drop > log_len)
@@ -55,9 +49,40 @@ static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
 		memmove(log_buf, log_buf + drop, log_len - drop);
 		log_len -= drop;
 	}
-	memcpy(log_buf + log_len, line, n);
+	memcpy(log_buf + log_len, text, n);
 	log_len += n;
 	log_buf[log_len] = 0;
+}
+
+static int print_fn(enum libbpf_print_level level, const char *fmt, va_list ap)
+{
+	if (level == LIBBPF_DEBUG && !log_debug)
+		return 0;
+	char line[4096];
+	va_list again;
+	va_copy(again, ap);
+	int n = vsnprintf(line, sizeof(line), fmt, ap);
+	if (n < 0) {
+		va_end(again);
+		return 0;
+	}
+	char *text = line;
+	/* A verifier log comes as one message, far longer than a line. */
+	if ((size_t)n >= sizeof(line)) {
+		text = malloc(n + 1);
+		if (text)
+			vsnprintf(text, n + 1, fmt, again);
+		else {
+			text = line;
+			n = sizeof(line) - 1;
+		}
+	}
+	va_end(again);
+	if (log_debug)
+		fputs(text, stderr);
+	log_append(text, n);
+	if (text != line)
+		free(text);
 	return 0;
 }
 

@@ -49,9 +49,12 @@ struct conn {
 	/* A status line that arrives in pieces is gathered here (twice the
 	 * room, as for req_head). */
 	__u8 resp_pre[HTTP_RESP_PRE * 2];
-	/* Request bytes gathered across reads, HTTP_REQ_HEAD at most; twice
-	 * that room so the verifier can see an append at any offset fits. */
-	__u8 req_head[HTTP_REQ_HEAD * 2];
+	/* Request bytes gathered across reads, HTTP_REQ_HEAD at most. Reads
+	 * copy a fixed HTTP_REQ_HEAD bytes at an offset below 256, so the
+	 * verifier sees every copy fit; bytes past req_len are not used. */
+	__u8 req_head[HTTP_REQ_HEAD + 256];
+	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
+	__u8 pad2[7];
 };
 
 struct {
@@ -65,6 +68,48 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } http_events SEC(".maps");
+
+/* TLS: OpenSSL's SSL_read/SSL_write, by uprobes, give the plaintext. */
+const volatile bool tls_enabled = false;
+
+struct tls_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 count_ptr; /* size_t * of the _ex variants, else 0 */
+};
+
+/* The SSL call in progress on each thread, from entry to return. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+/* The last tracked socket each thread read or wrote: OpenSSL over a socket
+ * BIO makes its syscall inside the SSL call, Node reads the socket just
+ * before SSL_read; either way this is the connection of the SSL object. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} last_fd SEC(".maps");
+
+struct ssl_key {
+	__u64 ssl;
+	__u32 tgid;
+	__u32 pad;
+};
+
+/* SSL object -> fd, learnt once, so a write long after its read (Node
+ * answering a request asynchronously) finds its connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ssl_key);
+	__type(value, __u32);
+} ssl_fds SEC(".maps");
 
 static __always_inline struct pt_regs *user_regs(void)
 {
@@ -132,25 +177,28 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 		__builtin_memcpy(e->resp_head, c->resp_pre, HTTP_RESP_PRE);
 		e->resp_len = c->resp_pre_len < HTTP_RESP_PRE ? c->resp_pre_len : HTTP_RESP_PRE;
 	} else if (resp && resp_len > 0) {
-		__u32 n = resp_len > HTTP_RESP_HEAD ? HTTP_RESP_HEAD : resp_len;
-		if (!bpf_probe_read_user(e->resp_head, n, resp))
-			e->resp_len = n;
+		/* Fixed-size copy; bytes past resp_len are not used. */
+		if (!bpf_probe_read_user(e->resp_head, HTTP_RESP_HEAD, resp) ||
+		    !bpf_probe_read_user(e->resp_head, HTTP_STATUS_MIN, resp))
+			e->resp_len = resp_len > HTTP_RESP_HEAD ? HTTP_RESP_HEAD : resp_len;
 	}
 	__u64 waiting = bpf_ringbuf_query(&http_events, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-/* Appends what fits of `buf` to the request head. */
+/* Appends what fits of `buf` to the request head. The copy has a fixed size
+ * (a variable one the verifier cannot always bound); near the end of a
+ * mapping it falls back to a smaller one. */
 static __always_inline void append_request(struct conn *c, const void *buf, long len)
 {
-	__u32 off = c->req_len;
-	if (off >= HTTP_REQ_HEAD || !buf)
+	__u32 off = c->req_len & 0xff;
+	if (off >= HTTP_REQ_HEAD || !buf || len <= 0)
 		return;
-	__u32 n = HTTP_REQ_HEAD - off;
-	if (n > len)
-		n = len;
-	if (!bpf_probe_read_user(c->req_head + off, n, buf))
-		c->req_len = off + n;
+	if (bpf_probe_read_user(c->req_head + off, HTTP_REQ_HEAD, buf) &&
+	    bpf_probe_read_user(c->req_head + off, 16, buf))
+		return;
+	__u32 room = HTTP_REQ_HEAD - off;
+	c->req_len = off + (len < room ? len : room);
 }
 
 static __always_inline void start_request(struct conn *c)
@@ -214,16 +262,16 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 		}
 		return;
 	}
-	/* A status line in pieces: gather HTTP_STATUS_MIN bytes first. */
-	__u32 off = c->resp_pre_len;
+	/* A status line in pieces: gather HTTP_STATUS_MIN bytes first (fixed
+	 * 16-byte copies, as for the request head). */
+	__u32 off = c->resp_pre_len & 0xf;
 	if (off >= HTTP_STATUS_MIN)
 		off = 0;
-	__u32 n = HTTP_RESP_PRE - off;
-	if (n > len)
-		n = len;
-	if (bpf_probe_read_user(c->resp_pre + off, n, buf))
+	if (bpf_probe_read_user(c->resp_pre + off, HTTP_RESP_PRE, buf) &&
+	    bpf_probe_read_user(c->resp_pre + off, 1, buf))
 		return;
-	c->resp_pre_len = off + n;
+	__u32 room = HTTP_RESP_PRE - off;
+	c->resp_pre_len = off + (len < room ? len : room);
 	if (c->resp_pre_len < HTTP_STATUS_MIN)
 		return;
 	if (status_kind(*(__u64 *)c->resp_pre, c->resp_pre[9]) == 2) {
@@ -231,6 +279,17 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 		c->phase = HTTP_IDLE;
 	}
 	c->resp_pre_len = 0;
+}
+
+static __always_inline void plain_data(struct conn *c, const struct conn_key *k, const void *buf,
+				       long len, bool is_read)
+{
+	__u64 head = buf ? peek8(buf, len) : 0;
+	bool server = c->role == HTTP_ROLE_SERVER;
+	if (server == is_read)
+		request_data(c, head, buf, len);
+	else
+		response_data(c, k, head, buf, len);
 }
 
 /* One read or write of `len` bytes at `buf` (NULL for sendfile) on `fd`. */
@@ -242,44 +301,57 @@ static __always_inline int on_data(__u32 fd, const void *buf, long len, bool is_
 	struct conn *c = lookup(fd, &k);
 	if (!c)
 		return 0;
-	__u64 head = buf ? peek8(buf, len) : 0;
-	bool server = c->role == HTTP_ROLE_SERVER;
-	if (server == is_read)
-		request_data(c, head, buf, len);
-	else
-		response_data(c, &k, head, buf, len);
+	if (tls_enabled) {
+		__u64 id = bpf_get_current_pid_tgid();
+		bpf_map_update_elem(&last_fd, &id, &fd, BPF_ANY);
+	}
+	if (c->tls)
+		return 0; /* ciphertext: the plaintext comes through the uprobes */
+	plain_data(c, &k, buf, len, is_read);
 	return 0;
 }
+
+static const struct conn zero_conn;
 
 static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa)
 {
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
-	struct conn c = {};
+	__u8 family = 0;
+	__u16 port = 0;
+	__u8 addr[16] = {};
 	if (k.tgid == self_tgid)
 		return;
-	c.role = role;
 	if (sa) {
-		__u16 family = 0;
-		bpf_probe_read_user(&family, sizeof(family), &sa->sa_family);
-		if (family == AF_INET) {
+		__u16 f = 0;
+		bpf_probe_read_user(&f, sizeof(f), &sa->sa_family);
+		if (f == AF_INET) {
 			struct sockaddr_in in = {};
 			bpf_probe_read_user(&in, sizeof(in), sa);
-			c.family = AF_INET;
-			c.peer_port = bpf_ntohs(in.sin_port);
-			__builtin_memcpy(c.peer_addr, &in.sin_addr, 4);
-		} else if (family == AF_INET6) {
+			port = bpf_ntohs(in.sin_port);
+			__builtin_memcpy(addr, &in.sin_addr, 4);
+		} else if (f == AF_INET6) {
 			struct sockaddr_in6 in6 = {};
 			bpf_probe_read_user(&in6, sizeof(in6), sa);
-			c.family = AF_INET6;
-			c.peer_port = bpf_ntohs(in6.sin6_port);
-			__builtin_memcpy(c.peer_addr, &in6.sin6_addr, 16);
+			port = bpf_ntohs(in6.sin6_port);
+			__builtin_memcpy(addr, &in6.sin6_addr, 16);
 		} else {
 			return; /* unix sockets and others: not HTTP over TCP */
 		}
+		family = f;
 	}
-	/* BPF_ANY: a reused fd number starts a new connection. */
-	if (bpf_map_update_elem(&conns, &k, &c, BPF_ANY))
+	/* The entry is too large for the stack: insert zeroes, then fill in.
+	 * BPF_ANY: a reused fd number starts a new connection. */
+	if (bpf_map_update_elem(&conns, &k, &zero_conn, BPF_ANY)) {
 		count_drop(HTTP_DROP_CONN_TABLE_FULL);
+		return;
+	}
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (!c)
+		return;
+	c->role = role;
+	c->family = family;
+	c->peer_port = port;
+	__builtin_memcpy(c->peer_addr, addr, sizeof(addr));
 }
 
 /* First iovec of an iovec array: where a head would be. */
@@ -419,3 +491,79 @@ int http_sendfile(struct sys_exit_ctx *ctx)
 	/* A body from a file (nginx): bytes only, never a head. */
 	return on_data(ARG(user_regs(), di), NULL, ctx->ret, false);
 }
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static __always_inline int tls_enter(void *ssl, void *buf, void *count_ptr)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if ((id >> 32) == self_tgid)
+		return 0;
+	struct tls_call call = { .ssl = (__u64)ssl, .buf = (__u64)buf, .count_ptr = (__u64)count_ptr };
+	bpf_map_update_elem(&tls_calls, &id, &call, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int tls_return(long ret, bool is_read, bool ex)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct tls_call *call = bpf_map_lookup_elem(&tls_calls, &id);
+	if (!call)
+		return 0;
+	struct tls_call cl = *call;
+	bpf_map_delete_elem(&tls_calls, &id);
+
+	struct ssl_key sk = { .ssl = cl.ssl, .tgid = id >> 32 };
+	__u32 *known = bpf_map_lookup_elem(&ssl_fds, &sk);
+	__u32 fd;
+	if (known) {
+		fd = *known;
+	} else {
+		__u32 *last = bpf_map_lookup_elem(&last_fd, &id);
+		if (!last)
+			return 0;
+		fd = *last;
+		bpf_map_update_elem(&ssl_fds, &sk, &fd, BPF_ANY);
+	}
+
+	long n = ret;
+	if (ex) { /* SSL_read_ex/SSL_write_ex: 1 on success, the count by pointer */
+		__u64 cnt = 0;
+		if (ret != 1 || !cl.count_ptr || bpf_probe_read_user(&cnt, sizeof(cnt), (void *)cl.count_ptr))
+			return 0;
+		n = cnt;
+	}
+	if (n <= 0)
+		return 0;
+	struct conn_key k;
+	struct conn *c = lookup(fd, &k);
+	if (!c)
+		return 0;
+	c->tls = 1;
+	plain_data(c, &k, (const void *)cl.buf, n, is_read);
+	return 0;
+}
+
+SEC("uprobe")
+int BPF_KPROBE(tls_enter_rw, void *ssl, void *buf)
+{ return tls_enter(ssl, buf, NULL); }
+
+SEC("uprobe")
+int BPF_KPROBE(tls_enter_ex, void *ssl, void *buf, __u64 num, void *count)
+{ return tls_enter(ssl, buf, count); }
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_read_ret, long ret)
+{ return tls_return((int)ret, true, false); }
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_write_ret, long ret)
+{ return tls_return((int)ret, false, false); }
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_read_ex_ret, long ret)
+{ return tls_return((int)ret, true, true); }
+
+SEC("uretprobe")
+int BPF_KRETPROBE(tls_write_ex_ret, long ret)
+{ return tls_return((int)ret, false, true); }

@@ -61,7 +61,7 @@ export class Agent {
         continue;
       }
       try {
-        c.start({ config: this.config, metrics: m, namer, drops, features: this.features });
+        c.start({ config: this.config, metrics: m, namer, drops, features: this.features, log: this.log });
       } catch (e) {
         up.set({ collector: c.name }, 0);
         this.log(`collector ${c.name}: failed to start: ${(e as Error).message}`);
@@ -89,7 +89,7 @@ export class Agent {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     this.stats.stop();
-    for (const c of this.collectors) c.stop();
+    await Promise.all(this.collectors.map((c) => c.stop()));
     this.collectors = [];
     const s = this.server;
     this.server = undefined;

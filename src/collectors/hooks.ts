@@ -11,7 +11,7 @@ export interface HookSpec {
 
 export interface HookChoice {
   event: string;
-  kind: 'tp_btf' | 'raw_tp' | 'tracepoint' | null;
+  kind: 'tp_btf' | 'raw_tp' | 'tracepoint' | 'uprobe' | null;
   program?: string;
   reason?: string;
 }

@@ -13,6 +13,7 @@ export interface CollectorContext {
   /** kernscope_events_dropped_total{source,reason} */
   drops: client.Counter<string>;
   features: KernelFeatures;
+  log: (msg: string) => void;
 }
 
 /** What a collector would do on this kernel, for `doctor` and the start-up log. */
@@ -30,5 +31,6 @@ export interface Collector {
   /** Folds kernel maps into metrics; cheap enough to call before every scrape. */
   collect(): void;
   programs(): BpfProgram[];
-  stop(): void;
+  /** Detaches everything; perf-event links detach in parallel, off the main thread. */
+  stop(): Promise<void> | void;
 }

@@ -35,6 +35,8 @@ export interface Config {
       durationBuckets: number[];
       /** Records are delivered in batches; a lone record waits at most this long. */
       flushIntervalMs: number;
+      /** Plaintext of TLS connections from uprobes on OpenSSL's SSL_read/SSL_write. */
+      tls: { enabled: boolean; binaries: string[] };
       maps: { connections: number };
     };
   };
@@ -61,6 +63,7 @@ export const DEFAULT_CONFIG: Config = {
       // OpenTelemetry's default for http.*.request.duration.
       durationBuckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
       flushIntervalMs: 200,
+      tls: { enabled: true, binaries: [] },
       maps: { connections: 16384 },
     },
   },
@@ -112,6 +115,14 @@ export const CONFIG_SCHEMA = {
             },
             durationBuckets: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'number', exclusiveMinimum: 0 } },
             flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
+            tls: {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                enabled: { type: 'boolean' },
+                binaries: { type: 'array', maxItems: 1000, items: { type: 'string', pattern: '^/', maxLength: 4096 } },
+              },
+            },
             maps: { type: 'object', additionalProperties: false, properties: { connections: mapSize } },
           },
         },

@@ -1,5 +1,6 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
@@ -224,5 +225,46 @@ test('connections opened before the agent started are watched too', async () => 
     await server.end();
     srv.cleanup();
     cli.cleanup();
+  }
+});
+
+test('HTTPS: Node server, Node client and curl, counted once with route and status', async () => {
+  const dir = tmpDir('ks-tls');
+  const key = path.join(dir, 'key.pem');
+  const cert = path.join(dir, 'cert.pem');
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=localhost', '-days', '1'], { stdio: 'ignore' });
+  const srv = fixture('server');
+  const server = startPeer(srv.script, [key, cert]);
+  const port = (await server.line(/^\d+$/)).trim();
+  const cli = fixture('client');
+  const plan = [...[1, 2, 3].map((i) => ({ method: 'GET', path: `/users/${i}` })), { method: 'POST', path: '/orders', body: 300 }, { method: 'GET', path: '/fail' }];
+  const client = startPeer(cli.script, [port, '1', JSON.stringify(plan), 'https']);
+  try {
+    assert.equal(JSON.parse(await client.line(/^\[/)).length, plan.length);
+    for (const p of ['/users/9', '/missing/1']) {
+      execFileSync('curl', ['-sk', '-o', '/dev/null', `https://127.0.0.1:${port}${p}`]);
+    }
+    const m = await settle((x) => sum(x, 'http_server_request_duration_seconds_count', { service_name: srv.service }) >= plan.length + 2);
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', srv.service), {
+      'GET /users/* 200': 4,
+      'POST /orders 201': 1,
+      'GET /fail 500': 1,
+      'GET /missing/* 404': 1,
+    });
+    assert.equal(sum(m, 'http_server_request_body_size_bytes_sum', { service_name: srv.service, http_route: '/orders' }), 300);
+    const c = { service_name: cli.service, server_port: port };
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', c), plan.length);
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...c, http_response_status_code: '500' }), 1);
+    // curl links Debian's libssl: probed there.
+    const curl = { service_name: 'curl', server_port: port };
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...curl, http_response_status_code: '200' }), 1);
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...curl, http_response_status_code: '404' }), 1);
+    assert.equal(sum(m, 'kernscope_http_unparsed_total'), 0);
+  } finally {
+    await client.end();
+    await server.end();
+    srv.cleanup();
+    cli.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

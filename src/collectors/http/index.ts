@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import type client from 'prom-client';
 import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
 import { scanSockets } from '../../process/sockets.js';
@@ -37,6 +38,17 @@ const SYSCALLS: Array<[string, string]> = [
 //   server: service_name, http_request_method, http_response_status_code, http_route
 //   client: service_name, http_request_method, http_response_status_code,
 //           server_address, server_port, error_type
+const TLS_PROGRAMS = ['tls_enter_rw', 'tls_enter_ex', 'tls_read_ret', 'tls_write_ret', 'tls_read_ex_ret', 'tls_write_ex_ret'];
+/** Each OpenSSL entry point: the program at its entry and at its return. */
+const TLS_PROBES: Array<[string, string, string]> = [
+  ['SSL_read', 'tls_enter_rw', 'tls_read_ret'],
+  ['SSL_write', 'tls_enter_rw', 'tls_write_ret'],
+  ['SSL_read_ex', 'tls_enter_ex', 'tls_read_ex_ret'],
+  ['SSL_write_ex', 'tls_enter_ex', 'tls_write_ex_ret'],
+];
+/** Where Debian and others put OpenSSL 3's libssl. */
+const LIBSSL = ['/usr/lib/x86_64-linux-gnu/libssl.so.3', '/lib/x86_64-linux-gnu/libssl.so.3', '/usr/lib/aarch64-linux-gnu/libssl.so.3', '/usr/lib64/libssl.so.3', '/usr/lib/libssl.so.3'];
+
 /** Body sizes: powers of two from 32 B to 1 MiB, and 0 for empty bodies. */
 const SIZE_BUCKETS = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576];
 
@@ -70,14 +82,19 @@ export class HttpCollector implements Collector {
   /** Pipelined requests waiting for their response, per (tgid, fd). */
   private pending = new Map<string, RequestHead[]>();
   private drain: NodeJS.Timeout | undefined;
+  /** Binaries whose SSL_read/SSL_write are probed. */
+  tlsBinaries: string[] = [];
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks: HookChoice[] = SYSCALLS.map(([event, program]) =>
       f.hasTracepoint(event) ? { event, kind: 'tracepoint', program } : { event, kind: null, reason: 'tracepoint not in this kernel (or tracefs not mounted)' },
     ) as HookChoice[];
+    if (config.collectors.http.tls.enabled) {
+      hooks.push(f.uprobe.ok ? { event: 'SSL_read/SSL_write', kind: 'uprobe' } : { event: 'SSL_read/SSL_write', kind: null, reason: f.uprobe.detail ?? 'uprobes unavailable' });
+    }
     if (!config.collectors.http.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     if (!f.tracepoint) return { collector: this.name, runnable: false, reason: 'tracepoint programs cannot be loaded', hooks };
-    const missing = hooks.filter((h) => !h.kind && h.event !== 'sys_exit_accept' && h.event !== 'sys_exit_sendfile64');
+    const missing = hooks.filter((h) => !h.kind && !['sys_exit_accept', 'sys_exit_sendfile64', 'SSL_read/SSL_write'].includes(h.event));
     if (missing.length) return { collector: this.name, runnable: false, reason: `${missing[0]!.event}: ${missing[0]!.reason}`, hooks };
     return { collector: this.name, runnable: true, hooks };
   }
@@ -87,10 +104,14 @@ export class HttpCollector implements Collector {
     const cfg = ctx.config.collectors.http;
     const plan = this.plan(ctx.features, ctx.config);
     if (!plan.runnable) throw new Error(`http collector cannot run: ${plan.reason}`);
-    const chosen = plan.hooks.filter((h) => h.kind);
+    const chosen = plan.hooks.filter((h) => h.kind === 'tracepoint');
+    const tls = plan.hooks.some((h) => h.kind === 'uprobe');
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
-      skipPrograms: plan.hooks.filter((h) => !h.kind).map((h) => SYSCALLS.find(([e]) => e === h.event)![1]),
-      rodata: { self_tgid: process.pid },
+      skipPrograms: [
+        ...plan.hooks.filter((h) => !h.kind && h.event.startsWith('sys_')).map((h) => SYSCALLS.find(([e]) => e === h.event)![1]),
+        ...(tls ? [] : TLS_PROGRAMS),
+      ],
+      rodata: { self_tgid: process.pid, tls_enabled: tls ? 1 : 0 },
       maxEntries: { conns: cfg.maps.connections },
     });
     for (const [service, routes] of Object.entries(cfg.routes)) this.matchers.set(service, new RouteMatcher(routes));
@@ -123,8 +144,11 @@ export class HttpCollector implements Collector {
       this.drain = setInterval(() => this.rb?.consume(), cfg.flushIntervalMs);
       this.drain.unref();
       for (const h of chosen) this.obj.attach(h.program!, { kind: 'auto' });
+      if (tls) this.attachTls();
     } catch (e) {
-      this.stop();
+      clearInterval(this.drain);
+      this.obj.close();
+      this.obj = undefined;
       throw e;
     }
   }
@@ -157,6 +181,36 @@ export class HttpCollector implements Collector {
         map.update(key, v, MapUpdate.NOEXIST);
       } catch {
         // EEXIST: seen by the kernel already; E2BIG: the table is full
+      }
+    }
+  }
+
+  /**
+   * Uprobes on SSL_read/SSL_write (and _ex) in libssl and in binaries that
+   * link OpenSSL statically, such as node. A binary without the symbols is
+   * skipped, and said so.
+   */
+  private attachTls(): void {
+    const cfg = this.ctx.config.collectors.http.tls;
+    const candidates = new Set([...LIBSSL.filter((p) => fs.existsSync(p)).slice(0, 1), process.execPath, ...cfg.binaries]);
+    this.tlsBinaries = [];
+    for (const binary of candidates) {
+      try {
+        fs.accessSync(binary, fs.constants.R_OK);
+      } catch {
+        this.ctx.log(`http: TLS: ${binary}: not readable, skipped`);
+        continue;
+      }
+      const links = [];
+      try {
+        for (const [symbol, enter, ret] of TLS_PROBES) {
+          links.push(this.obj!.attach(enter, { kind: 'uprobe', binary, symbol }));
+          links.push(this.obj!.attach(ret, { kind: 'uretprobe', binary, symbol }));
+        }
+        this.tlsBinaries.push(binary);
+      } catch (e) {
+        for (const l of links) l.detach();
+        this.ctx.log(`http: TLS: ${binary}: ${(e as Error).message.split('\n')[0]}, skipped`);
       }
     }
   }
@@ -307,11 +361,12 @@ export class HttpCollector implements Collector {
     }
   }
 
-  stop(): void {
+  async stop(): Promise<void> {
     clearInterval(this.drain);
     this.rb?.close();
     this.rb = undefined;
-    this.obj?.close();
+    const obj = this.obj;
     this.obj = undefined;
+    await obj?.closeAsync();
   }
 }
