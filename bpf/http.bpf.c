@@ -54,7 +54,9 @@ struct conn {
 	 * verifier sees every copy fit; bytes past req_len are not used. */
 	__u8 req_head[HTTP_REQ_HEAD + 256];
 	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
-	__u8 pad2[7];
+	__u8 pad2;
+	__u16 local_port;	/* host order */
+	__u8 pad3[4];
 };
 
 struct {
@@ -168,6 +170,7 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 	e->end = end;
 	e->family = c->family;
 	e->peer_port = c->peer_port;
+	e->local_port = c->local_port;
 	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->req_len = end == HTTP_END_EXTRA ? 0 : c->req_len;
@@ -313,6 +316,20 @@ static __always_inline int on_data(__u32 fd, const void *buf, long len, bool is_
 
 static const struct conn zero_conn;
 
+/* The local port of a socket fd of the current task, through its file. */
+static __always_inline __u16 local_port(__u32 fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), fds + (fd & 0xffff)) || !f)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return 0;
+	return BPF_CORE_READ(sock, sk, __sk_common.skc_num);
+}
+
 static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa)
 {
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
@@ -351,6 +368,7 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 	c->role = role;
 	c->family = family;
 	c->peer_port = port;
+	c->local_port = local_port(fd);
 	__builtin_memcpy(c->peer_addr, addr, sizeof(addr));
 }
 

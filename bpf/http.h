@@ -42,7 +42,8 @@ struct ks_http_event {
 	__u16 peer_port;	/* host order */
 	__u16 req_len;		/* valid bytes in req_head */
 	__u16 resp_len;		/* valid bytes in resp_head */
-	__u16 pad2[3];
+	__u16 local_port;	/* host order; 0 if unknown */
+	__u16 pad2[2];
 	__u8 peer_addr[16];
 	char comm[16];
 	__u8 req_head[HTTP_REQ_HEAD];

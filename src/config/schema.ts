@@ -37,6 +37,8 @@ export interface Config {
       flushIntervalMs: number;
       /** Plaintext of TLS connections from uprobes on OpenSSL's SSL_read/SSL_write. */
       tls: { enabled: boolean; binaries: string[] };
+      /** Processes watched: any of these matches (same keys as services[].match); all when empty. */
+      watch: ServiceRule['match'][];
       maps: { connections: number };
     };
   };
@@ -64,6 +66,7 @@ export const DEFAULT_CONFIG: Config = {
       durationBuckets: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10],
       flushIntervalMs: 200,
       tls: { enabled: true, binaries: [] },
+      watch: [],
       maps: { connections: 16384 },
     },
   },
@@ -73,6 +76,20 @@ export const DEFAULT_CONFIG: Config = {
 };
 
 const mapSize = { type: 'integer', minimum: 1, maximum: 4194304 };
+
+const MATCH_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  properties: {
+    comm: { type: 'string', minLength: 1, maxLength: 15 },
+    exe: { type: 'string', minLength: 1 },
+    cmdline: { type: 'string', minLength: 1, format: 'regex' },
+    port: { type: 'integer', minimum: 1, maximum: 65535 },
+    pid: { type: 'integer', minimum: 1 },
+    cgroup: { type: 'string', minLength: 1 },
+  },
+} as const;
 
 export const CONFIG_SCHEMA = {
   type: 'object',
@@ -115,6 +132,7 @@ export const CONFIG_SCHEMA = {
             },
             durationBuckets: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'number', exclusiveMinimum: 0 } },
             flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
+            watch: { type: 'array', maxItems: 10000, items: MATCH_SCHEMA },
             tls: {
               type: 'object',
               additionalProperties: false,
@@ -137,19 +155,7 @@ export const CONFIG_SCHEMA = {
         required: ['name', 'match'],
         properties: {
           name: { type: 'string', minLength: 1, maxLength: 128 },
-          match: {
-            type: 'object',
-            additionalProperties: false,
-            minProperties: 1,
-            properties: {
-              comm: { type: 'string', minLength: 1, maxLength: 15 },
-              exe: { type: 'string', minLength: 1 },
-              cmdline: { type: 'string', minLength: 1, format: 'regex' },
-              port: { type: 'integer', minimum: 1, maximum: 65535 },
-              pid: { type: 'integer', minimum: 1 },
-              cgroup: { type: 'string', minLength: 1 },
-            },
-          },
+          match: MATCH_SCHEMA,
         },
       },
     },

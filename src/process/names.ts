@@ -114,17 +114,54 @@ export class ServiceNamer {
     const info = readProc(tgid);
     const comm = info?.comm || kernelComm || 'unknown';
     for (const r of this.rules) {
-      const m = r.match;
-      if (m.pid !== undefined && m.pid !== tgid) continue;
-      if (m.port !== undefined && m.port !== port) continue;
-      if (m.comm !== undefined && m.comm !== comm) continue;
-      if (m.exe !== undefined && m.exe !== info?.exe) continue;
-      if (r.re && !r.re.test(info?.argv.join(' ') ?? '')) continue;
-      if (m.cgroup !== undefined && !(info?.cgroup ?? '').includes(m.cgroup)) continue;
-      return { process: comm, service: r.name };
+      if (matches(r.match, r.re, tgid, comm, info, port)) return { process: comm, service: r.name };
     }
     let service = comm;
     if (info && INTERPRETERS.test(comm)) service = mainScript(info.argv) ?? comm;
     return { process: comm, service };
+  }
+}
+
+type Match = ServiceRule['match'];
+
+/** Whether a process (and the connection's port) fits every key of `m`. */
+function matches(m: Match, re: RegExp | undefined, tgid: number, comm: string, info: ProcInfo | undefined, port?: number): boolean {
+  if (m.pid !== undefined && m.pid !== tgid) return false;
+  if (m.port !== undefined && m.port !== port) return false;
+  if (m.comm !== undefined && m.comm !== comm) return false;
+  if (m.exe !== undefined && m.exe !== info?.exe) return false;
+  if (re && !re.test(info?.argv.join(' ') ?? '')) return false;
+  if (m.cgroup !== undefined && !(info?.cgroup ?? '').includes(m.cgroup)) return false;
+  return true;
+}
+
+/**
+ * Which processes a collector watches: any of `rules` (all when empty),
+ * decided once per (pid, comm, port) and cached.
+ */
+export class ProcessFilter {
+  private readonly cache = new Map<string, boolean>();
+  private readonly rules: Array<{ m: Match; re?: RegExp }>;
+
+  constructor(rules: readonly Match[], private readonly maxCache = 16384) {
+    this.rules = rules.map((m) => ({ m, ...(m.cmdline ? { re: new RegExp(m.cmdline) } : {}) }));
+  }
+
+  get all(): boolean {
+    return this.rules.length === 0;
+  }
+
+  accepts(tgid: number, kernelComm: string, port?: number): boolean {
+    if (this.rules.length === 0) return true;
+    const key = `${tgid}\0${kernelComm}\0${port ?? ''}`;
+    let ok = this.cache.get(key);
+    if (ok === undefined) {
+      const info = readProc(tgid);
+      const comm = info?.comm || kernelComm;
+      ok = this.rules.some((r) => matches(r.m, r.re, tgid, comm, info, port));
+      if (this.cache.size >= this.maxCache) this.cache.clear();
+      this.cache.set(key, ok);
+    }
+    return ok;
   }
 }

@@ -25,6 +25,8 @@ export interface HttpEvent {
   end: number;
   family: number;
   peerPort: number;
+  /** The connection's local port (a server's listening port); 0 if unknown. */
+  localPort: number;
   peerAddr: string;
   comm: string;
   reqHead: Buffer;
@@ -57,6 +59,7 @@ export function decodeEvent(b: Buffer): HttpEvent | undefined {
     end: b.readUInt8(33),
     family,
     peerPort: b.readUInt16LE(36),
+    localPort: b.readUInt16LE(42),
     peerAddr: addr(b.subarray(48, 64), family),
     comm: b.toString('latin1', 64, commEnd < 0 || commEnd > 80 ? 80 : commEnd),
     reqHead: Buffer.from(b.subarray(HEADS, HEADS + reqLen)),

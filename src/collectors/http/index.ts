@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import type client from 'prom-client';
 import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
 import { scanSockets } from '../../process/sockets.js';
+import { ProcessFilter } from '../../process/names.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -82,6 +83,7 @@ export class HttpCollector implements Collector {
   /** Pipelined requests waiting for their response, per (tgid, fd). */
   private pending = new Map<string, RequestHead[]>();
   private drain: NodeJS.Timeout | undefined;
+  private filter!: ProcessFilter;
   /** Binaries whose SSL_read/SSL_write are probed. */
   tlsBinaries: string[] = [];
 
@@ -115,6 +117,7 @@ export class HttpCollector implements Collector {
       maxEntries: { conns: cfg.maps.connections },
     });
     for (const [service, routes] of Object.entries(cfg.routes)) this.matchers.set(service, new RouteMatcher(routes));
+    this.filter = new ProcessFilter(cfg.watch);
 
     const buckets = [...cfg.durationBuckets].sort((a, b) => a - b);
     const hist = (name: string, help: string, bounds: number[]): BucketHistogram => {
@@ -168,10 +171,12 @@ export class HttpCollector implements Collector {
       const key = Buffer.alloc(8);
       key.writeUInt32LE(s.tgid, 0);
       key.writeUInt32LE(s.fd, 4);
-      // struct conn (bpf/http.bpf.c): role @16, family @18, peer_port @20, peer_addr @24
+      // struct conn (bpf/http.bpf.c): role @16, family @18, peer_port @20,
+      // peer_addr @24, local_port @490
       const v = Buffer.alloc(map.info.valueSize);
       const server = listening.has(`${s.netns}:${s.localPort}`);
       v.writeUInt8(server ? ROLE_SERVER : ROLE_CLIENT, 16);
+      v.writeUInt16LE(s.localPort, 490);
       if (!server) {
         v.writeUInt8(s.family, 18);
         v.writeUInt16LE(s.remotePort, 20);
@@ -283,7 +288,10 @@ export class HttpCollector implements Collector {
         this.pending.delete(conn);
       }
     }
-    const service = this.ctx.namer.names(e.tgid, e.comm).service;
+    // A server is named and filtered by its listening port too.
+    const port = server ? e.localPort || undefined : undefined;
+    if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm, port)) return;
+    const service = this.ctx.namer.names(e.tgid, e.comm, port).service;
     const resp = e.end === END_CLOSED ? undefined : parseResponseHead(e.respHead);
     if (e.end !== END_CLOSED && !resp) {
       this.unparsed.inc({ side });
