@@ -57,6 +57,7 @@ struct conn {
 	__u8 pad2;
 	__u16 local_port;	/* host order */
 	__u8 pad3[4];
+	__u64 connect_ns;	/* when a client's connect() returned */
 };
 
 struct {
@@ -152,6 +153,8 @@ static __always_inline bool is_status_line(__u64 v)
 {
 	return (__u32)v == B4('H', 'T', 'T', 'P') && ((v >> 32) & 0xffffff) == ('/' | '1' << 8 | '.' << 16);
 }
+
+static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err);
 
 static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
 				 const void *resp, bool resp_in_kernel, long resp_len)
@@ -369,6 +372,7 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 	c->family = family;
 	c->peer_port = port;
 	c->local_port = local_port(fd);
+	c->connect_ns = role == HTTP_ROLE_CLIENT ? bpf_ktime_get_ns() : 0;
 	__builtin_memcpy(c->peer_addr, addr, sizeof(addr));
 }
 
@@ -415,14 +419,75 @@ int http_accept(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
+/* A client whose server is down: one record, so it counts as an error. */
+static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err)
+{
+	struct ks_http_event *e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(HTTP_DROP_RINGBUF_FULL);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->duration_ns = bpf_ktime_get_ns() - c->connect_ns;
+	e->tgid = k->tgid;
+	e->fd = k->fd;
+	e->role = HTTP_ROLE_CLIENT;
+	e->end = HTTP_END_CONNECT_FAILED;
+	e->error = err < 0 ? -err : err;
+	e->family = c->family;
+	e->peer_port = c->peer_port;
+	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
+static __always_inline bool is_connect_error(long ret)
+{
+	return ret == -111 /* ECONNREFUSED */ || ret == -110 /* ETIMEDOUT */ ||
+	       ret == -113 /* EHOSTUNREACH */ || ret == -101 /* ENETUNREACH */ ||
+	       ret == -104 /* ECONNRESET */;
+}
+
 SEC("tracepoint/syscalls/sys_exit_connect")
 int http_connect(struct sys_exit_ctx *ctx)
 {
-	/* Non-blocking connects (Node, nginx) return -EINPROGRESS. */
-	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+	long ret = ctx->ret;
+	/* Non-blocking connects (Node, curl, nginx) return -EINPROGRESS and
+	 * learn a failure from getsockopt(SO_ERROR); blocking ones here. */
+	if (ret != 0 && ret != -EINPROGRESS && !is_connect_error(ret))
 		return 0;
 	struct pt_regs *r = user_regs();
-	track(ARG(r, di), HTTP_ROLE_CLIENT, (const struct sockaddr *)ARG(r, si));
+	__u32 fd = ARG(r, di);
+	track(fd, HTTP_ROLE_CLIENT, (const struct sockaddr *)ARG(r, si));
+	if (ret == 0 || ret == -EINPROGRESS)
+		return 0;
+	struct conn_key k;
+	struct conn *c = lookup(fd, &k);
+	if (c) {
+		emit_failure(c, &k, ret);
+		bpf_map_delete_elem(&conns, &k);
+	}
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_getsockopt")
+int http_getsockopt(struct sys_exit_ctx *ctx)
+{
+	if (ctx->ret != 0)
+		return 0;
+	struct pt_regs *r = user_regs();
+	if (ARG(r, si) != 1 /* SOL_SOCKET */ || ARG(r, dx) != 4 /* SO_ERROR */)
+		return 0;
+	struct conn_key k;
+	struct conn *c = lookup(ARG(r, di), &k);
+	/* Only a client that has sent nothing yet: this is its connect's fate. */
+	if (!c || c->role != HTTP_ROLE_CLIENT || c->start_ns)
+		return 0;
+	int err = 0;
+	if (bpf_probe_read_user(&err, sizeof(err), (void *)ARG(r, r10)) || !is_connect_error(-(long)err))
+		return 0;
+	emit_failure(c, &k, err);
+	bpf_map_delete_elem(&conns, &k);
 	return 0;
 }
 

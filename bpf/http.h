@@ -22,6 +22,7 @@ enum ks_http_end {
 	HTTP_END_CLOSED = 1,	/* the connection closed with a request in flight */
 	HTTP_END_EXTRA = 2,	/* a further response with no request in flight:
 				 * one of several pipelined requests */
+	HTTP_END_CONNECT_FAILED = 3, /* a client's connect failed; errno in `error` */
 };
 
 enum ks_http_drop_reason {
@@ -38,7 +39,7 @@ struct ks_http_event {
 	__u8 role;
 	__u8 end;
 	__u8 family;		/* peer: AF_INET, AF_INET6 or 0 */
-	__u8 pad;
+	__u8 error;		/* errno of a failed connect */
 	__u16 peer_port;	/* host order */
 	__u16 req_len;		/* valid bytes in req_head */
 	__u16 resp_len;		/* valid bytes in resp_head */

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { eventually, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { eventually, freePort, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
 import { startPeer } from '../peers.js';
 
 let agent: RunningAgent;
@@ -183,6 +183,46 @@ test('100-continue is one request, answered by its final status', async () => {
     await client.end();
     await server.end();
     srv.cleanup();
+  }
+});
+
+test('hostile bytes on a socket never make a bogus series', async () => {
+  const srv = fixture('server');
+  const server = startPeer(srv.script, []);
+  const port = (await server.line(/^\d+$/)).trim();
+  const client = await rawPeer('raw', ['hostile', port]);
+  try {
+    assert.equal(client.said, 'done hostile');
+    const m = await settle((x) => sum(x, 'http_server_request_duration_seconds_count', { service_name: srv.service }) === 3);
+    // Node answers what it could parse: 431 to the huge header, 400 to the
+    // head cut short; the random bytes never started a request.
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', srv.service), { 'GET /big 431': 1, 'GET /slow 400': 1, 'GET /users/* 200': 1 });
+    assert.equal(sum(m, 'kernscope_http_server_requests_aborted_total', { service_name: srv.service }), 0);
+    assert.equal(sum(m, 'kernscope_http_unparsed_total'), 0);
+  } finally {
+    await client.end();
+    await server.end();
+    srv.cleanup();
+  }
+});
+
+test('a server that is down: each attempt is a client error', async () => {
+  const port = String(await freePort()); // nobody listens there
+  const a = await rawPeer('raw', ['get', port, '/x']);
+  try {
+    assert.equal(a.said, 'done ECONNREFUSED');
+    // curl too: its own non-blocking connect, with another error path.
+    try {
+      execFileSync('curl', ['-s', '-o', '/dev/null', `http://127.0.0.1:${port}/y`]);
+    } catch {
+      // curl exits 7: could not connect
+    }
+    const refused = { server_port: port, error_type: 'connection_refused', http_response_status_code: '', http_request_method: '_OTHER' };
+    const m = await settle((x) => sum(x, 'http_client_request_duration_seconds_count', refused) === 2);
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...refused, service_name: a.service }), 1);
+    assert.equal(sum(m, 'http_client_request_duration_seconds_count', { ...refused, service_name: 'curl' }), 1);
+  } finally {
+    await a.end();
   }
 });
 

@@ -11,6 +11,7 @@ export const ROLE_CLIENT = 2;
 export const END_RESPONSE = 0;
 export const END_CLOSED = 1;
 export const END_EXTRA = 2;
+export const END_CONNECT_FAILED = 3;
 
 /** enum ks_http_drop_reason, in order. */
 export const DROP_REASONS = ['ringbuf_full', 'connection_table_full'];
@@ -24,6 +25,8 @@ export interface HttpEvent {
   role: number;
   end: number;
   family: number;
+  /** errno of a failed connect. */
+  error: number;
   peerPort: number;
   /** The connection's local port (a server's listening port); 0 if unknown. */
   localPort: number;
@@ -58,6 +61,7 @@ export function decodeEvent(b: Buffer): HttpEvent | undefined {
     role: b.readUInt8(32),
     end: b.readUInt8(33),
     family,
+    error: b.readUInt8(35),
     peerPort: b.readUInt16LE(36),
     localPort: b.readUInt16LE(42),
     peerAddr: addr(b.subarray(48, 64), family),

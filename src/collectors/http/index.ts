@@ -12,7 +12,7 @@ import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js'
 import { sumField } from '../tcp/decode.js';
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
-import { DROP_REASONS, END_CLOSED, END_EXTRA, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
+import { DROP_REASONS, END_CLOSED, END_CONNECT_FAILED, END_EXTRA, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
 import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
 
@@ -33,7 +33,17 @@ const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_writev', 'http_writev'],
   ['sys_exit_sendmsg', 'http_sendmsg'],
   ['sys_exit_sendfile64', 'http_sendfile'],
+  ['sys_exit_getsockopt', 'http_getsockopt'],
 ];
+
+/** error_type of a client whose connect failed, by errno. */
+const CONNECT_ERRORS: Record<number, string> = {
+  111: 'connection_refused',
+  110: 'timeout',
+  113: 'host_unreachable',
+  101: 'network_unreachable',
+  104: 'connection_reset',
+};
 
 // Labels, as OpenTelemetry's semantic conventions name them:
 //   server: service_name, http_request_method, http_response_status_code, http_route
@@ -96,7 +106,7 @@ export class HttpCollector implements Collector {
     }
     if (!config.collectors.http.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     if (!f.tracepoint) return { collector: this.name, runnable: false, reason: 'tracepoint programs cannot be loaded', hooks };
-    const missing = hooks.filter((h) => !h.kind && !['sys_exit_accept', 'sys_exit_sendfile64', 'SSL_read/SSL_write'].includes(h.event));
+    const missing = hooks.filter((h) => !h.kind && !['sys_exit_accept', 'sys_exit_sendfile64', 'sys_exit_getsockopt', 'SSL_read/SSL_write'].includes(h.event));
     if (missing.length) return { collector: this.name, runnable: false, reason: `${missing[0]!.event}: ${missing[0]!.reason}`, hooks };
     return { collector: this.name, runnable: true, hooks };
   }
@@ -269,6 +279,13 @@ export class HttpCollector implements Collector {
     const server = e.role === ROLE_SERVER;
     const side = server ? 'server' : 'client';
     const conn = `${e.tgid}:${e.fd}`;
+    if (e.end === END_CONNECT_FAILED) {
+      // The server is down: a client request that never left, an error.
+      if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm)) return;
+      const service = this.ctx.namer.names(e.tgid, e.comm).service;
+      this.onClient(e, service, { method: '_OTHER', path: '', pathComplete: false, chunked: false }, undefined, e.durationNs / 1e9, CONNECT_ERRORS[e.error] ?? 'connect_error');
+      return;
+    }
     let req: RequestHead | undefined;
     if (e.end === END_EXTRA) {
       // A later response on a connection with pipelined requests: the
@@ -332,10 +349,10 @@ export class HttpCollector implements Collector {
     if (respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody);
   }
 
-  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number): void {
+  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number, failure?: string): void {
     const address = req.host ? req.host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : e.peerAddr;
     const status = resp ? String(resp.status) : '';
-    const error = resp ? (resp.status >= 400 ? status : '') : 'connection_closed';
+    const error = resp ? (resp.status >= 400 ? status : '') : (failure ?? 'connection_closed');
     const b = this.bundle(false, `${service}\0${req.method}\0${status}\0${address}\0${e.peerPort}\0${error}`, () => ({
       service_name: service,
       http_request_method: req.method,
