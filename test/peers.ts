@@ -5,15 +5,20 @@ import { ROOT } from '../src/paths.js';
 import { tmpDir } from './helpers.js';
 
 /**
- * A copy of the TCP peer under a unique script name, so the agent's
- * `service` label (the main script's name) identifies this test's processes.
+ * A copy of a fixture under a unique script name, so the agent's `service`
+ * label (the main script's name) identifies this test's processes.
  */
-export function peerScript(role: string): { script: string; service: string; cleanup: () => void } {
+export function fixtureCopy(fixture: string, role: string): { script: string; service: string; cleanup: () => void } {
   const dir = tmpDir('ks-peer');
   const service = `ks${role}${process.pid}${Math.floor(Math.random() * 1e6)}`;
   const script = path.join(dir, `${service}.mjs`);
-  fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', 'tcp-peer.mjs'), script);
+  fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', fixture), script);
   return { script, service, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** The TCP peer (test/fixtures/tcp-peer.mjs) under a unique name. */
+export function peerScript(role: string): ReturnType<typeof fixtureCopy> {
+  return fixtureCopy('tcp-peer.mjs', role);
 }
 
 export interface Peer {

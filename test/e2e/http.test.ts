@@ -3,9 +3,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROOT } from '../../src/paths.js';
 import { eventually, freePort, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
-import { startPeer } from '../peers.js';
+import { fixtureCopy, startPeer } from '../peers.js';
 
 let agent: RunningAgent;
 
@@ -18,13 +17,9 @@ after(async () => {
   assert.equal(await agent.stop(), 0);
 });
 
-/** A fixture under a unique file name: its service_name is that name. */
-function fixture(name: string): { script: string; service: string; cleanup: () => void } {
-  const dir = tmpDir('ks-http');
-  const service = `ks${name}${process.pid}${Math.floor(Math.random() * 1e6)}`;
-  const script = path.join(dir, `${service}.mjs`);
-  fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', `http-${name}.mjs`), script);
-  return { script, service, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+/** An HTTP fixture under a unique file name: its service_name is that name. */
+function fixture(name: string): ReturnType<typeof fixtureCopy> {
+  return fixtureCopy(`http-${name}.mjs`, name);
 }
 
 const PLAN = [

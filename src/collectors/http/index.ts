@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type client from 'prom-client';
-import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { BpfObject, MapUpdate, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
 import { scanSockets } from '../../process/sockets.js';
 import { ProcessFilter } from '../../process/names.js';
 import { bpfObjectPath } from '../../paths.js';
@@ -9,9 +9,9 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Labels } from '../../metrics/registry.js';
 import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js';
-import { sumField } from '../tcp/decode.js';
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
+import { KernelDrops } from '../drops.js';
 import { DROP_REASONS, END_CLOSED, END_CONNECT_FAILED, END_EXTRA, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
 import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
@@ -89,7 +89,7 @@ export class HttpCollector implements Collector {
   private clientLimiter!: LabelLimiter;
   private routes = new Map<string, Set<string>>();
   private matchers = new Map<string, RouteMatcher>();
-  private lastDrops: number[] = [];
+  private drops!: KernelDrops;
   /** Pipelined requests waiting for their response, per (tgid, fd). */
   private pending = new Map<string, RequestHead[]>();
   private drain: NodeJS.Timeout | undefined;
@@ -147,7 +147,7 @@ export class HttpCollector implements Collector {
     this.unparsed = ctx.metrics.counter('kernscope_http_unparsed_total', 'Records whose bytes were not a well-formed HTTP/1.x head, ignored.', ['side']);
     this.serverLimiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'http', reason: 'label_overflow' }));
     this.clientLimiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'http', reason: 'label_overflow' }));
-    for (const reason of [...DROP_REASONS, 'label_overflow', 'route_overflow']) ctx.drops.inc({ source: 'http', reason }, 0);
+    this.drops = new KernelDrops(this.obj.map('drops'), 'http', DROP_REASONS, ctx.drops, ['label_overflow', 'route_overflow']);
 
     try {
       this.seedConnections();
@@ -373,17 +373,7 @@ export class HttpCollector implements Collector {
   collect(): void {
     if (!this.obj) return;
     this.rb?.consume(); // a scrape sees every request made before it
-    const map: BpfMap = this.obj.map('drops');
-    const ncpus = map.valueBytes / map.slotSize;
-    for (const { key, value } of map.entries()) {
-      const i = key.readUInt32LE(0);
-      const reason = DROP_REASONS[i];
-      if (!reason) continue;
-      const cur = sumField(value, map.slotSize, ncpus, 0);
-      const d = cur - (this.lastDrops[i] ?? 0);
-      this.lastDrops[i] = cur;
-      if (d > 0) this.ctx.drops.inc({ source: 'http', reason }, d);
-    }
+    this.drops.fold();
   }
 
   async stop(): Promise<void> {

@@ -9,6 +9,7 @@ import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Labels } from '../../metrics/registry.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
+import { KernelDrops } from '../drops.js';
 import {
   COUNTER_FIELDS,
   DIRECTIONS,
@@ -63,7 +64,7 @@ export class TcpCollector implements Collector {
   /** Last value read per kernel key, so cumulative kernel counts become deltas. */
   private lastStats = new Map<string, number[]>();
   private lastHist = new Map<string, [number, number]>();
-  private lastDrops: number[] = [];
+  private drops!: KernelDrops;
   private ncpus = 1;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
@@ -112,8 +113,7 @@ export class TcpCollector implements Collector {
       return hist;
     });
     this.limiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'tcp', reason: 'label_overflow' }));
-    // Every bound has a series from the start, so an alert can watch it at 0.
-    for (const reason of [...DROP_REASONS, 'label_overflow']) ctx.drops.inc({ source: 'tcp', reason }, 0);
+    this.drops = new KernelDrops(this.obj.map('drops'), 'tcp', DROP_REASONS, ctx.drops, ['label_overflow']);
   }
 
   programs(): BpfProgram[] {
@@ -159,7 +159,7 @@ export class TcpCollector implements Collector {
     };
     this.foldStats(this.obj.map('tcp_stats'), isAlive);
     this.foldHist(this.obj.map('tcp_hist'), isAlive);
-    this.foldDrops(this.obj.map('drops'));
+    this.drops.fold();
     for (const [tgid, a] of alive) if (!a) this.ctx.namer.forget(tgid);
   }
 
@@ -210,18 +210,6 @@ export class TcpCollector implements Collector {
       } else {
         this.lastHist.set(hex, [count, sumNs]);
       }
-    }
-  }
-
-  private foldDrops(map: BpfMap): void {
-    for (const { key, value } of map.entries()) {
-      const i = key.readUInt32LE(0);
-      const reason = DROP_REASONS[i];
-      if (!reason) continue;
-      const cur = sumField(value, map.slotSize, this.ncpus, 0);
-      const d = cur - (this.lastDrops[i] ?? 0);
-      this.lastDrops[i] = cur;
-      if (d > 0) this.ctx.drops.inc({ source: 'tcp', reason }, d);
     }
   }
 
