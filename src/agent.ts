@@ -6,13 +6,14 @@ import { ProgramStatsSampler } from './bpf/stats.js';
 import { detectFeatures, ensureTracefs, type KernelFeatures } from './capabilities/features.js';
 import { TcpCollector } from './collectors/tcp/index.js';
 import { HttpCollector } from './collectors/http/index.js';
+import { ProcessCollector } from './collectors/process/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
 import { registerSelfMetrics } from './self-metrics.js';
 import { parseListen, serve } from './server.js';
 import { addon } from './bpf/addon.js';
 
 export function allCollectors(): Collector[] {
-  return [new TcpCollector(), new HttpCollector()];
+  return [new TcpCollector(), new HttpCollector(), new ProcessCollector()];
 }
 
 export type Log = (msg: string) => void;

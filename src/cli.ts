@@ -87,6 +87,11 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function run(config: import('./config/schema.js').Config): Promise<number> {
+  if (config.security.enabled) {
+    // Bad rules are a bad config: refuse to start, naming the rule and key.
+    const { configuredRules } = await import('./collectors/process/index.js');
+    configuredRules(config);
+  }
   checkPrivileges();
   checkBtf();
   const { Agent } = await import('./agent.js');

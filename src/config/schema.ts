@@ -23,6 +23,7 @@ export interface Config {
       maxSeries: number;
       maps: { sockets: number; stats: number; histograms: number; listeners: number };
     };
+    process: { enabled: boolean };
     http: {
       enabled: boolean;
       /** Distinct label sets per metric family; more fold into "_overflow". */
@@ -43,6 +44,13 @@ export interface Config {
     };
   };
   services: ServiceRule[];
+  security: {
+    enabled: boolean;
+    /** Load rules/default.yaml before the files in `rules`. */
+    defaultRules: boolean;
+    rules: string[];
+    output: { stdout: boolean; file: string };
+  };
   bpfStats: { intervalSeconds: number; windowSeconds: number };
   collectIntervalSeconds: number;
 }
@@ -57,6 +65,7 @@ export const DEFAULT_CONFIG: Config = {
       maxSeries: 2000,
       maps: { sockets: 65536, stats: 16384, histograms: 65536, listeners: 16384 },
     },
+    process: { enabled: true },
     http: {
       enabled: true,
       maxSeries: 5000,
@@ -71,6 +80,7 @@ export const DEFAULT_CONFIG: Config = {
     },
   },
   services: [],
+  security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '' } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
   collectIntervalSeconds: 5,
 };
@@ -115,6 +125,7 @@ export const CONFIG_SCHEMA = {
             },
           },
         },
+        process: { type: 'object', additionalProperties: false, properties: { enabled: { type: 'boolean' } } },
         http: {
           type: 'object',
           additionalProperties: false,
@@ -156,6 +167,20 @@ export const CONFIG_SCHEMA = {
         properties: {
           name: { type: 'string', minLength: 1, maxLength: 128 },
           match: MATCH_SCHEMA,
+        },
+      },
+    },
+    security: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        defaultRules: { type: 'boolean' },
+        rules: { type: 'array', items: { type: 'string', minLength: 1 } },
+        output: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { stdout: { type: 'boolean' }, file: { type: 'string' } },
         },
       },
     },

@@ -1,0 +1,35 @@
+/* Process collector: layouts shared by proc.bpf.c and src/collectors/process/decode.ts. */
+#ifndef KERNSCOPE_PROC_H
+#define KERNSCOPE_PROC_H
+
+#define PROC_ARGS_MAX 1024	/* bytes of argv kept; longer lists are marked truncated */
+#define PROC_PATH_MAX 256
+
+enum ks_proc_kind { PROC_EXEC = 1, PROC_FORK = 2, PROC_EXIT = 3 };
+
+enum ks_proc_drop_reason { PROC_DROP_RINGBUF_FULL = 0 };
+
+/* Common head of every record. */
+struct ks_proc_head {
+	__u64 ts_ns;
+	__u64 cgroup_id;
+	__u32 kind;
+	__u32 pid;		/* tgid */
+	__u32 ppid;		/* real parent's tgid */
+	__u32 uid;
+	__u32 exit_code;	/* exit: the wait(2) status, code << 8 | signal */
+	__u32 pad;
+	char comm[16];
+}; /* 56 bytes */
+
+struct ks_proc_exec {
+	struct ks_proc_head h;
+	__u16 args_len;		/* bytes in args: NUL-separated argv */
+	__u8 args_truncated;
+	__u8 pad[5];
+	char filename[PROC_PATH_MAX];	/* as passed to execve */
+	char file_name[64];		/* name of the file run: "memfd:x" for a memfd */
+	char args[PROC_ARGS_MAX];
+};
+
+#endif

@@ -1,0 +1,158 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type client from 'prom-client';
+import { BpfObject, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { ROOT, bpfObjectPath } from '../../paths.js';
+import type { Config } from '../../config/schema.js';
+import type { KernelFeatures } from '../../capabilities/features.js';
+import { listens } from '../../process/sockets.js';
+import { RuleSet, ancestryString, loadRules, type Rule } from '../../security/rules.js';
+import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
+import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
+import { KernelDrops } from '../drops.js';
+import { DROP_REASONS, KIND_EXEC, decodeProcEvent, type ProcEvent } from './decode.js';
+import { ProcessTable, type ProcInfo } from './table.js';
+
+const OBJECT = 'proc.bpf.o';
+export const DEFAULT_RULES = path.join(ROOT, 'rules', 'default.yaml');
+
+export const PROC_HOOKS: HookSpec[] = [
+  { event: 'sched_process_exec', required: true, programs: { tp_btf: 'proc_exec_btf', raw_tp: 'proc_exec_raw' } },
+  { event: 'sched_process_fork', required: true, programs: { tp_btf: 'proc_fork_btf', raw_tp: 'proc_fork_raw' } },
+  { event: 'sched_process_exit', required: true, programs: { tp_btf: 'proc_exit_btf', raw_tp: 'proc_exit_raw' } },
+];
+
+/** All rules the config asks for: the shipped defaults, then the user's files. */
+export function configuredRules(config: Config): Rule[] {
+  const s = config.security;
+  const rules = [...(s.defaultRules ? loadRules(DEFAULT_RULES) : []), ...s.rules.flatMap((f) => loadRules(f))];
+  const names = new Set<string>();
+  for (const r of rules) {
+    if (names.has(r.name)) throw new Error(`security rules: "${r.name}" is defined twice`);
+    names.add(r.name);
+  }
+  return rules;
+}
+
+/**
+ * Process executions with their ancestry, matched against the security
+ * rules. Alerts go out as JSON lines and as metrics.
+ */
+export class ProcessCollector implements Collector {
+  readonly name = 'process';
+  private obj: BpfObject | undefined;
+  private rb: RingBuffer | undefined;
+  private ctx!: CollectorContext;
+  private drops!: KernelDrops;
+  private drain: NodeJS.Timeout | undefined;
+  readonly table = new ProcessTable();
+  private rules!: RuleSet;
+  private execs!: client.Counter<string>;
+  private alerts!: client.Counter<string>;
+  private out: fs.WriteStream | undefined;
+  private serverCache = new Map<number, { at: number; yes: boolean }>();
+
+  plan(f: KernelFeatures, config: Config): CollectorPlan {
+    const hooks = PROC_HOOKS.map((h) => chooseHook(h, f));
+    if (!config.collectors.process.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
+    const missing = hooks.find((h) => !h.kind);
+    if (missing) return { collector: this.name, runnable: false, reason: `${missing.event}: ${missing.reason}`, hooks };
+    return { collector: this.name, runnable: true, hooks };
+  }
+
+  start(ctx: CollectorContext): void {
+    this.ctx = ctx;
+    const plan = this.plan(ctx.features, ctx.config);
+    if (!plan.runnable) throw new Error(`process collector cannot run: ${plan.reason}`);
+    this.rules = new RuleSet(ctx.config.security.enabled ? configuredRules(ctx.config) : []);
+    const m = ctx.metrics;
+    this.execs = m.counter('kernscope_process_execs_total', 'Programs executed (execve) on the node.');
+    this.alerts = m.counter('kernscope_security_alerts_total', 'Security alerts raised, by rule and severity.', ['rule', 'severity']);
+    for (const r of this.rules.rules) this.alerts.inc({ rule: r.name, severity: r.severity }, 0);
+    const tracked = m.gauge('kernscope_processes_tracked', 'Processes in the agent\'s process table (running, and exited in the last minute).');
+    m.onScrape(() => tracked.set(this.table.size));
+    const file = ctx.config.security.output.file;
+    if (file) this.out = fs.createWriteStream(file, { flags: 'a' });
+
+    this.table.seedFromProc();
+    const chosen = plan.hooks.filter((h) => h.kind);
+    this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
+    this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full']);
+    try {
+      this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
+      this.drain = setInterval(() => {
+        this.rb?.consume();
+        this.table.sweep();
+      }, 200);
+      this.drain.unref();
+      for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
+    } catch (e) {
+      clearInterval(this.drain);
+      this.obj.close();
+      this.obj = undefined;
+      throw e;
+    }
+  }
+
+  programs(): BpfProgram[] {
+    return this.obj ? [...this.obj.programs.values()] : [];
+  }
+
+  /** Whether a process listens on TCP; asked only when a rule needs it, cached briefly. */
+  private isServer = (pid: number): boolean => {
+    const now = Date.now();
+    const c = this.serverCache.get(pid);
+    if (c && now - c.at < 5000) return c.yes;
+    const yes = listens(pid);
+    if (this.serverCache.size > 4096) this.serverCache.clear();
+    this.serverCache.set(pid, { at: now, yes });
+    return yes;
+  };
+
+  private onRecord(rec: Buffer): void {
+    const e = decodeProcEvent(rec);
+    if (!e) return;
+    const p = this.table.apply(e);
+    if (e.kind !== KIND_EXEC || !p) return;
+    this.execs.inc();
+    const chain = this.table.ancestry(p.pid);
+    for (const a of this.rules.evaluate(chain, { isServer: this.isServer })) {
+      this.alerts.inc({ rule: a.rule, severity: a.severity });
+      this.emit({ time: new Date().toISOString(), kind: 'alert', rule: a.rule, severity: a.severity, message: a.message, process: view(p, e), ancestry: ancestryString(chain), parents: chain.slice(1).map((x) => ({ pid: x.pid, name: x.name, exe: x.exe })) });
+    }
+  }
+
+  private emit(obj: object): void {
+    const line = `${JSON.stringify(obj)}\n`;
+    const cfg = this.ctx.config.security.output;
+    // A reader that stopped reading must not grow the agent without bound.
+    if (cfg.stdout) {
+      if (process.stdout.writableLength > 4 << 20) this.ctx.drops.inc({ source: 'process', reason: 'alert_output_full' });
+      else process.stdout.write(line);
+    }
+    if (this.out) {
+      if (this.out.writableLength > 4 << 20) this.ctx.drops.inc({ source: 'process', reason: 'alert_output_full' });
+      else this.out.write(line);
+    }
+  }
+
+  collect(): void {
+    if (!this.obj) return;
+    this.rb?.consume();
+    this.drops.fold();
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.drain);
+    this.rb?.close();
+    this.rb = undefined;
+    const obj = this.obj;
+    this.obj = undefined;
+    obj?.close();
+    await new Promise<void>((r) => (this.out ? this.out.end(() => r()) : r()));
+  }
+}
+
+function view(p: ProcInfo, e: ProcEvent): object {
+  return { pid: p.pid, ppid: p.ppid, name: p.name, exe: p.exe, args: p.args, argsTruncated: p.argsTruncated, uid: p.uid, cgroup: p.cgroup, comm: e.comm };
+}

@@ -1,0 +1,171 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ProcEvent } from './decode.js';
+
+export interface ProcInfo {
+  pid: number;
+  ppid: number;
+  /** Name of the executable (basename of exe, or comm). */
+  name: string;
+  exe: string;
+  args: string[];
+  argsTruncated: boolean;
+  uid: number;
+  cgroup: string;
+  /** Set when the process has exited, with its wait(2) status. */
+  exitCode?: number;
+  exitedAt?: number;
+}
+
+/**
+ * Every process on the node, seeded from /proc at start and kept current by
+ * exec, fork and exit events, so each event carries its ancestry even when
+ * its parents are gone. Exited processes stay a while for their children's
+ * sake; the table is bounded and says how many it forgot.
+ */
+export class ProcessTable {
+  private readonly procs = new Map<number, ProcInfo>();
+  evicted = 0;
+
+  constructor(
+    private readonly max = 65536,
+    private readonly keepExitedMs = 60_000,
+  ) {}
+
+  get size(): number {
+    return this.procs.size;
+  }
+
+  get(pid: number): ProcInfo | undefined {
+    return this.procs.get(pid);
+  }
+
+  seedFromProc(): void {
+    for (const d of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      const p = readProc(Number(d));
+      if (p) this.put(p);
+    }
+  }
+
+  apply(e: ProcEvent): ProcInfo | undefined {
+    if (e.kind === 1) {
+      const exe = e.filename && e.filename.startsWith('/') ? e.filename : resolveExe(e.pid, e.filename ?? '');
+      const memfd = e.fileName?.startsWith('memfd:') ? e.fileName : undefined;
+      const p: ProcInfo = {
+        pid: e.pid,
+        ppid: e.ppid,
+        name: memfd ?? path.basename(exe) ?? e.comm,
+        exe: memfd ?? exe,
+        args: e.args ?? [],
+        argsTruncated: e.argsTruncated ?? false,
+        uid: e.uid,
+        cgroup: this.get(e.pid)?.cgroup ?? readCgroup(e.pid) ?? '',
+      };
+      this.put(p);
+      return p;
+    }
+    if (e.kind === 2) {
+      const parent = this.get(e.ppid);
+      const p: ProcInfo = parent
+        ? { ...parent, pid: e.pid, ppid: e.ppid, exitCode: undefined, exitedAt: undefined }
+        : { pid: e.pid, ppid: e.ppid, name: e.comm, exe: '', args: [], argsTruncated: false, uid: e.uid, cgroup: '' };
+      delete p.exitCode;
+      delete p.exitedAt;
+      this.put(p);
+      return p;
+    }
+    if (e.kind === 3) {
+      const p = this.get(e.pid);
+      if (p) {
+        p.exitCode = e.exitCode;
+        p.exitedAt = Date.now();
+      }
+      return p;
+    }
+    return undefined;
+  }
+
+  /** The process and its parents, nearest first, at most `depth` of them. */
+  ancestry(pid: number, depth = 16): ProcInfo[] {
+    const out: ProcInfo[] = [];
+    const seen = new Set<number>();
+    let p = this.get(pid);
+    while (p && out.length < depth && !seen.has(p.pid)) {
+      out.push(p);
+      seen.add(p.pid);
+      if (p.ppid === 0 || p.ppid === p.pid) break;
+      p = this.get(p.ppid);
+    }
+    return out;
+  }
+
+  private put(p: ProcInfo): void {
+    if (this.procs.size >= this.max && !this.procs.has(p.pid)) this.evict();
+    this.procs.set(p.pid, p);
+  }
+
+  /** Drops exited processes past their grace period, else the oldest exited, else the oldest. */
+  private evict(): void {
+    const now = Date.now();
+    let dropped = 0;
+    for (const [pid, p] of this.procs) {
+      if (p.exitedAt !== undefined && now - p.exitedAt > this.keepExitedMs) {
+        this.procs.delete(pid);
+        dropped++;
+      }
+    }
+    if (!dropped) {
+      const victim = [...this.procs.values()].find((p) => p.exitedAt !== undefined) ?? this.procs.values().next().value;
+      if (victim) this.procs.delete(victim.pid);
+      dropped = 1;
+    }
+    this.evicted += dropped;
+  }
+
+  /** Forgets exited processes past the grace period; called now and then. */
+  sweep(): void {
+    const now = Date.now();
+    for (const [pid, p] of this.procs) if (p.exitedAt !== undefined && now - p.exitedAt > this.keepExitedMs) this.procs.delete(pid);
+  }
+}
+
+function readCgroup(pid: number): string | undefined {
+  try {
+    const lines = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n');
+    // cgroup v2's line is "0::/path"; else the first controller's path.
+    const v2 = lines.find((l) => l.startsWith('0::'));
+    return (v2 ?? lines[0] ?? '').split(':').slice(2).join(':');
+  } catch {
+    return undefined;
+  }
+}
+
+function resolveExe(pid: number, filename: string): string {
+  try {
+    return fs.readlinkSync(`/proc/${pid}/exe`);
+  } catch {
+    return filename;
+  }
+}
+
+function readProc(pid: number): ProcInfo | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const ppid = Number(stat.slice(close + 2).split(' ')[1]);
+    let exe = '';
+    try {
+      exe = fs.readlinkSync(`/proc/${pid}/exe`);
+    } catch {
+      // kernel threads have none
+    }
+    const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    if (args.at(-1) === '') args.pop();
+    const uid = Number(/^Uid:\s+(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
+    return { pid, ppid, name: exe ? path.basename(exe.replace(/ \(deleted\)$/, '')) : comm, exe, args, argsTruncated: false, uid, cgroup: readCgroup(pid) ?? '' };
+  } catch {
+    return undefined;
+  }
+}
