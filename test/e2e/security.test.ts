@@ -1,0 +1,152 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { eventually, isRoot, runCli, startAgent, sum, tmpDir, type RunningAgent } from '../helpers.js';
+import { fixtureCopy, startPeer } from '../peers.js';
+
+interface AlertLine {
+  rule: string;
+  severity: string;
+  message: string;
+  process: { pid: number; name: string; exe: string; args: string[] };
+  ancestry: string;
+  parents: Array<{ pid: number; name: string }>;
+}
+
+let agent: RunningAgent;
+let dir: string;
+let alertsFile: string;
+
+before(async () => {
+  assert.ok(isRoot, 'the agent needs root (CI runs as root)');
+  dir = tmpDir('ks-sec');
+  alertsFile = path.join(dir, 'alerts.jsonl');
+  // An extra rule that counts one marker program exactly, for the storm test.
+  const rules = path.join(dir, 'rules.yaml');
+  fs.writeFileSync(rules, 'rules:\n  - name: storm-marker\n    severity: info\n    match:\n      exe: ["*/kstrue"]\n');
+  agent = await startAgent(`collectIntervalSeconds: 0.5\nsecurity:\n  rules: [${rules}]\n  output:\n    stdout: false\n    file: ${alertsFile}\n`);
+});
+
+after(async () => {
+  assert.equal(await agent.stop(), 0);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function alerts(filter: (a: AlertLine) => boolean): AlertLine[] {
+  if (!fs.existsSync(alertsFile)) return [];
+  return fs
+    .readFileSync(alertsFile, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AlertLine)
+    .filter(filter);
+}
+
+/** Alerts about processes that descend from `pid`. */
+const under = (pid: number) => (a: AlertLine): boolean => a.parents.some((p) => p.pid === pid);
+
+test('a server spawning sh -c curl and nc: exactly those alerts, with ancestry and arguments', async () => {
+  const f = fixtureCopy('spawner.mjs', 'web');
+  const p = startPeer(f.script, ['server']);
+  try {
+    await p.line(/^ready$/);
+    p.send('go\n');
+    await p.line(/^done$/);
+    const pid = p.child.pid!;
+    assert.ok(await eventually(async () => alerts(under(pid)).length >= 3, 5000));
+    await new Promise((r) => setTimeout(r, 500)); // nothing more may come
+    const got = alerts(under(pid)).map((a) => `${a.rule}: ${a.ancestry.split(' -> ').slice(-3).join(' -> ')}`).sort();
+    assert.deepEqual(got, [
+      'network-tool-spawned-by-server: node -> node -> nc',
+      'network-tool-spawned-by-server: node -> sh -> curl',
+      'shell-spawned-by-server: node -> node -> sh',
+    ]);
+    const sh = alerts(under(pid)).find((a) => a.rule === 'shell-spawned-by-server')!;
+    assert.deepEqual(sh.process.args, ['/bin/sh', '-c', 'curl -s -m 1 -o /dev/null http://127.0.0.1:9/kernscope-test']);
+    assert.equal(sh.severity, 'critical');
+    assert.equal(sh.parents[0]!.pid, pid);
+    const nc = alerts(under(pid)).find((a) => a.process.name === 'nc')!;
+    assert.deepEqual(nc.process.args, ['nc', '-z', '-w', '1', '127.0.0.1', '9']);
+  } finally {
+    await p.end();
+    f.cleanup();
+  }
+});
+
+test('the same commands from a process that serves nothing raise no alert', async () => {
+  const f = fixtureCopy('spawner.mjs', 'cli');
+  const p = startPeer(f.script, []);
+  try {
+    await p.line(/^ready$/);
+    const execs = sum(await agent.scrape(), 'kernscope_process_execs_total');
+    p.send('go\n');
+    await p.line(/^done$/);
+    // sh, curl and nc ran, and were seen...
+    assert.ok(await eventually(async () => sum(await agent.scrape(), 'kernscope_process_execs_total') >= execs + 3, 5000));
+    await new Promise((r) => setTimeout(r, 300));
+    // ...and none is an alert.
+    assert.deepEqual(alerts(under(p.child.pid!)), []);
+  } finally {
+    await p.end();
+    f.cleanup();
+  }
+});
+
+test('a fake miner and a program run from a memfd', async () => {
+  const miner = path.join(dir, 'xmrig');
+  fs.copyFileSync('/bin/true', miner);
+  fs.chmodSync(miner, 0o755);
+  execFileSync(miner, ['--donate-level', '1', '-o', 'stratum+tcp://pool.invalid:3333']);
+  // python3 runs /bin/true from an anonymous memory file, as fileless malware does.
+  execFileSync('python3', ['-c', "import os; fd = os.memfd_create('payload'); os.write(fd, open('/bin/true','rb').read()); os.execv(f'/proc/self/fd/{fd}', ['payload'])"]);
+  const byMiner = (a: AlertLine): boolean => a.process.exe === miner;
+  const byMemfd = (a: AlertLine): boolean => a.process.exe.startsWith('memfd:payload');
+  assert.ok(await eventually(async () => alerts(byMiner).length === 3 && alerts(byMemfd).length === 1, 5000));
+  assert.deepEqual(alerts(byMiner).map((a) => a.rule).sort(), ['cryptominer', 'cryptominer-arguments', 'exec-from-temporary-location']);
+  assert.deepEqual(alerts(byMemfd).map((a) => a.rule), ['exec-from-temporary-location']);
+  const m = await agent.scrape();
+  assert.ok(sum(m, 'kernscope_security_alerts_total', { rule: 'cryptominer', severity: 'critical' }) >= 1);
+});
+
+test('a storm of 10,000 execs: each counted, or its loss is', async () => {
+  const bin = path.join(dir, 'kstrue');
+  fs.copyFileSync('/bin/true', bin);
+  fs.chmodSync(bin, 0o755);
+  const before = await agent.scrape();
+  const base = sum(before, 'kernscope_security_alerts_total', { rule: 'storm-marker' });
+  const lostBase = sum(before, 'kernscope_events_dropped_total', { source: 'process' });
+  const N = 10_000;
+  const t0 = Date.now();
+  await new Promise<void>((resolve, reject) => {
+    const c = spawn('sh', ['-c', `i=0; while [ $i -lt ${N} ]; do ${bin}; i=$((i+1)); done`], { stdio: 'ignore' });
+    c.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`storm exited ${code}`))));
+  });
+  const seconds = (Date.now() - t0) / 1000;
+  const counted = async (): Promise<number> => {
+    const m = await agent.scrape();
+    return sum(m, 'kernscope_security_alerts_total', { rule: 'storm-marker' }) - base + sum(m, 'kernscope_events_dropped_total', { source: 'process' }) - lostBase;
+  };
+  assert.ok(await eventually(async () => (await counted()) >= N, 10_000), `counted ${await counted()} of ${N} in ${seconds} s`);
+  assert.equal(await counted(), N);
+});
+
+test('bad rules: one clear error naming the rule and the key', async () => {
+  const cases: Array<[string, RegExp]> = [
+    ['rules:\n  - name: a\n    severity: high\n    match: { name: [sh], colour: red }\n', /rule "a": match\.colour: unknown key$/],
+    ['rules:\n  - name: b\n    severity: high\n    match: { args: ["/(unclosed/"] }\n', /rule "b": match\.args\.0: not a valid regular expression$/],
+    ['rules:\n  - name: c\n    severity: loud\n    match: { name: [sh] }\n', /rule "c": severity: expected one of info, low, medium, high, critical$/],
+    ['rules:\n  - name: d\n    severity: high\n    match: { uid: root }\n', /rule "d": match\.uid: must be array$/],
+  ];
+  for (const [yaml, re] of cases) {
+    const f = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(f, yaml);
+    const cfg = path.join(dir, 'cfg.yaml');
+    fs.writeFileSync(cfg, `security:\n  rules: [${f}]\n`);
+    const r = await runCli(['run', '--config', cfg]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr.trim(), re);
+    assert.equal(r.stderr.trim().split('\n').length, 1);
+  }
+});
