@@ -3,6 +3,7 @@
  * rules. One record per event through a ring buffer: user space needs each
  * one (ancestry, arguments), so nothing is aggregated here. */
 #include "common.bpf.h"
+#include <bpf/bpf_endian.h>
 #include "proc.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -16,6 +17,46 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 8 << 20);
 } proc_events SEC(".maps");
+
+/* Watched path prefixes: index -> NUL-terminated prefix; empty ends the list. */
+struct prefix {
+	char s[PROC_PREFIX_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PROC_PREFIXES);
+	__type(key, __u32);
+	__type(value, struct prefix);
+} watched_prefixes SEC(".maps");
+
+/* Destination port -> action, for connect(2). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u32);
+} watched_ports SEC(".maps");
+
+/* Name of the file run (dentry name, 16 bytes) -> action, for exec. */
+struct exe_name {
+	char s[64];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct exe_name);
+	__type(value, __u32);
+} kill_exec SEC(".maps");
+
+/* Scratch for a path, too big for the stack alongside the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_proc_io);
+} io_scratch SEC(".maps");
 
 static __always_inline void fill_head(struct ks_proc_head *h, __u32 kind, const struct task_struct *t)
 {
@@ -65,6 +106,15 @@ static __always_inline int on_exec(struct task_struct *t, struct linux_binprm *b
 	e->args_len = 0;
 	if (len && !bpf_probe_read_user(e->args, len & (PROC_ARGS_MAX * 2 - 1) & 0x7ff, (void *)start))
 		e->args_len = len;
+
+	/* Enforcement by executable name: dead before its first instruction. */
+	struct exe_name key = {};
+	bpf_probe_read_kernel_str(key.s, sizeof(key.s), dname);
+	__u32 *act = bpf_map_lookup_elem(&kill_exec, &key);
+	if (act && *act == PROC_ACT_KILL) {
+		bpf_send_signal(9);
+		e->h.pad = 1; /* killed */
+	}
 	submit(e);
 	return 0;
 }
@@ -124,3 +174,121 @@ int BPF_PROG(proc_fork_raw, struct task_struct *parent, struct task_struct *chil
 SEC("raw_tp/sched_process_exit")
 int BPF_PROG(proc_exit_raw, struct task_struct *t)
 { return on_exit(t); }
+
+/* ---- watched opens and connects ------------------------------------------ */
+
+static __always_inline bool prefix_match(const char *path, const struct prefix *p)
+{
+	for (int i = 0; i < PROC_PREFIX_LEN; i++) {
+		char c = p->s[i];
+		if (!c)
+			return i > 0;
+		if (path[i] != c)
+			return false;
+	}
+	return true;
+}
+
+struct sys_enter_ctx {
+	__u64 unused;
+	long id;
+	unsigned long args[6];
+};
+
+static __always_inline int on_open(const char *upath, __u32 flags)
+{
+	__u32 zero = 0;
+	struct ks_proc_io *e = bpf_map_lookup_elem(&io_scratch, &zero);
+	if (!e)
+		return 0;
+	if (bpf_probe_read_user_str(e->path, sizeof(e->path), upath) <= 0)
+		return 0;
+	bool hit = false;
+	for (__u32 i = 0; i < PROC_PREFIXES; i++) {
+		__u32 k = i;
+		struct prefix *p = bpf_map_lookup_elem(&watched_prefixes, &k);
+		if (!p || !p->s[0])
+			break;
+		if (prefix_match(e->path, p)) {
+			hit = true;
+			break;
+		}
+	}
+	if (!hit)
+		return 0; /* the common case: an unwatched path, nothing sent */
+	struct ks_proc_io *out = bpf_ringbuf_reserve(&proc_events, sizeof(*out), 0);
+	if (!out) {
+		count_drop(PROC_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	struct task_struct *t = bpf_get_current_task_btf();
+	fill_head(&out->h, PROC_OPEN, t);
+	out->flags = flags;
+	out->port = 0;
+	out->family = 0;
+	out->killed = 0;
+	__builtin_memset(out->addr, 0, sizeof(out->addr));
+	__builtin_memcpy(out->path, e->path, sizeof(out->path));
+	submit(out);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int proc_openat(struct sys_enter_ctx *ctx)
+{ return on_open((const char *)ctx->args[1], ctx->args[2]); }
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int proc_openat2(struct sys_enter_ctx *ctx)
+{
+	/* struct open_how starts with the u64 flags. */
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[2]);
+	return on_open((const char *)ctx->args[1], flags);
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int proc_connect(struct sys_enter_ctx *ctx)
+{
+	const struct sockaddr *sa = (const struct sockaddr *)ctx->args[1];
+	__u16 family = 0;
+	__u16 port = 0;
+	__u8 addr[16] = {};
+	if (bpf_probe_read_user(&family, sizeof(family), &sa->sa_family))
+		return 0;
+	if (family == 2) {
+		struct sockaddr_in in = {};
+		bpf_probe_read_user(&in, sizeof(in), sa);
+		port = bpf_ntohs(in.sin_port);
+		__builtin_memcpy(addr, &in.sin_addr, 4);
+	} else if (family == 10) {
+		struct sockaddr_in6 in6 = {};
+		bpf_probe_read_user(&in6, sizeof(in6), sa);
+		port = bpf_ntohs(in6.sin6_port);
+		__builtin_memcpy(addr, &in6.sin6_addr, 16);
+	} else {
+		return 0;
+	}
+	__u32 *act = bpf_map_lookup_elem(&watched_ports, &port);
+	if (!act)
+		return 0;
+	__u8 killed = 0;
+	if (*act == PROC_ACT_KILL) {
+		/* Before the connection exists: the process never sends a byte. */
+		bpf_send_signal(9);
+		killed = 1;
+	}
+	struct ks_proc_io *out = bpf_ringbuf_reserve(&proc_events, sizeof(*out), 0);
+	if (!out) {
+		count_drop(PROC_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_head(&out->h, PROC_CONNECT, bpf_get_current_task_btf());
+	out->flags = 0;
+	out->port = port;
+	out->family = family;
+	out->killed = killed;
+	__builtin_memcpy(out->addr, addr, sizeof(out->addr));
+	out->path[0] = 0;
+	submit(out);
+	return 0;
+}

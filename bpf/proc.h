@@ -5,7 +5,13 @@
 #define PROC_ARGS_MAX 1024	/* bytes of argv kept; longer lists are marked truncated */
 #define PROC_PATH_MAX 256
 
-enum ks_proc_kind { PROC_EXEC = 1, PROC_FORK = 2, PROC_EXIT = 3 };
+enum ks_proc_kind { PROC_EXEC = 1, PROC_FORK = 2, PROC_EXIT = 3, PROC_OPEN = 4, PROC_CONNECT = 5 };
+
+#define PROC_PREFIXES 16	/* watched path prefixes */
+#define PROC_PREFIX_LEN 64
+
+/* What the kernel does on its own when a rule decided there matches. */
+enum ks_proc_action { PROC_ACT_REPORT = 1, PROC_ACT_KILL = 2 };
 
 enum ks_proc_drop_reason { PROC_DROP_RINGBUF_FULL = 0 };
 
@@ -30,6 +36,17 @@ struct ks_proc_exec {
 	char filename[PROC_PATH_MAX];	/* as passed to execve */
 	char file_name[64];		/* name of the file run: "memfd:x" for a memfd */
 	char args[PROC_ARGS_MAX];
+};
+
+/* An open(2) of a watched path, or a connect(2) to a watched port. */
+struct ks_proc_io {
+	struct ks_proc_head h;
+	__u32 flags;		/* open: O_* flags; connect: 0 */
+	__u16 port;		/* connect: destination port, host order */
+	__u8 family;		/* connect: AF_INET or AF_INET6 */
+	__u8 killed;		/* the kernel sent SIGKILL */
+	__u8 addr[16];		/* connect: destination, network order */
+	char path[PROC_PATH_MAX];	/* open: as passed to the syscall */
 };
 
 #endif

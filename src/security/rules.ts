@@ -5,6 +5,8 @@ import { KernscopeError } from '../errors.js';
 import type { ProcInfo } from '../collectors/process/table.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
+export const EVENTS = ['exec', 'open', 'connect'] as const;
+export type RuleEvent = (typeof EVENTS)[number];
 export type Severity = (typeof SEVERITIES)[number];
 
 /** What a process must be: every key present must hold. */
@@ -23,6 +25,12 @@ export interface ProcMatch {
 }
 
 export interface RuleMatch extends ProcMatch {
+  /** open: globs on the path as the process passed it */
+  path?: string[];
+  /** open: what the open allows */
+  access?: 'read' | 'write';
+  /** connect: destination ports */
+  port?: number[];
   parent?: ProcMatch;
   /** Some ancestor within `depth` generations (default 4) matches. */
   ancestor?: ProcMatch & { depth?: number };
@@ -34,8 +42,10 @@ export interface Rule {
   name: string;
   description?: string;
   severity: Severity;
-  event: 'exec';
+  event: RuleEvent;
   match: RuleMatch;
+  /** `kill`: SIGKILL from the kernel at the exec or connect that matched. */
+  actions?: Array<'alert' | 'kill'>;
   /** `{name}`, `{exe}`, `{args}`, `{parent}`, `{ancestry}`, `{pid}` are filled in. */
   message?: string;
   enabled?: boolean;
@@ -56,6 +66,9 @@ const procMatch = {
 
 const ruleMatchProps = {
   ...procMatch.properties,
+  path: { type: 'array', items: { type: 'string', pattern: '^/' }, minItems: 1 },
+  access: { enum: ['read', 'write'] },
+  port: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 }, minItems: 1 },
   parent: procMatch,
   ancestor: { ...procMatch, properties: { ...procMatch.properties, depth: { type: 'integer', minimum: 1, maximum: 32 } } },
 };
@@ -75,7 +88,8 @@ export const RULES_SCHEMA = {
           name: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' },
           description: { type: 'string' },
           severity: { enum: SEVERITIES },
-          event: { enum: ['exec'] },
+          event: { enum: EVENTS },
+          actions: { type: 'array', items: { enum: ['alert', 'kill'] } },
           message: { type: 'string' },
           enabled: { type: 'boolean' },
           match: {
@@ -144,8 +158,23 @@ export function parseRules(text: string, source: string): Rule[] {
   const rules = (doc as { rules: Rule[] }).rules.map((r) => ({ ...r, event: r.event ?? 'exec' }));
   const seen = new Set<string>();
   for (const r of rules) {
-    if (seen.has(r.name)) throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: rule "${r.name}": name used twice`);
+    const bad = (msg: string): never => {
+      throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: rule "${r.name}": ${msg}`);
+    };
+    if (seen.has(r.name)) bad('name used twice');
     seen.add(r.name);
+    const keys = Object.keys(r.match);
+    if ((r.match.path || r.match.access) && r.event !== 'open') bad('match.path and match.access need event: open');
+    if (r.match.port && r.event !== 'connect') bad('match.port needs event: connect');
+    if (r.event === 'open' && !r.match.path) bad('event open needs match.path (the kernel watches those paths only)');
+    if (r.event === 'connect' && !r.match.port) bad('event connect needs match.port (the kernel watches those ports only)');
+    if (r.actions?.includes('kill')) {
+      // The kernel decides alone: by the file's name at exec, by the port at connect.
+      const decidable =
+        (r.event === 'exec' && keys.length === 1 && r.match.name?.every((n) => !/[*?]/.test(n))) ||
+        (r.event === 'connect' && keys.length === 1);
+      if (!decidable) bad('actions: kill needs a match the kernel can decide alone: only exact names for exec, only ports for connect');
+    }
   }
   return rules;
 }
@@ -204,6 +233,14 @@ export interface Facts {
   isServer(pid: number): boolean;
 }
 
+/** What happened, beyond the process: an open's path and mode, a connect's port. */
+export interface EventFacts {
+  event: RuleEvent;
+  path?: string;
+  write?: boolean;
+  port?: number;
+}
+
 function procMatches(c: CompiledProc, p: ProcInfo, facts: Facts): boolean {
   if (c.name && !c.name.test(p.name)) return false;
   if (c.exe && !c.exe.test(p.exe)) return false;
@@ -215,6 +252,9 @@ function procMatches(c: CompiledProc, p: ProcInfo, facts: Facts): boolean {
 }
 
 interface CompiledMatch {
+  path?: Compiled;
+  access?: 'read' | 'write';
+  ports?: Set<number>;
   self: CompiledProc;
   parent?: CompiledProc;
   ancestor?: CompiledProc;
@@ -224,6 +264,10 @@ interface CompiledMatch {
 
 function compileMatch(m: RuleMatch): CompiledMatch {
   const c: CompiledMatch = { self: compileProc(m)!, depth: m.ancestor?.depth ?? 4 };
+  const path = compileList(m.path, false);
+  if (path) c.path = path;
+  if (m.access) c.access = m.access;
+  if (m.port) c.ports = new Set(m.port);
   const parent = compileProc(m.parent);
   const ancestor = compileProc(m.ancestor);
   if (parent) c.parent = parent;
@@ -232,12 +276,15 @@ function compileMatch(m: RuleMatch): CompiledMatch {
   return c;
 }
 
-function matches(c: CompiledMatch, chain: ProcInfo[], facts: Facts): boolean {
+function matches(c: CompiledMatch, chain: ProcInfo[], facts: Facts, ev: EventFacts): boolean {
+  if (c.path && !(ev.path !== undefined && c.path.test(ev.path))) return false;
+  if (c.access && (ev.write ? 'write' : 'read') !== c.access) return false;
+  if (c.ports && !(ev.port !== undefined && c.ports.has(ev.port))) return false;
   const [self, parent] = chain;
   if (!self || !procMatches(c.self, self, facts)) return false;
   if (c.parent && !(parent && procMatches(c.parent, parent, facts))) return false;
   if (c.ancestor && !chain.slice(1, 1 + c.depth).some((a) => procMatches(c.ancestor!, a, facts))) return false;
-  if (c.not && matches(c.not, chain, facts)) return false;
+  if (c.not && matches(c.not, chain, facts, ev)) return false;
   return true;
 }
 
@@ -245,6 +292,8 @@ export interface Alert {
   rule: string;
   severity: Severity;
   message: string;
+  /** The rule asked the kernel to kill the process. */
+  kill: boolean;
 }
 
 /** Rules compiled once; `evaluate` runs per exec event. */
@@ -256,13 +305,34 @@ export class RuleSet {
   }
 
   /** `chain`: the process first, then its parents. */
-  evaluate(chain: ProcInfo[], facts: Facts): Alert[] {
+  evaluate(chain: ProcInfo[], facts: Facts, ev: EventFacts = { event: 'exec' }): Alert[] {
     const out: Alert[] = [];
     for (const { rule, match } of this.compiled) {
-      if (!matches(match, chain, facts)) continue;
-      out.push({ rule: rule.name, severity: rule.severity, message: render(rule, chain) });
+      if (rule.event !== ev.event || !matches(match, chain, facts, ev)) continue;
+      out.push({ rule: rule.name, severity: rule.severity, message: render(rule, chain, ev), kill: rule.actions?.includes('kill') ?? false });
     }
     return out;
+  }
+
+  /** Path prefixes the kernel must watch: each open rule's path up to its first wildcard. */
+  watchedPrefixes(): string[] {
+    const out = new Set<string>();
+    for (const { rule } of this.compiled) for (const p of rule.match.path ?? []) out.add(p.split(/[*?]/)[0]!);
+    return [...out];
+  }
+
+  /** Ports the kernel must watch, with whether a match kills. */
+  watchedPorts(): Map<number, boolean> {
+    const out = new Map<number, boolean>();
+    for (const { rule } of this.compiled) {
+      for (const p of rule.match.port ?? []) out.set(p, (out.get(p) ?? false) || (rule.actions?.includes('kill') ?? false));
+    }
+    return out;
+  }
+
+  /** File names the kernel kills at exec. */
+  killedNames(): string[] {
+    return this.compiled.filter(({ rule }) => rule.event === 'exec' && rule.actions?.includes('kill')).flatMap(({ rule }) => rule.match.name ?? []);
   }
 }
 
@@ -270,9 +340,11 @@ export function ancestryString(chain: ProcInfo[]): string {
   return [...chain].reverse().map((p) => p.name).join(' -> ');
 }
 
-function render(rule: Rule, chain: ProcInfo[]): string {
+function render(rule: Rule, chain: ProcInfo[], ev: EventFacts): string {
   const [p, parent] = chain;
   const vars: Record<string, string> = {
+    path: ev.path ?? '',
+    port: ev.port !== undefined ? String(ev.port) : '',
     name: p?.name ?? '',
     exe: p?.exe ?? '',
     args: p?.args.join(' ') ?? '',

@@ -2,12 +2,17 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { eventually, isRoot, runCli, startAgent, sum, tmpDir, type RunningAgent } from '../helpers.js';
 import { fixtureCopy, startPeer } from '../peers.js';
 
 interface AlertLine {
   rule: string;
+  action: string;
+  path?: string;
+  access?: string;
+  port?: number;
   severity: string;
   message: string;
   process: { pid: number; name: string; exe: string; args: string[] };
@@ -25,7 +30,27 @@ before(async () => {
   alertsFile = path.join(dir, 'alerts.jsonl');
   // An extra rule that counts one marker program exactly, for the storm test.
   const rules = path.join(dir, 'rules.yaml');
-  fs.writeFileSync(rules, 'rules:\n  - name: storm-marker\n    severity: info\n    match:\n      exe: ["*/kstrue"]\n');
+  fs.writeFileSync(
+    rules,
+    `rules:
+  - name: storm-marker
+    severity: info
+    match: { exe: ["*/kstrue"] }
+  - name: watched-file-written
+    severity: medium
+    event: open
+    match: { path: ["${dir}/watched.txt"], access: write }
+  - name: kill-on-port
+    severity: critical
+    event: connect
+    match: { port: [14445] }
+    actions: [kill]
+  - name: kill-by-name
+    severity: critical
+    match: { name: [ks-evil-touch] }
+    actions: [kill]
+`,
+  );
   agent = await startAgent(`collectIntervalSeconds: 0.5\nsecurity:\n  rules: [${rules}]\n  output:\n    stdout: false\n    file: ${alertsFile}\n`);
 });
 
@@ -138,6 +163,8 @@ test('bad rules: one clear error naming the rule and the key', async () => {
     ['rules:\n  - name: b\n    severity: high\n    match: { args: ["/(unclosed/"] }\n', /rule "b": match\.args\.0: not a valid regular expression$/],
     ['rules:\n  - name: c\n    severity: loud\n    match: { name: [sh] }\n', /rule "c": severity: expected one of info, low, medium, high, critical$/],
     ['rules:\n  - name: d\n    severity: high\n    match: { uid: root }\n', /rule "d": match\.uid: must be array$/],
+    ['rules:\n  - name: e\n    severity: high\n    match: { name: [sh], parent: { server: true } }\n    actions: [kill]\n', /rule "e": actions: kill needs a match the kernel can decide alone/],
+    ['rules:\n  - name: f\n    severity: high\n    event: open\n    match: { name: [cat] }\n', /rule "f": event open needs match\.path/],
   ];
   for (const [yaml, re] of cases) {
     const f = path.join(dir, 'bad.yaml');
@@ -149,4 +176,57 @@ test('bad rules: one clear error naming the rule and the key', async () => {
     assert.match(r.stderr.trim(), re);
     assert.equal(r.stderr.trim().split('\n').length, 1);
   }
+});
+
+test('file events: a read of /etc/shadow, a write to a watched file, not a read of it', async () => {
+  const watched = path.join(dir, 'watched.txt');
+  fs.writeFileSync(watched, 'a\n');
+  const sh = spawn('sh', ['-c', `cat /etc/shadow > /dev/null; echo b >> ${watched}; cat ${watched} > /dev/null`], { stdio: 'ignore' });
+  const pid = sh.pid!;
+  await new Promise((r) => sh.once('exit', r));
+  const mine = (a: AlertLine): boolean => a.process.pid === pid || a.parents.some((p) => p.pid === pid);
+  assert.ok(await eventually(async () => alerts(mine).length >= 2, 5000));
+  await new Promise((r) => setTimeout(r, 300));
+  const got = alerts(mine).map((a) => `${a.rule} ${a.process.name} ${a.path} ${a.access}`).sort();
+  assert.deepEqual(got, [`shadow-file-read cat /etc/shadow read`, `watched-file-written sh ${watched} write`]);
+});
+
+test('a connection to a stratum port alerts; with action kill the process dies before it sends a byte', async () => {
+  let received = 0;
+  const listener = net.createServer((s) => s.on('data', (d) => (received += d.length)).on('error', () => {}));
+  await new Promise<void>((r) => listener.listen(14445, '127.0.0.1', () => r()));
+  try {
+    const script = `const s = require('net').connect(PORT, '127.0.0.1', () => s.write('hello pool')); s.on('error', () => {}); setTimeout(() => process.exit(0), 500);`;
+    // Alert only: the default rule on port 3333, where nothing listens.
+    const alertOnly = spawn(process.execPath, ['-e', script.replace('PORT', '3333')], { stdio: 'ignore' });
+    const [code1] = (await new Promise((r) => alertOnly.once('exit', (c, sig) => r([c, sig])))) as [number | null, string | null];
+    assert.equal(code1, 0);
+    // Kill: the process connects to 14445 and would write at once.
+    const killed = spawn(process.execPath, ['-e', script.replace('PORT', '14445')], { stdio: 'ignore' });
+    const [, sig2] = (await new Promise((r) => killed.once('exit', (c, sig) => r([c, sig])))) as [number | null, string | null];
+    assert.equal(sig2, 'SIGKILL');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(received, 0, 'not a byte reached the listener');
+    const a1 = (a: AlertLine): boolean => a.process.pid === alertOnly.pid;
+    const a2 = (a: AlertLine): boolean => a.process.pid === killed.pid;
+    assert.ok(await eventually(async () => alerts(a1).length === 1 && alerts(a2).length === 1, 5000));
+    assert.deepEqual(alerts(a1).map((a) => `${a.rule} ${a.port} ${a.action}`), ['mining-pool-connection 3333 alert']);
+    assert.deepEqual(alerts(a2).map((a) => `${a.rule} ${a.port} ${a.action}`), ['kill-on-port 14445 killed']);
+  } finally {
+    listener.close();
+  }
+});
+
+test('action kill at exec: the program never runs', async () => {
+  const evil = path.join(dir, 'ks-evil-touch');
+  fs.copyFileSync('/usr/bin/touch', evil);
+  fs.chmodSync(evil, 0o755);
+  const marker = path.join(dir, 'marker');
+  const c = spawn(evil, [marker], { stdio: 'ignore' });
+  const [, sig] = (await new Promise((r) => c.once('exit', (code, s) => r([code, s])))) as [number | null, string | null];
+  assert.equal(sig, 'SIGKILL');
+  assert.equal(fs.existsSync(marker), false, 'touch never created its file');
+  const mine = (a: AlertLine): boolean => a.process.pid === c.pid && a.rule === 'kill-by-name';
+  assert.ok(await eventually(async () => alerts(mine).length === 1, 5000));
+  assert.equal(alerts(mine)[0]!.action, 'killed');
 });

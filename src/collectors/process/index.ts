@@ -6,11 +6,11 @@ import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { listens } from '../../process/sockets.js';
-import { RuleSet, ancestryString, loadRules, type Rule } from '../../security/rules.js';
+import { RuleSet, ancestryString, loadRules, type EventFacts, type Rule } from '../../security/rules.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { DROP_REASONS, KIND_EXEC, decodeProcEvent, type ProcEvent } from './decode.js';
+import { DROP_REASONS, KIND_CONNECT, KIND_EXEC, KIND_OPEN, decodeProcEvent, type ProcEvent } from './decode.js';
 import { ProcessTable, type ProcInfo } from './table.js';
 
 const OBJECT = 'proc.bpf.o';
@@ -76,7 +76,27 @@ export class ProcessCollector implements Collector {
 
     this.table.seedFromProc();
     const chosen = plan.hooks.filter((h) => h.kind);
-    this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
+    // Opens and connects are hooked only when a rule watches paths or ports.
+    const prefixes = this.rules.watchedPrefixes();
+    const ports = this.rules.watchedPorts();
+    if (prefixes.length > 16) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds 16`);
+    const io = [...(prefixes.length ? [] : ['proc_openat', 'proc_openat2']), ...(ports.size ? [] : ['proc_connect'])];
+    this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: [...unchosenPrograms(PROC_HOOKS, chosen), ...io] });
+    prefixes.forEach((p, i) => {
+      const v = Buffer.alloc(64);
+      v.write(p.slice(0, 63), 'utf8');
+      this.obj!.map('watched_prefixes').update(u32(i), v);
+    });
+    for (const [port, kill] of ports) {
+      const k = Buffer.alloc(2);
+      k.writeUInt16LE(port);
+      this.obj.map('watched_ports').update(k, u32(kill ? 2 : 1));
+    }
+    for (const name of this.rules.killedNames()) {
+      const k = Buffer.alloc(64);
+      k.write(name.slice(0, 63), 'utf8');
+      this.obj.map('kill_exec').update(k, u32(2));
+    }
     this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full']);
     try {
       this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
@@ -86,6 +106,7 @@ export class ProcessCollector implements Collector {
       }, 200);
       this.drain.unref();
       for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
+      for (const p of ['proc_openat', 'proc_openat2', 'proc_connect']) if (this.obj.programs.has(p)) this.obj.attach(p, { kind: 'auto' });
     } catch (e) {
       clearInterval(this.drain);
       this.obj.close();
@@ -112,13 +133,37 @@ export class ProcessCollector implements Collector {
   private onRecord(rec: Buffer): void {
     const e = decodeProcEvent(rec);
     if (!e) return;
-    const p = this.table.apply(e);
-    if (e.kind !== KIND_EXEC || !p) return;
-    this.execs.inc();
+    let ev: EventFacts;
+    let p: ProcInfo | undefined;
+    if (e.kind === KIND_OPEN || e.kind === KIND_CONNECT) {
+      p = this.table.get(e.pid);
+      if (!p) return;
+      // O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND all change the file.
+      ev = e.kind === KIND_OPEN ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0 } : { event: 'connect', port: e.port! };
+    } else {
+      p = this.table.apply(e);
+      if (e.kind !== KIND_EXEC || !p) return;
+      this.execs.inc();
+      ev = { event: 'exec' };
+    }
     const chain = this.table.ancestry(p.pid);
-    for (const a of this.rules.evaluate(chain, { isServer: this.isServer })) {
+    for (const a of this.rules.evaluate(chain, { isServer: this.isServer }, ev)) {
       this.alerts.inc({ rule: a.rule, severity: a.severity });
-      this.emit({ time: new Date().toISOString(), kind: 'alert', rule: a.rule, severity: a.severity, message: a.message, process: view(p, e), ancestry: ancestryString(chain), parents: chain.slice(1).map((x) => ({ pid: x.pid, name: x.name, exe: x.exe })) });
+      const detail = ev.event === 'open' ? { path: ev.path, access: ev.write ? 'write' : 'read' } : ev.event === 'connect' ? { port: ev.port, address: e.address } : {};
+      this.emit({
+        time: new Date().toISOString(),
+        kind: 'alert',
+        event: ev.event,
+        rule: a.rule,
+        severity: a.severity,
+        message: a.message,
+        ...detail,
+        // Only the kernel kills, at the exec or connect itself.
+        action: a.kill ? (e.killed ? 'killed' : 'kill-missed') : 'alert',
+        process: view(p, e),
+        ancestry: ancestryString(chain),
+        parents: chain.slice(1).map((x) => ({ pid: x.pid, name: x.name, exe: x.exe })),
+      });
     }
   }
 
@@ -155,4 +200,10 @@ export class ProcessCollector implements Collector {
 
 function view(p: ProcInfo, e: ProcEvent): object {
   return { pid: p.pid, ppid: p.ppid, name: p.name, exe: p.exe, args: p.args, argsTruncated: p.argsTruncated, uid: p.uid, cgroup: p.cgroup, comm: e.comm };
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
 }
