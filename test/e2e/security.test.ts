@@ -23,6 +23,7 @@ interface AlertLine {
 let agent: RunningAgent;
 let dir: string;
 let alertsFile: string;
+let rulesFile: string;
 
 before(async () => {
   assert.ok(isRoot, 'the agent needs root (CI runs as root)');
@@ -30,6 +31,7 @@ before(async () => {
   alertsFile = path.join(dir, 'alerts.jsonl');
   // An extra rule that counts one marker program exactly, for the storm test.
   const rules = path.join(dir, 'rules.yaml');
+  rulesFile = rules;
   fs.writeFileSync(
     rules,
     `rules:
@@ -229,4 +231,31 @@ test('action kill at exec: the program never runs', async () => {
   const mine = (a: AlertLine): boolean => a.process.pid === c.pid && a.rule === 'kill-by-name';
   assert.ok(await eventually(async () => alerts(mine).length === 1, 5000));
   assert.equal(alerts(mine)[0]!.action, 'killed');
+});
+
+test('rules reload when their file changes; a broken file keeps the rules in force', async () => {
+  const marker = path.join(dir, 'ks-reload-marker');
+  fs.copyFileSync('/bin/true', marker);
+  fs.chmodSync(marker, 0o755);
+  const reloads = async (result: string): Promise<number> => sum(await agent.scrape(), 'kernscope_security_rule_reloads_total', { result });
+  const runMarker = async (): Promise<number> => {
+    const c = spawn(marker, [], { stdio: 'ignore' });
+    await new Promise((r) => c.once('exit', r));
+    return c.pid!;
+  };
+  const alerted = (pid: number) => (a: AlertLine): boolean => a.process.pid === pid && a.rule === 'reload-marker';
+  const before = fs.readFileSync(rulesFile, 'utf8');
+  const ok0 = await reloads('ok');
+  fs.writeFileSync(rulesFile, `${before}  - name: reload-marker\n    severity: low\n    match: { exe: ["*/ks-reload-marker"] }\n`);
+  assert.ok(await eventually(async () => (await reloads('ok')) === ok0 + 1, 5000), 'reloaded');
+  const p1 = await runMarker();
+  assert.ok(await eventually(async () => alerts(alerted(p1)).length === 1, 5000), 'the new rule alerts');
+
+  const err0 = await reloads('error');
+  fs.writeFileSync(rulesFile, 'rules:\n  - name: broken\n    severity: maybe\n    match: {}\n');
+  assert.ok(await eventually(async () => (await reloads('error')) === err0 + 1, 5000), 'the error is counted');
+  assert.match(agent.stderr(), /security: rules not reloaded, the previous ones stay: .*rule "broken": severity: expected one of/);
+  const p2 = await runMarker();
+  assert.ok(await eventually(async () => alerts(alerted(p2)).length === 1, 5000), 'the previous rules still alert');
+  fs.writeFileSync(rulesFile, before);
 });

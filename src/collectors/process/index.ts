@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type client from 'prom-client';
-import { BpfObject, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { BpfObject, type BpfProgram, type Link, type RingBuffer } from '../../bpf/object.js';
 import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -49,6 +49,7 @@ export class ProcessCollector implements Collector {
   private rules!: RuleSet;
   private execs!: client.Counter<string>;
   private alerts!: client.Counter<string>;
+  private reloads!: client.Counter<string>;
   private out: fs.WriteStream | undefined;
   private serverCache = new Map<number, { at: number; yes: boolean }>();
 
@@ -69,6 +70,7 @@ export class ProcessCollector implements Collector {
     this.execs = m.counter('kernscope_process_execs_total', 'Programs executed (execve) on the node.');
     this.alerts = m.counter('kernscope_security_alerts_total', 'Security alerts raised, by rule and severity.', ['rule', 'severity']);
     for (const r of this.rules.rules) this.alerts.inc({ rule: r.name, severity: r.severity }, 0);
+    this.reloads = m.counter('kernscope_security_rule_reloads_total', 'Rule file reloads, by result (ok, or error: the previous rules stay).', ['result']);
     const tracked = m.gauge('kernscope_processes_tracked', 'Processes in the agent\'s process table (running, and exited in the last minute).');
     m.onScrape(() => tracked.set(this.table.size));
     const file = ctx.config.security.output.file;
@@ -76,27 +78,7 @@ export class ProcessCollector implements Collector {
 
     this.table.seedFromProc();
     const chosen = plan.hooks.filter((h) => h.kind);
-    // Opens and connects are hooked only when a rule watches paths or ports.
-    const prefixes = this.rules.watchedPrefixes();
-    const ports = this.rules.watchedPorts();
-    if (prefixes.length > 16) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds 16`);
-    const io = [...(prefixes.length ? [] : ['proc_openat', 'proc_openat2']), ...(ports.size ? [] : ['proc_connect'])];
-    this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: [...unchosenPrograms(PROC_HOOKS, chosen), ...io] });
-    prefixes.forEach((p, i) => {
-      const v = Buffer.alloc(64);
-      v.write(p.slice(0, 63), 'utf8');
-      this.obj!.map('watched_prefixes').update(u32(i), v);
-    });
-    for (const [port, kill] of ports) {
-      const k = Buffer.alloc(2);
-      k.writeUInt16LE(port);
-      this.obj.map('watched_ports').update(k, u32(kill ? 2 : 1));
-    }
-    for (const name of this.rules.killedNames()) {
-      const k = Buffer.alloc(64);
-      k.write(name.slice(0, 63), 'utf8');
-      this.obj.map('kill_exec').update(k, u32(2));
-    }
+    this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
     this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full']);
     try {
       this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
@@ -106,7 +88,8 @@ export class ProcessCollector implements Collector {
       }, 200);
       this.drain.unref();
       for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
-      for (const p of ['proc_openat', 'proc_openat2', 'proc_connect']) if (this.obj.programs.has(p)) this.obj.attach(p, { kind: 'auto' });
+      this.applyRules(this.rules);
+      this.watchRuleFiles();
     } catch (e) {
       clearInterval(this.drain);
       this.obj.close();
@@ -114,6 +97,90 @@ export class ProcessCollector implements Collector {
       throw e;
     }
   }
+
+  /**
+   * Puts the kernel's side of a rule set in place: watched path prefixes,
+   * watched ports and names to kill, and hooks on openat and connect only
+   * while some rule needs them (they cost every open and connect).
+   */
+  private applyRules(rules: RuleSet): void {
+    const obj = this.obj!;
+    const prefixes = rules.watchedPrefixes();
+    if (prefixes.length > 16) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds 16`);
+    for (let i = 0; i < 16; i++) {
+      const v = Buffer.alloc(64);
+      if (i < prefixes.length) v.write(prefixes[i]!.slice(0, 63), 'utf8');
+      obj.map('watched_prefixes').update(u32(i), v);
+    }
+    const ports = obj.map('watched_ports');
+    for (const { key } of ports.entries()) ports.delete(Buffer.from(key));
+    for (const [port, kill] of rules.watchedPorts()) {
+      const k = Buffer.alloc(2);
+      k.writeUInt16LE(port);
+      ports.update(k, u32(kill ? 2 : 1));
+    }
+    const names = obj.map('kill_exec');
+    for (const { key } of names.entries()) names.delete(Buffer.from(key));
+    for (const name of rules.killedNames()) {
+      const k = Buffer.alloc(64);
+      k.write(name.slice(0, 63), 'utf8');
+      names.update(k, u32(2));
+    }
+    this.setIoHook('proc_openat', prefixes.length > 0);
+    this.setIoHook('proc_openat2', prefixes.length > 0);
+    this.setIoHook('proc_connect', rules.watchedPorts().size > 0);
+  }
+
+  private ioLinks = new Map<string, Link>();
+
+  private setIoHook(program: string, on: boolean): void {
+    const link = this.ioLinks.get(program);
+    if (on && !link && this.obj!.programs.has(program)) this.ioLinks.set(program, this.obj!.attach(program, { kind: 'auto' }));
+    if (!on && link) {
+      link.detach();
+      this.ioLinks.delete(program);
+    }
+  }
+
+  /**
+   * Rule files are reloaded when they change. A file with an error is
+   * reported and counted, and the rules in force stay as they were.
+   */
+  private watchRuleFiles(): void {
+    const s = this.ctx.config.security;
+    if (!s.enabled) return;
+    const files = [...(s.defaultRules ? [DEFAULT_RULES] : []), ...s.rules];
+    let timer: NodeJS.Timeout | undefined;
+    const reload = (): void => {
+      try {
+        const next = new RuleSet(configuredRules(this.ctx.config));
+        this.applyRules(next);
+        this.rules = next;
+        for (const r of next.rules) this.alerts.inc({ rule: r.name, severity: r.severity }, 0);
+        this.reloads.inc({ result: 'ok' });
+        this.ctx.log(`security: rules reloaded (${next.rules.length})`);
+      } catch (e) {
+        this.reloads.inc({ result: 'error' });
+        this.ctx.log(`security: rules not reloaded, the previous ones stay: ${(e as Error).message}`);
+      }
+    };
+    for (const f of files) {
+      try {
+        // Editors replace files: watch the folder, filter on the name.
+        const w = fs.watch(path.dirname(f), (_event, name) => {
+          if (name !== path.basename(f)) return;
+          clearTimeout(timer);
+          timer = setTimeout(reload, 100); // one reload per burst of writes
+        });
+        w.unref();
+        this.watchers.push(w);
+      } catch (e) {
+        this.ctx.log(`security: cannot watch ${f}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private watchers: fs.FSWatcher[] = [];
 
   programs(): BpfProgram[] {
     return this.obj ? [...this.obj.programs.values()] : [];
@@ -188,6 +255,7 @@ export class ProcessCollector implements Collector {
   }
 
   async stop(): Promise<void> {
+    for (const w of this.watchers) w.close();
     clearInterval(this.drain);
     this.rb?.close();
     this.rb = undefined;
