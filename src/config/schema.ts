@@ -49,7 +49,12 @@ export interface Config {
     /** Load rules/default.yaml before the files in `rules`. */
     defaultRules: boolean;
     rules: string[];
-    output: { stdout: boolean; file: string };
+    output: {
+      stdout: boolean;
+      file: string;
+      /** POST alerts as JSON arrays; "" for none. */
+      webhook: { url: string; batchSize: number; flushIntervalMs: number; maxQueue: number; maxRetries: number; backoffMs: number };
+    };
   };
   bpfStats: { intervalSeconds: number; windowSeconds: number };
   collectIntervalSeconds: number;
@@ -80,7 +85,7 @@ export const DEFAULT_CONFIG: Config = {
     },
   },
   services: [],
-  security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '' } },
+  security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
   collectIntervalSeconds: 5,
 };
@@ -180,7 +185,22 @@ export const CONFIG_SCHEMA = {
         output: {
           type: 'object',
           additionalProperties: false,
-          properties: { stdout: { type: 'boolean' }, file: { type: 'string' } },
+          properties: {
+            stdout: { type: 'boolean' },
+            file: { type: 'string' },
+            webhook: {
+              type: 'object',
+              additionalProperties: false,
+              properties: {
+                url: { type: 'string', pattern: '^(https?://\\S+)?$' },
+                batchSize: { type: 'integer', minimum: 1, maximum: 10000 },
+                flushIntervalMs: { type: 'integer', minimum: 1, maximum: 600000 },
+                maxQueue: { type: 'integer', minimum: 1, maximum: 1000000 },
+                maxRetries: { type: 'integer', minimum: 0, maximum: 100 },
+                backoffMs: { type: 'integer', minimum: 1, maximum: 600000 },
+              },
+            },
+          },
         },
       },
     },

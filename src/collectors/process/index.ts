@@ -7,6 +7,7 @@ import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { listens } from '../../process/sockets.js';
 import { RuleSet, ancestryString, loadRules, type EventFacts, type Rule } from '../../security/rules.js';
+import { Webhook } from '../../security/webhook.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
@@ -51,6 +52,7 @@ export class ProcessCollector implements Collector {
   private alerts!: client.Counter<string>;
   private reloads!: client.Counter<string>;
   private out: fs.WriteStream | undefined;
+  private webhook: Webhook | undefined;
   private serverCache = new Map<number, { at: number; yes: boolean }>();
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
@@ -75,11 +77,16 @@ export class ProcessCollector implements Collector {
     m.onScrape(() => tracked.set(this.table.size));
     const file = ctx.config.security.output.file;
     if (file) this.out = fs.createWriteStream(file, { flags: 'a' });
+    const wh = ctx.config.security.output.webhook;
+    if (wh.url) {
+      const retries = m.counter('kernscope_security_webhook_retries_total', 'Webhook posts tried again after a failure.');
+      this.webhook = new Webhook({ ...wh, timeoutMs: 5000 }, (reason, n) => ctx.drops.inc({ source: 'process', reason }, n), () => retries.inc());
+    }
 
     this.table.seedFromProc();
     const chosen = plan.hooks.filter((h) => h.kind);
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
-    this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full']);
+    this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
     try {
       this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
       this.drain = setInterval(() => {
@@ -246,6 +253,7 @@ export class ProcessCollector implements Collector {
       if (this.out.writableLength > 4 << 20) this.ctx.drops.inc({ source: 'process', reason: 'alert_output_full' });
       else this.out.write(line);
     }
+    this.webhook?.push(obj);
   }
 
   collect(): void {
@@ -262,6 +270,7 @@ export class ProcessCollector implements Collector {
     const obj = this.obj;
     this.obj = undefined;
     obj?.close();
+    await this.webhook?.close();
     await new Promise<void>((r) => (this.out ? this.out.end(() => r()) : r()));
   }
 }
