@@ -9,7 +9,7 @@ import { HttpCollector } from './collectors/http/index.js';
 import { ProcessCollector } from './collectors/process/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
 import { registerSelfMetrics } from './self-metrics.js';
-import { parseListen, serve } from './server.js';
+import { EventStream, parseListen, serve } from './server.js';
 import { addon } from './bpf/addon.js';
 
 export function allCollectors(): Collector[] {
@@ -24,6 +24,7 @@ export class Agent {
   private collectors: Collector[] = [];
   private stats: ProgramStatsSampler;
   private timer: NodeJS.Timeout | undefined;
+  private events: EventStream | undefined;
   features!: KernelFeatures;
   plans: CollectorPlan[] = [];
 
@@ -40,7 +41,9 @@ export class Agent {
   async start(): Promise<string> {
     // Bind first: a port in use fails before anything is loaded into the kernel.
     const addr = parseListen(this.config.listen);
-    this.server = await serve(this.metrics, addr);
+    const streamLoss = this.metrics.counter('kernscope_event_stream_dropped_total', 'Live events not sent to a /events reader that fell behind.');
+    this.events = new EventStream(() => streamLoss.inc());
+    this.server = await serve(this.metrics, addr, this.events);
     const tracefs = ensureTracefs();
     if (!tracefs.ok) this.log(`tracefs: ${tracefs.detail}; classic tracepoints unavailable`);
     this.features = detectFeatures();
@@ -62,7 +65,7 @@ export class Agent {
         continue;
       }
       try {
-        c.start({ config: this.config, metrics: m, namer, drops, features: this.features, log: this.log });
+        c.start({ config: this.config, metrics: m, namer, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e) });
       } catch (e) {
         up.set({ collector: c.name }, 0);
         this.log(`collector ${c.name}: failed to start: ${(e as Error).message}`);
@@ -92,6 +95,7 @@ export class Agent {
     this.stats.stop();
     await Promise.all(this.collectors.map((c) => c.stop()));
     this.collectors = [];
+    this.events?.close();
     const s = this.server;
     this.server = undefined;
     if (s) {

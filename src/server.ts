@@ -16,12 +16,43 @@ export function parseListen(s: string): ListenAddress {
   return { host: m[1] ?? m[2]!, port };
 }
 
-/** /metrics (Prometheus text or OpenMetrics, by Accept) and /healthz. */
-export async function serve(metrics: MetricsRegistry, addr: ListenAddress): Promise<http.Server> {
+/** Live events for any number of readers; a reader too slow to keep up loses events, counted. */
+export class EventStream {
+  private readonly clients = new Set<http.ServerResponse>();
+  constructor(private readonly onLoss: () => void = () => {}) {}
+
+  attach(res: http.ServerResponse): void {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    res.write(': kernscope events\n\n');
+    this.clients.add(res);
+    res.on('close', () => this.clients.delete(res));
+  }
+
+  publish(event: object): void {
+    if (!this.clients.size) return;
+    const line = `data: ${JSON.stringify(event)}\n\n`;
+    for (const c of this.clients) {
+      if (c.writableLength > 1 << 20) this.onLoss();
+      else c.write(line);
+    }
+  }
+
+  close(): void {
+    for (const c of this.clients) c.end();
+    this.clients.clear();
+  }
+}
+
+/** /metrics (Prometheus text or OpenMetrics, by Accept), /events (live, server-sent events) and /healthz. */
+export async function serve(metrics: MetricsRegistry, addr: ListenAddress, events?: EventStream): Promise<http.Server> {
   const server = http.createServer((req, res) => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (url === '/events' && events) {
+      events.attach(res);
       return;
     }
     if (url === '/healthz') {
@@ -36,7 +67,7 @@ export async function serve(metrics: MetricsRegistry, addr: ListenAddress): Prom
       return;
     }
     if (url === '/') {
-      res.writeHead(200, { 'Content-Type': 'text/html' }).end('<a href="/metrics">/metrics</a> <a href="/healthz">/healthz</a>\n');
+      res.writeHead(200, { 'Content-Type': 'text/html' }).end('<a href="/metrics">/metrics</a> <a href="/events">/events</a> <a href="/healthz">/healthz</a>\n');
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');

@@ -14,6 +14,8 @@ export interface CollectorContext {
   drops: client.Counter<string>;
   features: KernelFeatures;
   log: (msg: string) => void;
+  /** Sends an event to live subscribers (GET /events). */
+  publish: (event: object) => void;
 }
 
 /** What a collector would do on this kernel, for `doctor` and the start-up log. */

@@ -254,6 +254,7 @@ export class ProcessCollector implements Collector {
       else this.out.write(line);
     }
     this.webhook?.push(obj);
+    this.ctx.publish(obj);
   }
 
   collect(): void {
