@@ -292,3 +292,50 @@ int proc_connect(struct sys_enter_ctx *ctx)
 	submit(out);
 	return 0;
 }
+
+/* ---- privilege: ptrace and setuid ---------------------------------------- */
+
+static __always_inline void emit_priv(__u32 kind, __u32 a, __u32 b)
+{
+	struct ks_proc_priv *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(PROC_DROP_RINGBUF_FULL);
+		return;
+	}
+	fill_head(&e->h, kind, bpf_get_current_task_btf());
+	e->a = a;
+	e->b = b;
+	submit(e);
+}
+
+SEC("tracepoint/syscalls/sys_enter_ptrace")
+int proc_ptrace(struct sys_enter_ctx *ctx)
+{
+	long req = ctx->args[0];
+	/* Taking hold of, or writing into, another process. */
+	if (req == 16 /* ATTACH */ || req == 0x4206 /* SEIZE */ || req == 4 /* POKETEXT */ ||
+	    req == 5 /* POKEDATA */ || req == 6 /* POKEUSER */)
+		emit_priv(PROC_PTRACE, req, ctx->args[1]);
+	return 0;
+}
+
+static __always_inline int on_setuid(long euid)
+{
+	/* Only a non-root process asking to become root. */
+	if (euid != 0 || (__u32)bpf_get_current_uid_gid() == 0)
+		return 0;
+	emit_priv(PROC_SETUID, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_setuid")
+int proc_setuid(struct sys_enter_ctx *ctx)
+{ return on_setuid((int)ctx->args[0]); }
+
+SEC("tracepoint/syscalls/sys_enter_setreuid")
+int proc_setreuid(struct sys_enter_ctx *ctx)
+{ return on_setuid((int)ctx->args[1]); }
+
+SEC("tracepoint/syscalls/sys_enter_setresuid")
+int proc_setresuid(struct sys_enter_ctx *ctx)
+{ return on_setuid((int)ctx->args[1]); }

@@ -5,7 +5,7 @@
 #define PROC_ARGS_MAX 1024	/* bytes of argv kept; longer lists are marked truncated */
 #define PROC_PATH_MAX 256
 
-enum ks_proc_kind { PROC_EXEC = 1, PROC_FORK = 2, PROC_EXIT = 3, PROC_OPEN = 4, PROC_CONNECT = 5 };
+enum ks_proc_kind { PROC_EXEC = 1, PROC_FORK = 2, PROC_EXIT = 3, PROC_OPEN = 4, PROC_CONNECT = 5, PROC_PTRACE = 6, PROC_SETUID = 7 };
 
 #define PROC_PREFIXES 16	/* watched path prefixes */
 #define PROC_PREFIX_LEN 64
@@ -47,6 +47,14 @@ struct ks_proc_io {
 	__u8 killed;		/* the kernel sent SIGKILL */
 	__u8 addr[16];		/* connect: destination, network order */
 	char path[PROC_PATH_MAX];	/* open: as passed to the syscall */
+};
+
+/* ptrace(2) that takes hold of another process, or a non-root process
+ * making itself root: rare calls, each reported. */
+struct ks_proc_priv {
+	struct ks_proc_head h;
+	__u32 a;	/* ptrace: request; setuid: the uid asked for */
+	__u32 b;	/* ptrace: target pid */
 };
 
 #endif

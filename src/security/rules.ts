@@ -5,7 +5,7 @@ import { KernscopeError } from '../errors.js';
 import type { ProcInfo } from '../collectors/process/table.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
-export const EVENTS = ['exec', 'open', 'connect'] as const;
+export const EVENTS = ['exec', 'open', 'connect', 'ptrace', 'setuid'] as const;
 export type RuleEvent = (typeof EVENTS)[number];
 export type Severity = (typeof SEVERITIES)[number];
 
@@ -239,6 +239,8 @@ export interface EventFacts {
   path?: string;
   write?: boolean;
   port?: number;
+  /** ptrace: the process taken hold of */
+  target?: number;
 }
 
 function procMatches(c: CompiledProc, p: ProcInfo, facts: Facts): boolean {
@@ -330,6 +332,11 @@ export class RuleSet {
     return out;
   }
 
+  /** Whether any rule needs an event the kernel reports only on demand. */
+  uses(event: RuleEvent): boolean {
+    return this.compiled.some(({ rule }) => rule.event === event);
+  }
+
   /** File names the kernel kills at exec. */
   killedNames(): string[] {
     return this.compiled.filter(({ rule }) => rule.event === 'exec' && rule.actions?.includes('kill')).flatMap(({ rule }) => rule.match.name ?? []);
@@ -345,10 +352,12 @@ function render(rule: Rule, chain: ProcInfo[], ev: EventFacts): string {
   const vars: Record<string, string> = {
     path: ev.path ?? '',
     port: ev.port !== undefined ? String(ev.port) : '',
+    target: ev.target !== undefined ? String(ev.target) : '',
     name: p?.name ?? '',
     exe: p?.exe ?? '',
     args: p?.args.join(' ') ?? '',
     pid: String(p?.pid ?? ''),
+    uid: String(p?.uid ?? ''),
     parent: parent?.name ?? '',
     ancestry: ancestryString(chain),
   };

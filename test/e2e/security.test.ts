@@ -259,3 +259,26 @@ test('rules reload when their file changes; a broken file keeps the rules in for
   assert.ok(await eventually(async () => alerts(alerted(p2)).length === 1, 5000), 'the previous rules still alert');
   fs.writeFileSync(rulesFile, before);
 });
+
+test('ptrace of another process, and a non-root process making itself root', async () => {
+  // Python through ctypes: PTRACE_ATTACH (16) on a sleeping child.
+  const ptrace = spawn('python3', ['-c', [
+    'import ctypes, os, time, signal',
+    'libc = ctypes.CDLL(None, use_errno=True)',
+    'child = os.fork()',
+    'if child == 0:',
+    '    time.sleep(5); os._exit(0)',
+    'libc.ptrace(16, child, 0, 0)',
+    'os.kill(child, signal.SIGKILL)',
+  ].join('\n')], { stdio: 'ignore' });
+  await new Promise((r) => ptrace.once('exit', r));
+  // Root drops to nobody but keeps a saved uid of 0, then asks for root back.
+  const setuid = spawn('python3', ['-c', 'import os; os.setresuid(65534, 65534, 0); os.setuid(0)'], { stdio: 'ignore' });
+  await new Promise((r) => setuid.once('exit', r));
+  const p1 = (a: AlertLine): boolean => a.process.pid === ptrace.pid;
+  const p2 = (a: AlertLine): boolean => a.process.pid === setuid.pid;
+  assert.ok(await eventually(async () => alerts(p1).length === 1 && alerts(p2).length === 1, 5000));
+  assert.equal(alerts(p1)[0]!.rule, 'ptrace-of-another-process');
+  assert.equal(alerts(p2)[0]!.rule, 'setuid-to-root-by-non-root');
+  assert.match(alerts(p2)[0]!.message, /python3 \(uid 65534\) made itself root/);
+});

@@ -5,6 +5,8 @@ export const KIND_FORK = 2;
 export const KIND_EXIT = 3;
 export const KIND_OPEN = 4;
 export const KIND_CONNECT = 5;
+export const KIND_PTRACE = 6;
+export const KIND_SETUID = 7;
 export const IO_SIZE = 336;
 export const HEAD_SIZE = 56;
 export const EXEC_SIZE = 1408;
@@ -28,6 +30,9 @@ export interface ProcEvent {
   /** connect: destination */
   port?: number;
   address?: string;
+  /** ptrace: request and target pid */
+  request?: number;
+  target?: number;
   /** exec only */
   filename?: string;
   fileName?: string;
@@ -53,6 +58,14 @@ export function decodeProcEvent(b: Buffer): ProcEvent | undefined {
     comm: cstr(b, 40, 56),
     killed: false,
   };
+  if (e.kind === KIND_PTRACE || e.kind === KIND_SETUID) {
+    if (b.length < 64) return undefined;
+    if (e.kind === KIND_PTRACE) {
+      e.request = b.readUInt32LE(56);
+      e.target = b.readUInt32LE(60);
+    }
+    return e;
+  }
   if (e.kind === KIND_OPEN || e.kind === KIND_CONNECT) {
     if (b.length < IO_SIZE) return undefined;
     e.killed = b.readUInt8(63) !== 0;

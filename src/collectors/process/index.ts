@@ -11,7 +11,7 @@ import { Webhook } from '../../security/webhook.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { DROP_REASONS, KIND_CONNECT, KIND_EXEC, KIND_OPEN, decodeProcEvent, type ProcEvent } from './decode.js';
+import { DROP_REASONS, KIND_CONNECT, KIND_EXEC, KIND_OPEN, KIND_PTRACE, KIND_SETUID, decodeProcEvent, type ProcEvent } from './decode.js';
 import { ProcessTable, type ProcInfo } from './table.js';
 
 const OBJECT = 'proc.bpf.o';
@@ -136,6 +136,8 @@ export class ProcessCollector implements Collector {
     this.setIoHook('proc_openat', prefixes.length > 0);
     this.setIoHook('proc_openat2', prefixes.length > 0);
     this.setIoHook('proc_connect', rules.watchedPorts().size > 0);
+    this.setIoHook('proc_ptrace', rules.uses('ptrace'));
+    for (const p of ['proc_setuid', 'proc_setreuid', 'proc_setresuid']) this.setIoHook(p, rules.uses('setuid'));
   }
 
   private ioLinks = new Map<string, Link>();
@@ -209,7 +211,12 @@ export class ProcessCollector implements Collector {
     if (!e) return;
     let ev: EventFacts;
     let p: ProcInfo | undefined;
-    if (e.kind === KIND_OPEN || e.kind === KIND_CONNECT) {
+    if (e.kind === KIND_PTRACE || e.kind === KIND_SETUID) {
+      p = this.table.get(e.pid);
+      if (!p) return;
+      p.uid = e.uid; // the uid it runs with now, not at exec
+      ev = e.kind === KIND_PTRACE ? { event: 'ptrace', target: e.target! } : { event: 'setuid' };
+    } else if (e.kind === KIND_OPEN || e.kind === KIND_CONNECT) {
       p = this.table.get(e.pid);
       if (!p) return;
       // O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND all change the file.
@@ -223,7 +230,11 @@ export class ProcessCollector implements Collector {
     const chain = this.table.ancestry(p.pid);
     for (const a of this.rules.evaluate(chain, { isServer: this.isServer }, ev)) {
       this.alerts.inc({ rule: a.rule, severity: a.severity });
-      const detail = ev.event === 'open' ? { path: ev.path, access: ev.write ? 'write' : 'read' } : ev.event === 'connect' ? { port: ev.port, address: e.address } : {};
+      const detail =
+        ev.event === 'open' ? { path: ev.path, access: ev.write ? 'write' : 'read' }
+        : ev.event === 'connect' ? { port: ev.port, address: e.address }
+        : ev.event === 'ptrace' ? { target: ev.target, targetName: this.table.get(ev.target!)?.name ?? '', request: e.request }
+        : {};
       this.emit({
         time: new Date().toISOString(),
         kind: 'alert',
