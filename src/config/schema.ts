@@ -52,6 +52,11 @@ export interface Config {
     output: {
       stdout: boolean;
       file: string;
+      /** The file is rotated past this size, keeping `keepFiles` old ones. */
+      maxFileBytes: number;
+      keepFiles: number;
+      /** Every exec and exit too, not only alerts. */
+      processEvents: boolean;
       /** POST alerts as JSON arrays; "" for none. */
       webhook: { url: string; batchSize: number; flushIntervalMs: number; maxQueue: number; maxRetries: number; backoffMs: number };
     };
@@ -85,7 +90,7 @@ export const DEFAULT_CONFIG: Config = {
     },
   },
   services: [],
-  security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
+  security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
   collectIntervalSeconds: 5,
 };
@@ -188,6 +193,9 @@ export const CONFIG_SCHEMA = {
           properties: {
             stdout: { type: 'boolean' },
             file: { type: 'string' },
+            maxFileBytes: { type: 'integer', minimum: 1024 },
+            keepFiles: { type: 'integer', minimum: 1, maximum: 100 },
+            processEvents: { type: 'boolean' },
             webhook: {
               type: 'object',
               additionalProperties: false,

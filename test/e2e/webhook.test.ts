@@ -107,3 +107,32 @@ test('live stream: GET /events sends each alert as a server-sent event', async (
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('process events with exit codes and signals, to a file rotated by size', async () => {
+  const dir = tmpDir('ks-events');
+  const file = path.join(dir, 'events.jsonl');
+  const agent = await startAgent(`security:\n  defaultRules: false\n  output:\n    stdout: false\n    file: ${file}\n    maxFileBytes: 4096\n    keepFiles: 2\n    processEvents: true\n`);
+  try {
+    const exit3 = spawn('sh', ['-c', 'exit 3'], { stdio: 'ignore' });
+    await new Promise((r) => exit3.once('exit', r));
+    const killed = spawn('sh', ['-c', 'kill -TERM $$'], { stdio: 'ignore' });
+    await new Promise((r) => killed.once('exit', r));
+    const lines = (): Array<{ kind: string; exitCode?: number; signal?: number; process: { pid: number } }> =>
+      [`${file}.2`, `${file}.1`, file]
+        .filter((f) => fs.existsSync(f))
+        .flatMap((f) => fs.readFileSync(f, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)));
+    const exitOf = (pid: number) => lines().find((l) => l.kind === 'exit' && l.process.pid === pid);
+    assert.ok(await eventually(async () => !!exitOf(exit3.pid!) && !!exitOf(killed.pid!), 5000));
+    assert.deepEqual([exitOf(exit3.pid!)!.exitCode, exitOf(exit3.pid!)!.signal], [3, 0]);
+    assert.deepEqual([exitOf(killed.pid!)!.exitCode, exitOf(killed.pid!)!.signal], [0, 15]);
+    assert.ok(lines().some((l) => l.kind === 'exec' && l.process.pid === exit3.pid));
+    // Enough events to rotate: the file stays under its bound, older ones move aside.
+    await runTimes('/bin/true', 30);
+    assert.ok(await eventually(async () => fs.existsSync(`${file}.1`), 5000), 'rotated');
+    assert.ok(fs.statSync(file).size <= 4096);
+    assert.ok(!fs.existsSync(`${file}.3`), 'keeps 2 old files at most');
+  } finally {
+    await agent.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -8,6 +8,7 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import { listens } from '../../process/sockets.js';
 import { RuleSet, ancestryString, loadRules, type EventFacts, type Rule } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
+import { JsonlFile } from '../../security/jsonl-file.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
@@ -51,7 +52,7 @@ export class ProcessCollector implements Collector {
   private execs!: client.Counter<string>;
   private alerts!: client.Counter<string>;
   private reloads!: client.Counter<string>;
-  private out: fs.WriteStream | undefined;
+  private out: JsonlFile | undefined;
   private webhook: Webhook | undefined;
   private serverCache = new Map<number, { at: number; yes: boolean }>();
 
@@ -75,8 +76,8 @@ export class ProcessCollector implements Collector {
     this.reloads = m.counter('kernscope_security_rule_reloads_total', 'Rule file reloads, by result (ok, or error: the previous rules stay).', ['result']);
     const tracked = m.gauge('kernscope_processes_tracked', 'Processes in the agent\'s process table (running, and exited in the last minute).');
     m.onScrape(() => tracked.set(this.table.size));
-    const file = ctx.config.security.output.file;
-    if (file) this.out = fs.createWriteStream(file, { flags: 'a' });
+    const o = ctx.config.security.output;
+    if (o.file) this.out = new JsonlFile(o.file, o.maxFileBytes, o.keepFiles);
     const wh = ctx.config.security.output.webhook;
     if (wh.url) {
       const retries = m.counter('kernscope_security_webhook_retries_total', 'Webhook posts tried again after a failure.');
@@ -223,7 +224,13 @@ export class ProcessCollector implements Collector {
       ev = e.kind === KIND_OPEN ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0 } : { event: 'connect', port: e.port! };
     } else {
       p = this.table.apply(e);
-      if (e.kind !== KIND_EXEC || !p) return;
+      if (!p) return;
+      if (this.ctx.config.security.output.processEvents && e.kind !== 2) {
+        // exec and exit as events of their own; an exit's status is the wait(2) one.
+        const exit = e.kind === 3 ? { exitCode: (e.exitCode >> 8) & 0xff, signal: e.exitCode & 0x7f } : {};
+        this.emit({ time: new Date().toISOString(), kind: e.kind === KIND_EXEC ? 'exec' : 'exit', ...exit, process: view(p, e), ancestry: ancestryString(this.table.ancestry(p.pid)) });
+      }
+      if (e.kind !== KIND_EXEC) return;
       this.execs.inc();
       ev = { event: 'exec' };
     }
@@ -260,10 +267,7 @@ export class ProcessCollector implements Collector {
       if (process.stdout.writableLength > 4 << 20) this.ctx.drops.inc({ source: 'process', reason: 'alert_output_full' });
       else process.stdout.write(line);
     }
-    if (this.out) {
-      if (this.out.writableLength > 4 << 20) this.ctx.drops.inc({ source: 'process', reason: 'alert_output_full' });
-      else this.out.write(line);
-    }
+    if (this.out && !this.out.write(line)) this.ctx.drops.inc({ source: 'process', reason: 'alert_output_full' });
     this.webhook?.push(obj);
     this.ctx.publish(obj);
   }
@@ -283,7 +287,7 @@ export class ProcessCollector implements Collector {
     this.obj = undefined;
     obj?.close();
     await this.webhook?.close();
-    await new Promise<void>((r) => (this.out ? this.out.end(() => r()) : r()));
+    await this.out?.close();
   }
 }
 
