@@ -111,19 +111,7 @@ export function scanSockets(): ProcSocket[] {
 
 /** Whether a process holds a listening TCP socket (reads only its own /proc entries). */
 export function listens(pid: number): boolean {
-  const listening = new Set<string>();
-  for (const file of ['tcp', 'tcp6']) {
-    let text: string;
-    try {
-      text = fs.readFileSync(`/proc/${pid}/net/${file}`, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      const cols = line.trim().split(/\s+/);
-      if (cols[3] === '0A' && cols[9] && cols[9] !== '0') listening.add(cols[9]);
-    }
-  }
+  const listening = new Set([...sockets(String(pid))].filter(([, r]) => r.state === 'listen').map(([inode]) => inode));
   if (!listening.size) return false;
   let fds: string[];
   try {
