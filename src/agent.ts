@@ -7,13 +7,17 @@ import { detectFeatures, ensureTracefs, type KernelFeatures } from './capabiliti
 import { TcpCollector } from './collectors/tcp/index.js';
 import { HttpCollector } from './collectors/http/index.js';
 import { ProcessCollector } from './collectors/process/index.js';
+import { CustomCollector } from './collectors/custom/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
 import { registerSelfMetrics } from './self-metrics.js';
 import { EventStream, parseListen, serve } from './server.js';
 import { addon } from './bpf/addon.js';
+import { KernscopeError } from './errors.js';
 
 export function allCollectors(): Collector[] {
-  return [new TcpCollector(), new HttpCollector(), new ProcessCollector()];
+  // Custom probes first: a mistake in them stops the agent before the
+  // others have loaded anything.
+  return [new CustomCollector(), new TcpCollector(), new HttpCollector(), new ProcessCollector()];
 }
 
 export type Log = (msg: string) => void;
@@ -67,6 +71,8 @@ export class Agent {
       try {
         c.start({ config: this.config, metrics: m, namer, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e) });
       } catch (e) {
+        // A mistake in the config (a probe on a missing symbol) stops the agent, named.
+        if (e instanceof KernscopeError && e.code === 'ERR_KERNSCOPE_CONFIG') throw e;
         up.set({ collector: c.name }, 0);
         this.log(`collector ${c.name}: failed to start: ${(e as Error).message}`);
         continue;

@@ -79,7 +79,7 @@ export async function startAgent(configYaml = '', extraArgs: string[] = []): Pro
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const deadline = Date.now() + 20_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${err}`);
+    if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${err.trim()}`);
     if (err.includes('serving metrics at') && err.includes('collector tcp: running')) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

@@ -30,8 +30,9 @@ export interface Peer {
   end(): Promise<void>;
 }
 
-export function startPeer(script: string, args: string[], netns?: string): Peer {
-  const argv = [process.execPath, script, ...args];
+export function startPeer(script: string, args: string[], netns?: string, native = false): Peer {
+  // A native binary runs as it is; a script runs under this node.
+  const argv = native ? [script, ...args] : [process.execPath, script, ...args];
   const child = netns ? spawn('ip', ['netns', 'exec', netns, ...argv], { stdio: ['pipe', 'pipe', 'inherit'] }) : spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   const waiters: Array<{ re: RegExp; resolve: (s: string) => void }> = [];

@@ -61,7 +61,13 @@ export function parseConfig(doc: unknown, source = 'config'): Config {
     const e = validate.errors![0]!;
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${keyPath(e)}: ${describe(e)}`);
   }
-  return merge(DEFAULT_CONFIG, doc);
+  const config = merge(DEFAULT_CONFIG, doc);
+  config.probes.forEach((p, i) => {
+    if (!p.uprobe === !p.usdt) {
+      throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: probes[${i}]: give one of uprobe or usdt`);
+    }
+  });
+  return config;
 }
 
 export function loadConfig(file: string | undefined): Config {

@@ -12,6 +12,37 @@ export interface ServiceRule {
   };
 }
 
+export interface ProbeArg {
+  /** Argument index, 0 to 4 (for USDT: the probe's argument index). */
+  arg: number;
+  /** Read `type` at this offset in the memory the argument points to. */
+  offset?: number;
+  type?: 'u8' | 'u16' | 'u32' | 'u64' | 's8' | 's16' | 's32' | 's64';
+}
+
+export interface ProbeMetric {
+  name: string;
+  help?: string;
+  type: 'counter' | 'histogram';
+  /** histogram: an arg's name, `ret`, or `duration` (entry to return, seconds). */
+  value?: string;
+  buckets?: number[] | 'log2';
+  label?: { name: string; from: string; values?: Record<string, string>; other?: string };
+  filter?: { from: string; op: '==' | '!=' | '<' | '<=' | '>' | '>='; value: number };
+}
+
+export interface ProbeConfig {
+  name: string;
+  /** "/path/binary:symbol" */
+  uprobe?: string;
+  /** "/path/binary:provider:name" */
+  usdt?: string;
+  pid?: number;
+  args?: Record<string, ProbeArg>;
+  maxSeries?: number;
+  metrics: ProbeMetric[];
+}
+
 export interface Config {
   listen: string;
   collectors: {
@@ -44,6 +75,7 @@ export interface Config {
     };
   };
   services: ServiceRule[];
+  probes: ProbeConfig[];
   security: {
     enabled: boolean;
     /** Load rules/default.yaml before the files in `rules`. */
@@ -90,6 +122,7 @@ export const DEFAULT_CONFIG: Config = {
     },
   },
   services: [],
+  probes: [],
   security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
   collectIntervalSeconds: 5,
@@ -177,6 +210,71 @@ export const CONFIG_SCHEMA = {
         properties: {
           name: { type: 'string', minLength: 1, maxLength: 128 },
           match: MATCH_SCHEMA,
+        },
+      },
+    },
+    probes: {
+      type: 'array',
+      maxItems: 256,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'metrics'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+          uprobe: { type: 'string', pattern: '^/[^:]+:[A-Za-z_][\\w.@]*$' },
+          usdt: { type: 'string', pattern: '^/[^:]+:[\\w]+:[\\w]+$' },
+          pid: { type: 'integer', minimum: 1 },
+          maxSeries: { type: 'integer', minimum: 1, maximum: 100000 },
+          args: {
+            type: 'object',
+            maxProperties: 4,
+            propertyNames: { pattern: '^[a-z][a-z0-9_]*$', not: { enum: ['ret', 'duration'] } },
+            additionalProperties: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['arg'],
+              properties: {
+                arg: { type: 'integer', minimum: 0, maximum: 4 },
+                offset: { type: 'integer', minimum: 0, maximum: 65535 },
+                type: { enum: ['u8', 'u16', 'u32', 'u64', 's8', 's16', 's32', 's64'] },
+              },
+            },
+          },
+          metrics: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 16,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'type'],
+              properties: {
+                name: { type: 'string', pattern: '^[a-zA-Z_:][a-zA-Z0-9_:]*$' },
+                help: { type: 'string' },
+                type: { enum: ['counter', 'histogram'] },
+                value: { type: 'string' },
+                buckets: { oneOf: [{ const: 'log2' }, { type: 'array', minItems: 1, maxItems: 32, items: { type: 'number' } }] },
+                label: {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['name', 'from'],
+                  properties: {
+                    name: { type: 'string', pattern: '^[a-zA-Z_][a-zA-Z0-9_]*$' },
+                    from: { type: 'string' },
+                    values: { type: 'object', additionalProperties: { type: 'string' } },
+                    other: { type: 'string' },
+                  },
+                },
+                filter: {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['from', 'op', 'value'],
+                  properties: { from: { type: 'string' }, op: { enum: ['==', '!=', '<', '<=', '>', '>='] }, value: { type: 'integer' } },
+                },
+              },
+            },
+          },
         },
       },
     },

@@ -1,0 +1,35 @@
+/* The payment service of the custom-metrics example: process_payment() is
+ * called once per line of stdin ("<amount> <currency>"), and returns 0 when
+ * the payment goes through, 2 when it is declined (amounts over 1000). No
+ * line of it knows about Kernscope. */
+#include <stdio.h>
+#include <stdint.h>
+
+struct payment {
+	uint64_t id;
+	uint64_t amount;	/* whole dollars */
+	uint32_t currency;
+};
+
+__attribute__((noinline)) int process_payment(struct payment *p)
+{
+	__asm__ volatile("" ::: "memory"); /* a real function, not folded away */
+	return p->amount > 1000 ? 2 : 0;
+}
+
+int main(void)
+{
+	struct payment p = { 0 };
+	unsigned long long amount;
+	unsigned currency;
+	printf("ready\n");
+	fflush(stdout);
+	while (scanf("%llu %u", &amount, &currency) == 2) {
+		p.id++;
+		p.amount = amount;
+		p.currency = currency;
+		printf("%d\n", process_payment(&p));
+		fflush(stdout);
+	}
+	return 0;
+}

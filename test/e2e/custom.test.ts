@@ -1,0 +1,162 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT } from '../../src/paths.js';
+import { eventually, isRoot, runCli, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
+import { startPeer, type Peer } from '../peers.js';
+
+let dir: string;
+let payment: string;
+let usdt: string;
+
+before(() => {
+  assert.ok(isRoot, 'uprobes need root (CI runs as root)');
+  dir = tmpDir('ks-custom');
+  payment = path.join(dir, 'payment');
+  usdt = path.join(dir, 'usdt-target');
+  execFileSync('gcc', ['-O2', '-g', '-o', payment, path.join(ROOT, 'examples', 'payment', 'payment.c')]);
+  execFileSync('gcc', ['-O2', '-o', usdt, path.join(ROOT, 'test', 'fixtures', 'usdt-target.c')]);
+});
+
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** A binary run as a peer: lines in, lines out. */
+function run(bin: string, args: string[] = []): Peer {
+  return startPeer(bin, args, undefined, true);
+}
+
+async function pay(p: Peer, amounts: number[]): Promise<void> {
+  for (const a of amounts) {
+    p.send(`${a} 1\n`);
+    await p.line(new RegExp(`^[02]$`));
+  }
+}
+
+test('the payment example: counts per result and per $100 bucket are exact, for processes started before and after the agent', async () => {
+  const early = run(payment);
+  await early.line(/^ready$/);
+  const cfg = fs.readFileSync(path.join(ROOT, 'examples', 'payment', 'kernscope.yaml'), 'utf8').replace('PAYMENT_BINARY', payment);
+  const agent = await startAgent(cfg);
+  const late = run(payment);
+  try {
+    await late.line(/^ready$/);
+    // Deterministic amounts: 1..2000 in steps of 37, split between both processes.
+    const amounts = Array.from({ length: 54 }, (_, i) => 1 + i * 37);
+    const a1 = amounts.filter((_, i) => i % 2 === 0);
+    const a2 = amounts.filter((_, i) => i % 2 === 1);
+    // One call at a time per process, each waited for: the counts are of calls made.
+    await pay(early, a1);
+    await pay(late, a2);
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await agent.scrape()), 'payment_amount_dollars_count') === amounts.length, 5000);
+    const ok = amounts.filter((a) => a <= 1000).length;
+    assert.equal(sum(m, 'payments_total', { result: 'ok' }), ok);
+    assert.equal(sum(m, 'payments_total', { result: 'declined' }), amounts.length - ok);
+    for (const le of [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]) {
+      assert.equal(sum(m, 'payment_amount_dollars_bucket', { le: String(le) }), amounts.filter((a) => a <= le).length, `le ${le}`);
+    }
+    assert.equal(sum(m, 'payment_amount_dollars_bucket', { le: '+Inf' }), amounts.length);
+    assert.equal(sum(m, 'payment_amount_dollars_sum'), amounts.reduce((s, a) => s + a, 0));
+  } finally {
+    await agent.stop();
+    await early.end();
+    await late.end();
+  }
+});
+
+test('a USDT probe and a call duration, declared in YAML', async () => {
+  const agent = await startAgent(`probes:
+  - name: ticks
+    usdt: ${usdt}:kernscope:tick
+    args:
+      n: { arg: 0 }
+    metrics:
+      - name: ticks_total
+        type: counter
+      - name: tick_value
+        type: histogram
+        value: n
+        buckets: [5, 10]
+  - name: payment-time
+    uprobe: ${payment}:process_payment
+    metrics:
+      - name: payment_call_seconds
+        type: histogram
+        value: duration
+        buckets: log2
+      - name: big_payments_total
+        type: counter
+        args_note: unused
+`).catch((e: Error) => e);
+  // An unknown key is refused, naming it.
+  assert.ok(agent instanceof Error);
+  assert.match(agent.message, /probes\[1\]\.metrics\[1\]\.args_note: unknown key/);
+
+  const good = await startAgent(`probes:
+  - name: ticks
+    usdt: ${usdt}:kernscope:tick
+    args:
+      n: { arg: 0 }
+    metrics:
+      - name: ticks_total
+        type: counter
+      - name: tick_value
+        type: histogram
+        value: n
+        buckets: [5, 10]
+  - name: payment-time
+    uprobe: ${payment}:process_payment
+    args:
+      amount: { arg: 0, offset: 8, type: u64 }
+    metrics:
+      - name: payment_call_seconds
+        type: histogram
+        value: duration
+        buckets: log2
+      - name: big_payments_total
+        type: counter
+        filter: { from: amount, op: ">", value: 1000 }
+`);
+  const t = run(usdt, ['12']);
+  const p = run(payment);
+  try {
+    await t.line(/^ready$/);
+    await p.line(/^ready$/);
+    t.send('go\n');
+    await t.line(/^fired$/);
+    await pay(p, [10, 2000, 3000, 20]);
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await good.scrape()), 'payment_call_seconds_count') === 4 && sum(m, 'ticks_total') === 12, 5000);
+    assert.equal(sum(m, 'ticks_total'), 12);
+    assert.equal(sum(m, 'tick_value_bucket', { le: '5' }), 5);
+    assert.equal(sum(m, 'tick_value_bucket', { le: '10' }), 10);
+    assert.equal(sum(m, 'tick_value_sum'), 78);
+    assert.equal(sum(m, 'payment_call_seconds_count'), 4);
+    assert.ok(sum(m, 'payment_call_seconds_sum') > 0 && sum(m, 'payment_call_seconds_sum') < 1);
+    assert.equal(sum(m, 'big_payments_total'), 2);
+  } finally {
+    await good.stop();
+    await t.end();
+    await p.end();
+  }
+});
+
+test('mistakes in probes get plain messages and exit 2', async () => {
+  const cases: Array<[string, RegExp]> = [
+    [`probes:\n  - name: a\n    uprobe: /nonexistent/bin:f\n    metrics: [{ name: a_total, type: counter }]\n`, /probe "a": no such binary \/nonexistent\/bin/],
+    [`probes:\n  - name: b\n    uprobe: ${payment}:process_paymnt\n    metrics: [{ name: b_total, type: counter }]\n`, /probe "b": no symbol process_paymnt in .* \(nearest: [^)]*process_payment/],
+    [`probes:\n  - name: c\n    usdt: ${usdt}:kernscope:tock\n    metrics: [{ name: c_total, type: counter }]\n`, /probe "c": no USDT probe kernscope:tock in .* \(it has: kernscope:tick\)/],
+    [`probes:\n  - name: d\n    usdt: ${usdt}:kernscope:tick\n    metrics: [{ name: d_total, type: counter, label: { name: r, from: ret } }]\n`, /probe "d": metric "d_total": ret and duration need a uprobe/],
+    [`probes:\n  - name: e\n    uprobe: ${payment}:process_payment\n    metrics: [{ name: e_total, type: counter, label: { name: r, from: amount } }]\n`, /probe "e": metric "e_total": "amount" is not ret, duration or one of args \(none\)/],
+    [`probes:\n  - name: f\n    metrics: [{ name: f_total, type: counter }]\n`, /probes\[0\]: give one of uprobe or usdt/],
+  ];
+  for (const [yaml, re] of cases) {
+    const f = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(f, yaml);
+    const r = await runCli(['run', '--listen', '127.0.0.1:0', '--config', f], { timeoutMs: 30_000 });
+    assert.equal(r.code, 2, `${yaml}\n${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
+});
