@@ -191,3 +191,21 @@ int custom_return(struct pt_regs *ctx)
 	aggregate(vals, (__s64)PT_REGS_RC_CORE(ctx), dur);
 	return 0;
 }
+
+/* The second probe of a pair (start and done USDT probes): its thread's
+ * start is pending, the time between is the duration. */
+SEC("usdt")
+int custom_usdt_done(struct pt_regs *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&pending, &id);
+	if (!p)
+		return 0;
+	__s64 vals[CUSTOM_SLOTS];
+	for (int i = 0; i < CUSTOM_SLOTS; i++)
+		vals[i] = p->vals[i];
+	__s64 dur = bpf_ktime_get_ns() - p->ts;
+	bpf_map_delete_elem(&pending, &id);
+	aggregate(vals, 0, dur);
+	return 0;
+}

@@ -37,6 +37,8 @@ export interface ProbeConfig {
   uprobe?: string;
   /** "/path/binary:provider:name" */
   usdt?: string;
+  /** With usdt: "provider:name" of the probe that ends what `usdt` starts (duration between). */
+  until?: string;
   pid?: number;
   args?: Record<string, ProbeArg>;
   maxSeries?: number;
@@ -224,6 +226,7 @@ export const CONFIG_SCHEMA = {
           name: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
           uprobe: { type: 'string', pattern: '^/[^:]+:[A-Za-z_][\\w.@]*$' },
           usdt: { type: 'string', pattern: '^/[^:]+:[\\w]+:[\\w]+$' },
+          until: { type: 'string', pattern: '^[\\w]+:[\\w]+$' },
           pid: { type: 'integer', minimum: 1 },
           maxSeries: { type: 'integer', minimum: 1, maximum: 100000 },
           args: {

@@ -79,6 +79,14 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
         type: histogram
         value: n
         buckets: [5, 10]
+  - name: batches
+    usdt: ${usdt}:kernscope:batch_start
+    until: kernscope:batch_done
+    metrics:
+      - name: batch_seconds
+        type: histogram
+        value: duration
+        buckets: [0.001, 1]
   - name: payment-time
     uprobe: ${payment}:process_payment
     metrics:
@@ -92,7 +100,7 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
 `).catch((e: Error) => e);
   // An unknown key is refused, naming it.
   assert.ok(agent instanceof Error);
-  assert.match(agent.message, /probes\[1\]\.metrics\[1\]\.args_note: unknown key/);
+  assert.match(agent.message, /probes\[2\]\.metrics\[1\]\.args_note: unknown key/);
 
   const good = await startAgent(`probes:
   - name: ticks
@@ -106,6 +114,14 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
         type: histogram
         value: n
         buckets: [5, 10]
+  - name: batches
+    usdt: ${usdt}:kernscope:batch_start
+    until: kernscope:batch_done
+    metrics:
+      - name: batch_seconds
+        type: histogram
+        value: duration
+        buckets: [0.001, 1]
   - name: payment-time
     uprobe: ${payment}:process_payment
     args:
@@ -130,6 +146,9 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
     let m: Sample[] = [];
     await eventually(async () => sum((m = await good.scrape()), 'payment_call_seconds_count') === 4 && sum(m, 'ticks_total') === 12, 5000);
     assert.equal(sum(m, 'ticks_total'), 12);
+    // A pair of USDT probes: one duration per batch, start to done.
+    assert.equal(sum(m, 'batch_seconds_count'), 1);
+    assert.equal(sum(m, 'batch_seconds_bucket', { le: '1' }), 1);
     assert.equal(sum(m, 'tick_value_bucket', { le: '5' }), 5);
     assert.equal(sum(m, 'tick_value_bucket', { le: '10' }), 10);
     assert.equal(sum(m, 'tick_value_sum'), 78);
@@ -147,8 +166,8 @@ test('mistakes in probes get plain messages and exit 2', async () => {
   const cases: Array<[string, RegExp]> = [
     [`probes:\n  - name: a\n    uprobe: /nonexistent/bin:f\n    metrics: [{ name: a_total, type: counter }]\n`, /probe "a": no such binary \/nonexistent\/bin/],
     [`probes:\n  - name: b\n    uprobe: ${payment}:process_paymnt\n    metrics: [{ name: b_total, type: counter }]\n`, /probe "b": no symbol process_paymnt in .* \(nearest: [^)]*process_payment/],
-    [`probes:\n  - name: c\n    usdt: ${usdt}:kernscope:tock\n    metrics: [{ name: c_total, type: counter }]\n`, /probe "c": no USDT probe kernscope:tock in .* \(it has: kernscope:tick\)/],
-    [`probes:\n  - name: d\n    usdt: ${usdt}:kernscope:tick\n    metrics: [{ name: d_total, type: counter, label: { name: r, from: ret } }]\n`, /probe "d": metric "d_total": ret and duration need a uprobe/],
+    [`probes:\n  - name: c\n    usdt: ${usdt}:kernscope:tock\n    metrics: [{ name: c_total, type: counter }]\n`, /probe "c": no USDT probe kernscope:tock in .* \(it has: [^)]*kernscope:tick/],
+    [`probes:\n  - name: d\n    usdt: ${usdt}:kernscope:tick\n    metrics: [{ name: d_total, type: counter, label: { name: r, from: ret } }]\n`, /probe "d": metric "d_total": ret needs a uprobe/],
     [`probes:\n  - name: e\n    uprobe: ${payment}:process_payment\n    metrics: [{ name: e_total, type: counter, label: { name: r, from: amount } }]\n`, /probe "e": metric "e_total": "amount" is not ret, duration or one of args \(none\)/],
     [`probes:\n  - name: f\n    metrics: [{ name: f_total, type: counter }]\n`, /probes\[0\]: give one of uprobe or usdt/],
   ];

@@ -144,7 +144,9 @@ export class CustomCollector implements Collector {
     const label = src(m.label?.from);
     const filter = src(m.filter?.from);
     const usesReturn = [value, label, filter].some((x) => x === SRC_RET || x === SRC_DURATION);
-    if (usesReturn && w.kind === 'usdt') bad(`metric "${m.name}": ret and duration need a uprobe (a USDT probe has no return)`);
+    if (w.kind === 'usdt' && [value, label, filter].includes(SRC_RET)) bad(`metric "${m.name}": ret needs a uprobe (a USDT probe has no return)`);
+    if (w.kind === 'usdt' && usesReturn && !p.until) bad(`metric "${m.name}": duration at a USDT probe needs "until", the probe that ends it`);
+    if (p.until && w.kind !== 'usdt') bad('until goes with usdt');
     const unit = m.value === 'duration' ? 1e9 : 1; // durations: buckets in seconds, the kernel counts ns
     const bounds = Buffer.alloc(256);
     const explicit = Array.isArray(m.buckets) ? m.buckets : [];
@@ -166,16 +168,26 @@ export class CustomCollector implements Collector {
     };
     const obj = BpfObject.load(bpfObjectPath(OBJECT), {
       rodata,
-      skipPrograms: w.kind === 'usdt' ? ['custom_entry', 'custom_return'] : usesReturn ? ['custom_usdt'] : ['custom_usdt', 'custom_return'],
+      skipPrograms:
+        w.kind === 'usdt'
+          ? ['custom_entry', 'custom_return', ...(usesReturn ? [] : ['custom_usdt_done'])]
+          : ['custom_usdt', 'custom_usdt_done', ...(usesReturn ? [] : ['custom_return'])],
     });
     try {
       const pid = p.pid ?? -1;
       if (w.kind === 'usdt') {
-        try {
-          obj.attach('custom_usdt', { kind: 'usdt', binary: w.binary, provider: w.provider!, name: w.name!, pid });
-        } catch (e) {
-          const have = usdtProbes(w.binary);
-          bad(`no USDT probe ${w.provider}:${w.name} in ${w.binary}${have.length ? ` (it has: ${have.slice(0, 20).join(', ')})` : ' (it has none)'}: ${(e as Error).message.split('\n')[0]}`);
+        const pairs: Array<[string, string, string]> = [['custom_usdt', w.provider!, w.name!]];
+        if (usesReturn) {
+          const [provider, name] = p.until!.split(':');
+          pairs.push(['custom_usdt_done', provider!, name!]);
+        }
+        for (const [program, provider, name] of pairs) {
+          try {
+            obj.attach(program, { kind: 'usdt', binary: w.binary, provider, name, pid });
+          } catch (e) {
+            const have = usdtProbes(w.binary);
+            bad(`no USDT probe ${provider}:${name} in ${w.binary}${have.length ? ` (it has: ${have.slice(0, 20).join(', ')})` : ' (it has none)'}: ${(e as Error).message.split('\n')[0]}`);
+          }
         }
       } else {
         try {
