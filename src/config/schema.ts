@@ -17,6 +17,8 @@ export interface ProbeArg {
   arg: number;
   /** Read `type` at this offset in the memory the argument points to. */
   offset?: number;
+  /** Or "struct.member": offset and type from the binary's DWARF debug info. */
+  member?: string;
   type?: 'u8' | 'u16' | 'u32' | 'u64' | 's8' | 's16' | 's32' | 's64';
 }
 
@@ -240,6 +242,7 @@ export const CONFIG_SCHEMA = {
               properties: {
                 arg: { type: 'integer', minimum: 0, maximum: 4 },
                 offset: { type: 'integer', minimum: 0, maximum: 65535 },
+                member: { type: 'string', pattern: '^[A-Za-z_]\\w*\\.[A-Za-z_]\\w*$' },
                 type: { enum: ['u8', 'u16', 'u32', 'u64', 's8', 's16', 's32', 's64'] },
               },
             },

@@ -125,7 +125,7 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
   - name: payment-time
     uprobe: ${payment}:process_payment
     args:
-      amount: { arg: 0, offset: 8, type: u64 }
+      amount: { arg: 0, member: payment.amount }   # from DWARF
     metrics:
       - name: payment_call_seconds
         type: histogram
@@ -163,6 +163,8 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
 });
 
 test('mistakes in probes get plain messages and exit 2', async () => {
+  const stripped = path.join(dir, 'payment-stripped');
+  execFileSync('gcc', ['-O2', '-s', '-o', stripped, path.join(ROOT, 'examples', 'payment', 'payment.c')]);
   const cases: Array<[string, RegExp]> = [
     [`probes:\n  - name: a\n    uprobe: /nonexistent/bin:f\n    metrics: [{ name: a_total, type: counter }]\n`, /probe "a": no such binary \/nonexistent\/bin/],
     [`probes:\n  - name: b\n    uprobe: ${payment}:process_paymnt\n    metrics: [{ name: b_total, type: counter }]\n`, /probe "b": no symbol process_paymnt in .* \(nearest: [^)]*process_payment/],
@@ -170,6 +172,8 @@ test('mistakes in probes get plain messages and exit 2', async () => {
     [`probes:\n  - name: d\n    usdt: ${usdt}:kernscope:tick\n    metrics: [{ name: d_total, type: counter, label: { name: r, from: ret } }]\n`, /probe "d": metric "d_total": ret needs a uprobe/],
     [`probes:\n  - name: e\n    uprobe: ${payment}:process_payment\n    metrics: [{ name: e_total, type: counter, label: { name: r, from: amount } }]\n`, /probe "e": metric "e_total": "amount" is not ret, duration or one of args \(none\)/],
     [`probes:\n  - name: f\n    metrics: [{ name: f_total, type: counter }]\n`, /probes\[0\]: give one of uprobe or usdt/],
+    [`probes:\n  - name: g\n    uprobe: ${payment}:process_payment\n    args: { x: { arg: 0, member: payment.amont } }\n    metrics: [{ name: g, type: histogram, value: x, buckets: log2 }]\n`, /probe "g": args\.x: struct payment has no member amont \(it has: id, amount, currency\)/],
+    [`probes:\n  - name: h\n    uprobe: ${stripped}:process_payment\n    args: { x: { arg: 0, member: payment.amount } }\n    metrics: [{ name: h, type: histogram, value: x, buckets: log2 }]\n`, /probe "h": args\.x: .* has no debug info \(stripped\?\): give offset and type instead of member/],
   ];
   for (const [yaml, re] of cases) {
     const f = path.join(dir, 'bad.yaml');

@@ -59,6 +59,49 @@ function nearestSymbols(binary: string, want: string): string[] {
   return [...names].sort((a, b) => score(a) - score(b) || a.localeCompare(b)).slice(0, 3);
 }
 
+/** Integer C types by the names DWARF gives them: [bytes, signed]. */
+const C_TYPES: Record<string, [number, boolean]> = {
+  uint8_t: [1, false], 'unsigned char': [1, false], int8_t: [1, true], char: [1, true], 'signed char': [1, true], _Bool: [1, false], bool: [1, false],
+  uint16_t: [2, false], 'unsigned short': [2, false], 'short unsigned int': [2, false], int16_t: [2, true], short: [2, true], 'short int': [2, true],
+  uint32_t: [4, false], 'unsigned int': [4, false], unsigned: [4, false], int32_t: [4, true], int: [4, true],
+  uint64_t: [8, false], 'unsigned long': [8, false], 'long unsigned int': [8, false], 'long long unsigned int': [8, false], size_t: [8, false], uintptr_t: [8, false],
+  int64_t: [8, true], long: [8, true], 'long int': [8, true], 'long long int': [8, true], ssize_t: [8, true], intptr_t: [8, true], off_t: [8, true],
+};
+
+/**
+ * Offset, size and signedness of `struct.member` from a binary's DWARF, by
+ * llvm-dwarfdump. Errors say what is missing: no debug info at all (a
+ * stripped binary), no such struct, no such member (with those there are).
+ */
+function resolveMember(binary: string, spec: string): { offset: number; size: number; signed: boolean } {
+  const [struct, member] = spec.split('.') as [string, string];
+  let out = '';
+  try {
+    out = execFileSync('llvm-dwarfdump', ['--name', struct, '--show-children', binary], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  } catch (e) {
+    throw new Error(`cannot read DWARF of ${binary}: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const blocks = out.split(/\n(?=0x[0-9a-f]+:)/);
+  const start = blocks.findIndex((b) => /DW_TAG_structure_type/.test(b) && b.includes(`DW_AT_name\t("${struct}")`) && /DW_AT_byte_size/.test(b));
+  if (start < 0) {
+    const debug = execFileSync('llvm-dwarfdump', ['--debug-info', binary], { encoding: 'utf8', maxBuffer: 256 << 20 }).includes('DW_TAG_compile_unit');
+    throw new Error(debug ? `no struct ${struct} in the debug info of ${binary}` : `${binary} has no debug info (stripped?): give offset and type instead of member`);
+  }
+  const members: Array<{ name: string; offset: number; type: string }> = [];
+  for (const b of blocks.slice(start + 1)) {
+    if (!/DW_TAG_member/.test(b)) break;
+    const name = /DW_AT_name\t\("([^"]+)"\)/.exec(b)?.[1];
+    const loc = /DW_AT_data_member_location\t\((0x[0-9a-f]+|\d+)\)/.exec(b)?.[1];
+    const type = /DW_AT_type\t\(0x[0-9a-f]+ "([^"]+)"\)/.exec(b)?.[1];
+    if (name && loc !== undefined && type) members.push({ name, offset: Number(loc), type });
+  }
+  const m = members.find((x) => x.name === member);
+  if (!m) throw new Error(`struct ${struct} has no member ${member} (it has: ${members.map((x) => x.name).join(', ')})`);
+  const t = C_TYPES[m.type];
+  if (!t) throw new Error(`${spec} is a ${m.type}: only integer members can be read`);
+  return { offset: m.offset, size: t[0], signed: t[1] };
+}
+
 /** USDT probes a binary has, for "no such probe" errors. */
 function usdtProbes(binary: string): string[] {
   try {
@@ -125,12 +168,23 @@ export class CustomCollector implements Collector {
     const slots = Buffer.alloc(32);
     names.forEach((n, i) => {
       const a = p.args![n]!;
-      const [size, signed] = TYPES[a.type ?? 'u64']!;
-      slots.writeUInt8(a.offset === undefined ? 1 : 2, i * 8);
+      let [size, signed] = TYPES[a.type ?? 'u64']!;
+      let offset = a.offset;
+      if (a.member) {
+        if (a.offset !== undefined) bad(`args.${n}: give offset or member, not both`);
+        try {
+          const r = resolveMember(w.binary, a.member);
+          offset = r.offset;
+          if (!a.type) [size, signed] = [r.size, r.signed];
+        } catch (e) {
+          bad(`args.${n}: ${(e as Error).message}`);
+        }
+      }
+      slots.writeUInt8(offset === undefined ? 1 : 2, i * 8);
       slots.writeUInt8(a.arg, i * 8 + 1);
-      slots.writeUInt8(size, i * 8 + 2);
+      slots.writeUInt8(size!, i * 8 + 2);
       slots.writeUInt8(signed ? 1 : 0, i * 8 + 3);
-      slots.writeUInt32LE(a.offset ?? 0, i * 8 + 4);
+      slots.writeUInt32LE(offset ?? 0, i * 8 + 4);
     });
     const src = (s: string | undefined): number => {
       if (!s) return 0;
