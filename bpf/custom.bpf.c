@@ -176,8 +176,9 @@ int custom_usdt(struct pt_regs *ctx)
 	return entry(vals);
 }
 
-SEC("uretprobe")
-int custom_return(struct pt_regs *ctx)
+/* Ends the call or span its thread started: `ret` (0 for a USDT pair) and
+ * the time since the start are known now. */
+static __always_inline int finish(__s64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	struct pending *p = bpf_map_lookup_elem(&pending, &id);
@@ -188,24 +189,16 @@ int custom_return(struct pt_regs *ctx)
 		vals[i] = p->vals[i];
 	__s64 dur = bpf_ktime_get_ns() - p->ts;
 	bpf_map_delete_elem(&pending, &id);
-	aggregate(vals, (__s64)PT_REGS_RC_CORE(ctx), dur);
+	aggregate(vals, ret, dur);
 	return 0;
 }
+
+SEC("uretprobe")
+int custom_return(struct pt_regs *ctx)
+{ return finish((__s64)PT_REGS_RC_CORE(ctx)); }
 
 /* The second probe of a pair (start and done USDT probes): its thread's
  * start is pending, the time between is the duration. */
 SEC("usdt")
 int custom_usdt_done(struct pt_regs *ctx)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&pending, &id);
-	if (!p)
-		return 0;
-	__s64 vals[CUSTOM_SLOTS];
-	for (int i = 0; i < CUSTOM_SLOTS; i++)
-		vals[i] = p->vals[i];
-	__s64 dur = bpf_ktime_get_ns() - p->ts;
-	bpf_map_delete_elem(&pending, &id);
-	aggregate(vals, 0, dur);
-	return 0;
-}
+{ return finish(0); }

@@ -67,42 +67,7 @@ test('the payment example: counts per result and per $100 bucket are exact, for 
 });
 
 test('a USDT probe and a call duration, declared in YAML', async () => {
-  const agent = await startAgent(`probes:
-  - name: ticks
-    usdt: ${usdt}:kernscope:tick
-    args:
-      n: { arg: 0 }
-    metrics:
-      - name: ticks_total
-        type: counter
-      - name: tick_value
-        type: histogram
-        value: n
-        buckets: [5, 10]
-  - name: batches
-    usdt: ${usdt}:kernscope:batch_start
-    until: kernscope:batch_done
-    metrics:
-      - name: batch_seconds
-        type: histogram
-        value: duration
-        buckets: [0.001, 1]
-  - name: payment-time
-    uprobe: ${payment}:process_payment
-    metrics:
-      - name: payment_call_seconds
-        type: histogram
-        value: duration
-        buckets: log2
-      - name: big_payments_total
-        type: counter
-        args_note: unused
-`).catch((e: Error) => e);
-  // An unknown key is refused, naming it.
-  assert.ok(agent instanceof Error);
-  assert.match(agent.message, /probes\[2\]\.metrics\[1\]\.args_note: unknown key/);
-
-  const good = await startAgent(`probes:
+  const config = (extra: string): string => `probes:
   - name: ticks
     usdt: ${usdt}:kernscope:tick
     args:
@@ -134,7 +99,13 @@ test('a USDT probe and a call duration, declared in YAML', async () => {
       - name: big_payments_total
         type: counter
         filter: { from: amount, op: ">", value: 1000 }
-`);
+${extra}`;
+  // An unknown key is refused, naming it.
+  const refused = await startAgent(config('        args_note: unused\n')).catch((e: Error) => e);
+  assert.ok(refused instanceof Error);
+  assert.match(refused.message, /probes\[2\]\.metrics\[1\]\.args_note: unknown key/);
+
+  const good = await startAgent(config(''));
   const t = run(usdt, ['12']);
   const p = run(payment);
   try {
