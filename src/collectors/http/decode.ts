@@ -30,6 +30,7 @@ export interface HttpEvent {
   peerPort: number;
   /** The connection's local port (a server's listening port); 0 if unknown. */
   localPort: number;
+  /** The peer's address ("" for a server's connection: accept does not record it). */
   peerAddr: string;
   comm: string;
   reqHead: Buffer;
@@ -46,6 +47,11 @@ function addr(b: Buffer, family: number): string {
   return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
 }
 
+/** A u64 as a Number, without a BigInt per field (exact below 2^53). */
+function u64(b: Buffer, off: number): number {
+  return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
+}
+
 export function decodeEvent(b: Buffer): HttpEvent | undefined {
   if (b.length < EVENT_SIZE) return undefined;
   const family = b.readUInt8(34);
@@ -53,9 +59,9 @@ export function decodeEvent(b: Buffer): HttpEvent | undefined {
   const respLen = Math.min(b.readUInt16LE(40), HTTP_RESP_HEAD);
   const commEnd = b.indexOf(0, 64);
   return {
-    durationNs: Number(b.readBigUInt64LE(0)),
-    requestBytes: Number(b.readBigUInt64LE(8)),
-    responseBytes: Number(b.readBigUInt64LE(16)),
+    durationNs: u64(b, 0),
+    requestBytes: u64(b, 8),
+    responseBytes: u64(b, 16),
     tgid: b.readUInt32LE(24),
     fd: b.readUInt32LE(28),
     role: b.readUInt8(32),
@@ -64,9 +70,11 @@ export function decodeEvent(b: Buffer): HttpEvent | undefined {
     error: b.readUInt8(35),
     peerPort: b.readUInt16LE(36),
     localPort: b.readUInt16LE(42),
-    peerAddr: addr(b.subarray(48, 64), family),
+    peerAddr: family ? addr(b.subarray(48, 64), family) : '',
     comm: b.toString('latin1', 64, commEnd < 0 || commEnd > 80 ? 80 : commEnd),
-    reqHead: Buffer.from(b.subarray(HEADS, HEADS + reqLen)),
-    respHead: Buffer.from(b.subarray(HEADS + HTTP_REQ_HEAD, HEADS + HTTP_REQ_HEAD + respLen)),
+    // Views, not copies: the batch Buffer lives as long as this record is
+    // looked at, and nothing keeps a head (parsed requests are kept instead).
+    reqHead: b.subarray(HEADS, HEADS + reqLen),
+    respHead: b.subarray(HEADS + HTTP_REQ_HEAD, HEADS + HTTP_REQ_HEAD + respLen),
   };
 }
