@@ -156,14 +156,21 @@ static __always_inline bool is_status_line(__u64 v)
 
 static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err);
 
+/* A record, or NULL with the loss counted. */
+static __always_inline struct ks_http_event *reserve(void)
+{
+	struct ks_http_event *e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
+	if (!e)
+		count_drop(HTTP_DROP_RINGBUF_FULL);
+	return e;
+}
+
 static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
 				 const void *resp, bool resp_in_kernel, long resp_len)
 {
-	struct ks_http_event *e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(HTTP_DROP_RINGBUF_FULL);
+	struct ks_http_event *e = reserve();
+	if (!e)
 		return;
-	}
 	e->duration_ns = bpf_ktime_get_ns() - c->start_ns;
 	e->request_bytes = c->request_bytes;
 	e->response_bytes = resp_len > 0 ? resp_len : 0;
@@ -422,11 +429,9 @@ int http_accept(struct sys_exit_ctx *ctx)
 /* A client whose server is down: one record, so it counts as an error. */
 static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err)
 {
-	struct ks_http_event *e = bpf_ringbuf_reserve(&http_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(HTTP_DROP_RINGBUF_FULL);
+	struct ks_http_event *e = reserve();
+	if (!e)
 		return;
-	}
 	__builtin_memset(e, 0, sizeof(*e));
 	e->duration_ns = bpf_ktime_get_ns() - c->connect_ns;
 	e->tgid = k->tgid;

@@ -58,6 +58,15 @@ struct {
 	__type(value, struct ks_proc_io);
 } io_scratch SEC(".maps");
 
+/* A record, or NULL with the loss counted. */
+static __always_inline void *reserve(__u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&proc_events, size, 0);
+	if (!e)
+		count_drop(PROC_DROP_RINGBUF_FULL);
+	return e;
+}
+
 static __always_inline void fill_head(struct ks_proc_head *h, __u32 kind, const struct task_struct *t)
 {
 	h->ts_ns = bpf_ktime_get_ns();
@@ -79,11 +88,9 @@ static __always_inline void submit(void *e)
 
 static __always_inline int on_exec(struct task_struct *t, struct linux_binprm *bprm)
 {
-	struct ks_proc_exec *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(PROC_DROP_RINGBUF_FULL);
+	struct ks_proc_exec *e = reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	fill_head(&e->h, PROC_EXEC, t);
 	const char *filename = BPF_CORE_READ(bprm, filename);
 	if (bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename) < 0)
@@ -124,11 +131,9 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	/* New threads are not new processes. */
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0;
-	struct ks_proc_head *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(PROC_DROP_RINGBUF_FULL);
+	struct ks_proc_head *e = reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	fill_head(e, PROC_FORK, child);
 	e->ppid = BPF_CORE_READ(parent, tgid);
 	submit(e);
@@ -140,11 +145,9 @@ static __always_inline int on_exit(struct task_struct *t)
 	/* The process ends with its leader; other threads' exits are not. */
 	if (BPF_CORE_READ(t, pid) != BPF_CORE_READ(t, tgid))
 		return 0;
-	struct ks_proc_head *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(PROC_DROP_RINGBUF_FULL);
+	struct ks_proc_head *e = reserve(sizeof(*e));
+	if (!e)
 		return 0;
-	}
 	fill_head(e, PROC_EXIT, t);
 	e->exit_code = BPF_CORE_READ(t, exit_code);
 	submit(e);
@@ -216,11 +219,9 @@ static __always_inline int on_open(const char *upath, __u32 flags)
 	}
 	if (!hit)
 		return 0; /* the common case: an unwatched path, nothing sent */
-	struct ks_proc_io *out = bpf_ringbuf_reserve(&proc_events, sizeof(*out), 0);
-	if (!out) {
-		count_drop(PROC_DROP_RINGBUF_FULL);
+	struct ks_proc_io *out = reserve(sizeof(*out));
+	if (!out)
 		return 0;
-	}
 	struct task_struct *t = bpf_get_current_task_btf();
 	fill_head(&out->h, PROC_OPEN, t);
 	out->flags = flags;
@@ -277,11 +278,9 @@ int proc_connect(struct sys_enter_ctx *ctx)
 		bpf_send_signal(9);
 		killed = 1;
 	}
-	struct ks_proc_io *out = bpf_ringbuf_reserve(&proc_events, sizeof(*out), 0);
-	if (!out) {
-		count_drop(PROC_DROP_RINGBUF_FULL);
+	struct ks_proc_io *out = reserve(sizeof(*out));
+	if (!out)
 		return 0;
-	}
 	fill_head(&out->h, PROC_CONNECT, bpf_get_current_task_btf());
 	out->flags = 0;
 	out->port = port;
@@ -297,11 +296,9 @@ int proc_connect(struct sys_enter_ctx *ctx)
 
 static __always_inline void emit_priv(__u32 kind, __u32 a, __u32 b)
 {
-	struct ks_proc_priv *e = bpf_ringbuf_reserve(&proc_events, sizeof(*e), 0);
-	if (!e) {
-		count_drop(PROC_DROP_RINGBUF_FULL);
+	struct ks_proc_priv *e = reserve(sizeof(*e));
+	if (!e)
 		return;
-	}
 	fill_head(&e->h, kind, bpf_get_current_task_btf());
 	e->a = a;
 	e->b = b;

@@ -6,6 +6,16 @@ const PERCPU_TYPES = new Set([5 /* PERCPU_HASH */, 6 /* PERCPU_ARRAY */, 10 /* L
 
 export const MapUpdate = { ANY: 0, NOEXIST: 1, EXIST: 2 } as const;
 
+/**
+ * Sums field `field` (u64) of a per-CPU value laid out as `ncpus` slots of
+ * `slot` bytes. Numbers stay exact below 2^53, far above any counter here.
+ */
+export function sumField(value: Buffer, slot: number, ncpus: number, field: number): number {
+  let s = 0;
+  for (let c = 0; c < ncpus; c++) s += value.readUInt32LE(c * slot + field * 8) + value.readUInt32LE(c * slot + field * 8 + 4) * 4294967296;
+  return s;
+}
+
 export interface MapEntry {
   key: Buffer;
   /** For per-CPU maps: one Buffer per possible CPU. */
@@ -29,6 +39,11 @@ export class BpfMap {
 
   get name(): string {
     return this.info.name;
+  }
+
+  /** u64 field `field` of a value this map returned, summed over CPUs for a per-CPU map. */
+  field(value: Buffer, field: number): number {
+    return sumField(value, this.slotSize, this.percpu ? this.ncpus : 1, field);
   }
 
   lookup(key: Buffer): Buffer | null {

@@ -1,6 +1,5 @@
 import type client from 'prom-client';
 import type { BpfMap } from '../bpf/object.js';
-import { sumField } from './tcp/decode.js';
 
 /**
  * Folds an object's `drops` per-CPU array (KS_DECLARE_DROPS in
@@ -23,12 +22,11 @@ export class KernelDrops {
   }
 
   fold(): void {
-    const ncpus = this.map.valueBytes / this.map.slotSize;
     for (const { key, value } of this.map.entries()) {
       const i = key.readUInt32LE(0);
       const reason = this.reasons[i];
       if (!reason) continue;
-      const cur = sumField(value, this.map.slotSize, ncpus, 0);
+      const cur = this.map.field(value, 0);
       const d = cur - (this.last[i] ?? 0);
       this.last[i] = cur;
       if (d > 0) this.counter.inc({ source: this.source, reason }, d);

@@ -278,7 +278,8 @@ export class HttpCollector implements Collector {
     if (!e) return;
     const server = e.role === ROLE_SERVER;
     const side = server ? 'server' : 'client';
-    const conn = `${e.tgid}:${e.fd}`;
+    // The connection's key, built only when pipelined requests are in play.
+    const conn = (): string => `${e.tgid}:${e.fd}`;
     if (e.end === END_CONNECT_FAILED) {
       // The server is down: a client request that never left, an error.
       if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm)) return;
@@ -290,7 +291,7 @@ export class HttpCollector implements Collector {
     if (e.end === END_EXTRA) {
       // A later response on a connection with pipelined requests: the
       // oldest request still waiting is the one it answers.
-      req = this.pending.get(conn)?.shift() ?? { method: '_OTHER', path: '', pathComplete: false, chunked: false };
+      req = this.pending.get(conn())?.shift() ?? { method: '_OTHER', path: '', pathComplete: false, chunked: false };
     } else {
       const all = splitRequests(e.reqHead);
       req = all[0];
@@ -300,9 +301,9 @@ export class HttpCollector implements Collector {
       }
       if (all.length > 1) {
         if (this.pending.size >= 10_000) this.pending.clear(); // bounded; stale entries go first
-        this.pending.set(conn, all.slice(1));
-      } else {
-        this.pending.delete(conn);
+        this.pending.set(conn(), all.slice(1));
+      } else if (this.pending.size) {
+        this.pending.delete(conn());
       }
     }
     // A server is named and filtered by its listening port too.
@@ -319,11 +320,11 @@ export class HttpCollector implements Collector {
     else this.onClient(e, service, req, resp, seconds);
     if (e.end === END_CLOSED) {
       // Pipelined requests behind it were never answered either.
-      for (const r of this.pending.get(conn) ?? []) {
+      for (const r of this.pending.get(conn()) ?? []) {
         if (server) this.onServer(e, service, r, undefined, seconds);
         else this.onClient(e, service, r, undefined, seconds);
       }
-      this.pending.delete(conn);
+      this.pending.delete(conn());
     }
   }
 

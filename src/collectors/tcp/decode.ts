@@ -55,15 +55,8 @@ export function encodeOwner(tgid: number, comm: string): Buffer {
   return b;
 }
 
-/**
- * Sums field `field` (u64) of a per-CPU value laid out as `ncpus` slots of
- * `slot` bytes. Numbers stay exact below 2^53, far above any counter here.
- */
-export function sumField(value: Buffer, slot: number, ncpus: number, field: number): number {
-  let s = 0;
-  for (let c = 0; c < ncpus; c++) s += Number(value.readBigUInt64LE(c * slot + field * 8));
-  return s;
-}
+// Kept here for the layout tests; the map reads use BpfMap.field.
+export { sumField } from '../../bpf/object.js';
 
 /**
  * The `port` label: the service side's port (the listener's), never a

@@ -19,7 +19,6 @@ import {
   encodeListenerKey,
   encodeOwner,
   portLabel,
-  sumField,
   type CounterField,
 } from './decode.js';
 import { scanSockets } from '../../process/sockets.js';
@@ -65,7 +64,6 @@ export class TcpCollector implements Collector {
   private lastStats = new Map<string, number[]>();
   private lastHist = new Map<string, [number, number]>();
   private drops!: KernelDrops;
-  private ncpus = 1;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks = TCP_HOOKS.filter((h) => h.event !== 'tcp_probe' || config.collectors.tcp.rtt === 'segments').map((h) => chooseHook(h, f));
@@ -95,7 +93,6 @@ export class TcpCollector implements Collector {
         listeners: cfg.maps.listeners,
       },
     });
-    this.ncpus = this.obj.map('tcp_stats').valueBytes / this.obj.map('tcp_stats').slotSize;
     try {
       this.seedListeners();
       for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
@@ -170,7 +167,7 @@ export class TcpCollector implements Collector {
       const dead = !isAlive(tgid);
       const hex = key.toString('hex');
       const last = this.lastStats.get(hex);
-      const cur = COUNTER_FIELDS.map((_, i) => sumField(value, map.slotSize, this.ncpus, i));
+      const cur = COUNTER_FIELDS.map((_, i) => map.field(value, i));
       const { labels } = this.labels(key);
       COUNTER_FIELDS.forEach((f, i) => {
         let d = cur[i]! - (last?.[i] ?? 0);
@@ -194,8 +191,8 @@ export class TcpCollector implements Collector {
       const kind = key.readUInt32LE(KEY_SIZE);
       const slot = key.readUInt32LE(KEY_SIZE + 4);
       const hist = this.histograms[kind];
-      const count = sumField(value, map.slotSize, this.ncpus, 0);
-      const sumNs = sumField(value, map.slotSize, this.ncpus, 1);
+      const count = map.field(value, 0);
+      const sumNs = map.field(value, 1);
       const last = this.lastHist.get(hex);
       let dc = count - (last?.[0] ?? 0);
       let ds = sumNs - (last?.[1] ?? 0);
