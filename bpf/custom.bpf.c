@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
-/* One precompiled program for every metric a user declares on a uprobe,
- * uretprobe or USDT probe: what to read, how to bucket and filter it comes
- * from read-only constants set at load, one object instance per probe. The
- * aggregation happens here; user space only names the series. */
+/* One precompiled program for every probe a user declares (uprobe,
+ * uretprobe, USDT, kernel tracepoint): what to read, how to filter, label
+ * and bucket it comes from read-only constants set at load, one object
+ * instance per probe whose metrics share its hooks. The aggregation happens
+ * here; user space only names the series. */
 #include "common.bpf.h"
 #include <bpf/usdt.bpf.h>
 #include "custom.h"
@@ -12,21 +13,20 @@ char LICENSE[] SEC("license") = "GPL";
 KS_DECLARE_DROPS
 
 const volatile struct ks_slot slots[CUSTOM_SLOTS] = {};
-const volatile __u8 value_src = KS_SRC_NONE;
-const volatile __u8 label_src = KS_SRC_NONE;
-const volatile __u8 filter_src = KS_SRC_NONE;
-const volatile __u8 filter_op = KS_OP_NONE;
-const volatile __s64 filter_val = 0;
-const volatile __u8 bucket_mode = KS_BUCKETS_NONE;
-const volatile __u32 nbounds = 0;
-const volatile __s64 bounds[CUSTOM_BOUNDS] = {};
-/* The return is hooked too: `ret` and `duration` are known there. */
+const volatile __u32 nmetrics = 0;
+const volatile struct ks_metric metrics[CUSTOM_METRICS] = {};
+/* Some metric needs the end (return, done probe): starts are kept. */
 const volatile bool has_return = false;
 const volatile __u32 target_tgid = 0;
+/* Tracepoint pairs are matched by up to two fields (e.g. dev and sector),
+ * not by thread: a block request completes in another context. */
+const volatile __u8 pair_slots[2] = {};	/* 1 + slot index; 0 unused */
+const volatile struct ks_slot end_slots[2] = {};
 
 struct pending {
 	__u64 ts;
 	__s64 vals[CUSTOM_SLOTS];
+	char str[CUSTOM_STR];
 };
 
 struct {
@@ -43,6 +43,14 @@ struct {
 	__type(value, struct ks_agg_value);
 } agg SEC(".maps");
 
+/* Scratch for the start of a call: too big for the stack beside a key. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pending);
+} scratch SEC(".maps");
+
 static __always_inline __s64 sext(__u64 v, __u8 size, bool is_signed)
 {
 	if (!is_signed || size >= 8)
@@ -51,18 +59,71 @@ static __always_inline __s64 sext(__u64 v, __u8 size, bool is_signed)
 	return ((__s64)(v << shift)) >> shift;
 }
 
-static __always_inline __s64 read_slot(const volatile struct ks_slot *s, __u64 arg)
+static __always_inline bool sized(__u8 size)
 {
+	return size == 1 || size == 2 || size == 4 || size == 8;
+}
+
+/* A numeric slot from an argument, or the bytes it points to. */
+static __always_inline __s64 read_arg(const volatile struct ks_slot *s, __u64 arg)
+{
+	__u8 size = s->size;
 	if (s->kind == KS_SLOT_ARG)
-		return sext(arg, s->size ? s->size : 8, s->is_signed);
-	if (s->kind == KS_SLOT_ARG_DEREF) {
+		return sext(arg, size ? size : 8, s->is_signed);
+	if (s->kind == KS_SLOT_ARG_DEREF && sized(size)) {
 		__u64 v = 0;
-		__u8 size = s->size;
-		if (size == 1 || size == 2 || size == 4 || size == 8)
-			bpf_probe_read_user(&v, size & 0xf, (void *)(arg + s->offset));
+		bpf_probe_read_user(&v, size & 0xf, (void *)(arg + s->offset));
 		return sext(v, size, s->is_signed);
 	}
 	return 0;
+}
+
+/* A numeric slot from a tracepoint record. */
+static __always_inline __s64 read_field(const volatile struct ks_slot *s, void *ctx)
+{
+	__u8 size = s->size;
+	__u64 v = 0;
+	if (s->kind == KS_SLOT_FIELD && sized(size)) {
+		bpf_probe_read_kernel(&v, size & 0xf, (void *)((unsigned long)ctx + s->offset));
+		return sext(v, size, s->is_signed);
+	}
+	return 0;
+}
+
+/* Strings are cut to the declared size, the rest zeroed: equal strings
+ * make equal keys. */
+static __always_inline void clip(char *str, __u8 size)
+{
+	for (int i = 0; i < CUSTOM_STR; i++)
+		if (i >= size)
+			str[i] = 0;
+}
+
+static __always_inline void read_str(const volatile struct ks_slot *s, __u64 arg, void *ctx, char *str)
+{
+	unsigned long base = (unsigned long)ctx;
+	switch (s->kind) {
+	case KS_SLOT_STR_USER:
+		bpf_probe_read_user_str(str, CUSTOM_STR, (void *)(arg + s->offset));
+		break;
+	case KS_SLOT_STR_FIELD:
+		bpf_probe_read_kernel_str(str, CUSTOM_STR, (void *)(base + s->offset));
+		break;
+	case KS_SLOT_STR_DATALOC: {
+		__u32 loc = 0;
+		bpf_probe_read_kernel(&loc, 4, (void *)(base + s->offset));
+		bpf_probe_read_kernel_str(str, CUSTOM_STR, (void *)(base + (loc & 0xffff)));
+		break;
+	}
+	default:
+		return;
+	}
+	clip(str, s->size);
+}
+
+static __always_inline bool is_str(__u8 kind)
+{
+	return kind >= KS_SLOT_STR_USER;
 }
 
 static __always_inline __s64 pick(__u8 src, const __s64 *vals, __s64 ret, __s64 dur)
@@ -76,48 +137,102 @@ static __always_inline __s64 pick(__u8 src, const __s64 *vals, __s64 ret, __s64 
 	return 0;
 }
 
-static __always_inline bool passes(__s64 v)
+static __always_inline bool passes(const volatile struct ks_metric *m, __s64 v)
 {
-	switch (filter_op) {
-	case KS_OP_EQ: return v == filter_val;
-	case KS_OP_NE: return v != filter_val;
-	case KS_OP_LT: return v < filter_val;
-	case KS_OP_LE: return v <= filter_val;
-	case KS_OP_GT: return v > filter_val;
-	case KS_OP_GE: return v >= filter_val;
+	__s64 want = m->filter_val;
+	switch (m->filter_op) {
+	case KS_OP_EQ: return v == want;
+	case KS_OP_NE: return v != want;
+	case KS_OP_LT: return v < want;
+	case KS_OP_LE: return v <= want;
+	case KS_OP_GT: return v > want;
+	case KS_OP_GE: return v >= want;
 	default: return true;
 	}
 }
 
-static __always_inline void aggregate(const __s64 *vals, __s64 ret, __s64 dur)
+/* Counts one event in every metric whose moment it is: at the start the
+ * metrics that need no end, at the end the others. */
+static __always_inline void aggregate(struct pending *p, __s64 ret, __s64 dur, bool at_end)
 {
-	if (filter_op != KS_OP_NONE && !passes(pick(filter_src, vals, ret, dur)))
-		return;
-	__s64 value = pick(value_src, vals, ret, dur);
-	struct ks_agg_key key = { .label = pick(label_src, vals, ret, dur) };
-	if (bucket_mode == KS_BUCKETS_EXPLICIT) {
-		__u32 b = 0;
-		for (int i = 0; i < CUSTOM_BOUNDS; i++) {
-			if (i >= nbounds || value <= bounds[i])
-				break;
-			b++;
+	for (__u32 i = 0; i < CUSTOM_METRICS; i++) {
+		if (i >= nmetrics)
+			break;
+		const volatile struct ks_metric *m = &metrics[i];
+		if (m->needs_return != at_end)
+			continue;
+		if (m->filter_op != KS_OP_NONE && !passes(m, pick(m->filter_src, p->vals, ret, dur)))
+			continue;
+		__s64 value = pick(m->value_src, p->vals, ret, dur);
+		struct ks_agg_key key = { .metric = i };
+		if (m->label_src == KS_SRC_STR)
+			__builtin_memcpy(key.str, p->str, CUSTOM_STR);
+		else
+			key.label = pick(m->label_src, p->vals, ret, dur);
+		if (m->bucket_mode == KS_BUCKETS_EXPLICIT) {
+			__u32 b = 0;
+			for (int j = 0; j < CUSTOM_BOUNDS; j++) {
+				if (j >= m->nbounds || value <= m->bounds[j])
+					break;
+				b++;
+			}
+			key.bucket = b; /* nbounds means above the last bound: +Inf */
+		} else if (m->bucket_mode == KS_BUCKETS_LOG2) {
+			key.bucket = value > 0 ? log2_u64(value) : 0;
 		}
-		key.bucket = b; /* nbounds means above the last bound: +Inf */
-	} else if (bucket_mode == KS_BUCKETS_LOG2) {
-		key.bucket = value > 0 ? log2_u64(value) : 0;
-	}
-	struct ks_agg_value zero = {};
-	struct ks_agg_value *v = bpf_map_lookup_elem(&agg, &key);
-	if (!v) {
-		bpf_map_update_elem(&agg, &key, &zero, BPF_NOEXIST);
-		v = bpf_map_lookup_elem(&agg, &key);
+		struct ks_agg_value zero = {};
+		struct ks_agg_value *v = bpf_map_lookup_elem(&agg, &key);
 		if (!v) {
-			count_drop(CUSTOM_DROP_AGG_FULL);
-			return;
+			bpf_map_update_elem(&agg, &key, &zero, BPF_NOEXIST);
+			v = bpf_map_lookup_elem(&agg, &key);
+			if (!v) {
+				count_drop(CUSTOM_DROP_AGG_FULL);
+				continue;
+			}
 		}
+		__sync_fetch_and_add(&v->count, 1);
+		__sync_fetch_and_add(&v->sum, value);
+		v->last = value;
 	}
-	__sync_fetch_and_add(&v->count, 1);
-	__sync_fetch_and_add(&v->sum, value);
+}
+
+static __always_inline struct pending *start_scratch(void)
+{
+	__u32 zero = 0;
+	struct pending *p = bpf_map_lookup_elem(&scratch, &zero);
+	if (p)
+		__builtin_memset(p, 0, sizeof(*p));
+	return p;
+}
+
+/* Counts what needs no end, and keeps the start for the rest. */
+static __always_inline int begin(struct pending *p, __u64 key)
+{
+	aggregate(p, 0, 0, false);
+	if (!has_return)
+		return 0;
+	p->ts = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&pending, &key, p, BPF_ANY))
+		count_drop(CUSTOM_DROP_PENDING_FULL);
+	return 0;
+}
+
+/* Ends what `key` started: `ret` (0 but at a return) and the time since
+ * the start are known now. */
+static __always_inline int finish(__u64 key, __s64 ret)
+{
+	struct pending *p = bpf_map_lookup_elem(&pending, &key);
+	if (!p)
+		return 0;
+	__s64 dur = bpf_ktime_get_ns() - p->ts;
+	aggregate(p, ret, dur, true);
+	bpf_map_delete_elem(&pending, &key);
+	return 0;
+}
+
+static __always_inline bool wanted(__u64 id)
+{
+	return !target_tgid || (id >> 32) == target_tgid;
 }
 
 /* Probe reads, not direct loads: a direct load per case lets the compiler
@@ -134,71 +249,97 @@ static __always_inline __u64 parm(struct pt_regs *ctx, __u8 i)
 	}
 }
 
-static __always_inline int entry(__s64 *vals)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	if (target_tgid && (id >> 32) != target_tgid)
-		return 0;
-	if (!has_return) {
-		aggregate(vals, 0, 0);
-		return 0;
-	}
-	struct pending p = { .ts = bpf_ktime_get_ns() };
-	for (int i = 0; i < CUSTOM_SLOTS; i++)
-		p.vals[i] = vals[i];
-	if (bpf_map_update_elem(&pending, &id, &p, BPF_ANY))
-		count_drop(CUSTOM_DROP_PENDING_FULL);
-	return 0;
-}
-
 SEC("uprobe")
 int custom_entry(struct pt_regs *ctx)
 {
-	__s64 vals[CUSTOM_SLOTS] = {};
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!wanted(id))
+		return 0;
+	struct pending *p = start_scratch();
+	if (!p)
+		return 0;
 	for (int i = 0; i < CUSTOM_SLOTS; i++) {
 		const volatile struct ks_slot *s = &slots[i];
-		if (s->kind != KS_SLOT_NONE)
-			vals[i] = read_slot(s, parm(ctx, s->arg));
+		if (s->kind == KS_SLOT_NONE)
+			continue;
+		__u64 arg = parm(ctx, s->arg);
+		if (is_str(s->kind))
+			read_str(s, arg, ctx, p->str);
+		else
+			p->vals[i] = read_arg(s, arg);
 	}
-	return entry(vals);
+	return begin(p, id);
 }
 
 SEC("usdt")
 int custom_usdt(struct pt_regs *ctx)
 {
-	__s64 vals[CUSTOM_SLOTS] = {};
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!wanted(id))
+		return 0;
+	struct pending *p = start_scratch();
+	if (!p)
+		return 0;
 	for (int i = 0; i < CUSTOM_SLOTS; i++) {
 		const volatile struct ks_slot *s = &slots[i];
 		long arg = 0;
-		if (s->kind != KS_SLOT_NONE && !bpf_usdt_arg(ctx, s->arg, &arg))
-			vals[i] = read_slot(s, arg);
+		if (s->kind == KS_SLOT_NONE || bpf_usdt_arg(ctx, s->arg, &arg))
+			continue;
+		if (is_str(s->kind))
+			read_str(s, arg, ctx, p->str);
+		else
+			p->vals[i] = read_arg(s, arg);
 	}
-	return entry(vals);
-}
-
-/* Ends the call or span its thread started: `ret` (0 for a USDT pair) and
- * the time since the start are known now. */
-static __always_inline int finish(__s64 ret)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct pending *p = bpf_map_lookup_elem(&pending, &id);
-	if (!p)
-		return 0;
-	__s64 vals[CUSTOM_SLOTS];
-	for (int i = 0; i < CUSTOM_SLOTS; i++)
-		vals[i] = p->vals[i];
-	__s64 dur = bpf_ktime_get_ns() - p->ts;
-	bpf_map_delete_elem(&pending, &id);
-	aggregate(vals, ret, dur);
-	return 0;
+	return begin(p, id);
 }
 
 SEC("uretprobe")
 int custom_return(struct pt_regs *ctx)
-{ return finish((__s64)PT_REGS_RC_CORE(ctx)); }
+{
+	return finish(bpf_get_current_pid_tgid(), (__s64)PT_REGS_RC_CORE(ctx));
+}
 
-/* The second probe of a pair (start and done USDT probes): its thread's
- * start is pending, the time between is the duration. */
+/* The second probe of a USDT pair (start and done): the thread's start is
+ * pending, the time between is the duration. */
 SEC("usdt")
 int custom_usdt_done(struct pt_regs *ctx)
-{ return finish(0); }
+{
+	return finish(bpf_get_current_pid_tgid(), 0);
+}
+
+static __always_inline __u64 pair_key(__s64 a, __s64 b)
+{
+	return (__u64)a * 0x9E3779B97F4A7C15ULL ^ (__u64)b;
+}
+
+SEC("tracepoint")
+int custom_tp(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!wanted(id))
+		return 0;
+	struct pending *p = start_scratch();
+	if (!p)
+		return 0;
+	for (int i = 0; i < CUSTOM_SLOTS; i++) {
+		const volatile struct ks_slot *s = &slots[i];
+		if (is_str(s->kind))
+			read_str(s, 0, ctx, p->str);
+		else if (s->kind != KS_SLOT_NONE)
+			p->vals[i] = read_field(s, ctx);
+	}
+	__u64 key = id;
+	if (pair_slots[0])
+		key = pair_key(p->vals[(pair_slots[0] - 1) & 3], pair_slots[1] ? p->vals[(pair_slots[1] - 1) & 3] : 0);
+	return begin(p, key);
+}
+
+/* The end of a tracepoint pair, found by the same fields at this one. */
+SEC("tracepoint")
+int custom_tp_done(void *ctx)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	if (pair_slots[0])
+		key = pair_key(read_field(&end_slots[0], ctx), pair_slots[1] ? read_field(&end_slots[1], ctx) : 0);
+	return finish(key, 0);
+}

@@ -63,8 +63,8 @@ export function parseConfig(doc: unknown, source = 'config'): Config {
   }
   const config = merge(DEFAULT_CONFIG, doc);
   config.probes.forEach((p, i) => {
-    if (!p.uprobe === !p.usdt) {
-      throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: probes[${i}]: give one of uprobe or usdt`);
+    if ([p.uprobe, p.uretprobe, p.usdt, p.tracepoint].filter(Boolean).length !== 1) {
+      throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: probes[${i}]: give one of uprobe, uretprobe, usdt or tracepoint`);
     }
   });
   return config;

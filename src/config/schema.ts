@@ -14,19 +14,24 @@ export interface ServiceRule {
 
 export interface ProbeArg {
   /** Argument index, 0 to 4 (for USDT: the probe's argument index). */
-  arg: number;
+  arg?: number;
+  /** Tracepoints: a field of the event, by the name its format file gives. */
+  field?: string;
   /** Read `type` at this offset in the memory the argument points to. */
   offset?: number;
   /** Or "struct.member": offset and type from the binary's DWARF debug info. */
   member?: string;
-  type?: 'u8' | 'u16' | 'u32' | 'u64' | 's8' | 's16' | 's32' | 's64';
+  /** `string`: a NUL-terminated string (at the argument, or at the offset in what it points to), cut to `size` bytes. */
+  type?: 'u8' | 'u16' | 'u32' | 'u64' | 's8' | 's16' | 's32' | 's64' | 'string';
+  /** Strings: bytes kept, at most 31. */
+  size?: number;
 }
 
 export interface ProbeMetric {
   name: string;
   help?: string;
-  type: 'counter' | 'histogram';
-  /** histogram: an arg's name, `ret`, or `duration` (entry to return, seconds). */
+  type: 'counter' | 'gauge' | 'histogram';
+  /** histogram, gauge (last value seen): an arg's name, `ret`, or `duration` (entry to return, seconds). */
   value?: string;
   buckets?: number[] | 'log2';
   label?: { name: string; from: string; values?: Record<string, string>; other?: string };
@@ -37,10 +42,16 @@ export interface ProbeConfig {
   name: string;
   /** "/path/binary:symbol" */
   uprobe?: string;
+  /** "/path/binary:symbol", every metric counted at the return */
+  uretprobe?: string;
   /** "/path/binary:provider:name" */
   usdt?: string;
-  /** With usdt: "provider:name" of the probe that ends what `usdt` starts (duration between). */
+  /** "category:name" of a kernel tracepoint */
+  tracepoint?: string;
+  /** The probe that ends what this one starts (duration between): "provider:name" with usdt, "category:name" with tracepoint. */
   until?: string;
+  /** Tracepoint pairs: the fields (one or two, present at both) that match an end to its start; by thread when absent. */
+  pairBy?: string[];
   pid?: number;
   args?: Record<string, ProbeArg>;
   maxSeries?: number;
@@ -227,8 +238,11 @@ export const CONFIG_SCHEMA = {
         properties: {
           name: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
           uprobe: { type: 'string', pattern: '^/[^:]+:[A-Za-z_][\\w.@]*$' },
+          uretprobe: { type: 'string', pattern: '^/[^:]+:[A-Za-z_][\\w.@]*$' },
           usdt: { type: 'string', pattern: '^/[^:]+:[\\w]+:[\\w]+$' },
+          tracepoint: { type: 'string', pattern: '^[\\w]+:[\\w]+$' },
           until: { type: 'string', pattern: '^[\\w]+:[\\w]+$' },
+          pairBy: { type: 'array', minItems: 1, maxItems: 2, items: { type: 'string' } },
           pid: { type: 'integer', minimum: 1 },
           maxSeries: { type: 'integer', minimum: 1, maximum: 100000 },
           args: {
@@ -238,19 +252,20 @@ export const CONFIG_SCHEMA = {
             additionalProperties: {
               type: 'object',
               additionalProperties: false,
-              required: ['arg'],
               properties: {
                 arg: { type: 'integer', minimum: 0, maximum: 4 },
+                field: { type: 'string', pattern: '^\\w+$' },
                 offset: { type: 'integer', minimum: 0, maximum: 65535 },
                 member: { type: 'string', pattern: '^[A-Za-z_]\\w*\\.[A-Za-z_]\\w*$' },
-                type: { enum: ['u8', 'u16', 'u32', 'u64', 's8', 's16', 's32', 's64'] },
+                type: { enum: ['u8', 'u16', 'u32', 'u64', 's8', 's16', 's32', 's64', 'string'] },
+                size: { type: 'integer', minimum: 1, maximum: 31 },
               },
             },
           },
           metrics: {
             type: 'array',
             minItems: 1,
-            maxItems: 16,
+            maxItems: 8,
             items: {
               type: 'object',
               additionalProperties: false,
@@ -258,7 +273,7 @@ export const CONFIG_SCHEMA = {
               properties: {
                 name: { type: 'string', pattern: '^[a-zA-Z_:][a-zA-Z0-9_:]*$' },
                 help: { type: 'string' },
-                type: { enum: ['counter', 'histogram'] },
+                type: { enum: ['counter', 'gauge', 'histogram'] },
                 value: { type: 'string' },
                 buckets: { oneOf: [{ const: 'log2' }, { type: 'array', minItems: 1, maxItems: 32, items: { type: 'number' } }] },
                 label: {

@@ -142,7 +142,7 @@ test('mistakes in probes get plain messages and exit 2', async () => {
     [`probes:\n  - name: c\n    usdt: ${usdt}:kernscope:tock\n    metrics: [{ name: c_total, type: counter }]\n`, /probe "c": no USDT probe kernscope:tock in .* \(it has: [^)]*kernscope:tick/],
     [`probes:\n  - name: d\n    usdt: ${usdt}:kernscope:tick\n    metrics: [{ name: d_total, type: counter, label: { name: r, from: ret } }]\n`, /probe "d": metric "d_total": ret needs a uprobe/],
     [`probes:\n  - name: e\n    uprobe: ${payment}:process_payment\n    metrics: [{ name: e_total, type: counter, label: { name: r, from: amount } }]\n`, /probe "e": metric "e_total": "amount" is not ret, duration or one of args \(none\)/],
-    [`probes:\n  - name: f\n    metrics: [{ name: f_total, type: counter }]\n`, /probes\[0\]: give one of uprobe or usdt/],
+    [`probes:\n  - name: f\n    metrics: [{ name: f_total, type: counter }]\n`, /probes\[0\]: give one of uprobe, uretprobe, usdt or tracepoint/],
     [`probes:\n  - name: g\n    uprobe: ${payment}:process_payment\n    args: { x: { arg: 0, member: payment.amont } }\n    metrics: [{ name: g, type: histogram, value: x, buckets: log2 }]\n`, /probe "g": args\.x: struct payment has no member amont \(it has: id, amount, currency\)/],
     [`probes:\n  - name: h\n    uprobe: ${stripped}:process_payment\n    args: { x: { arg: 0, member: payment.amount } }\n    metrics: [{ name: h, type: histogram, value: x, buckets: log2 }]\n`, /probe "h": args\.x: .* has no debug info \(stripped\?\): give offset and type instead of member/],
   ];

@@ -8,6 +8,7 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import { KernscopeError } from '../../errors.js';
+import { tracepointFields, type TpField } from './tracefs.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 
 const OBJECT = 'custom.bpf.o';
@@ -16,20 +17,32 @@ const OPS: Record<string, number> = { '==': 1, '!=': 2, '<': 3, '<=': 4, '>': 5,
 const SRC_SLOT0 = 1;
 const SRC_RET = 5;
 const SRC_DURATION = 6;
+const SRC_STR = 7;
+// Slot kinds, as bpf/custom.h numbers them.
+const SLOT = { arg: 1, deref: 2, field: 3, strUser: 4, strField: 5, strDataloc: 6 } as const;
+const MAX_METRICS = 8;
+const METRIC_BYTES = 16 + 32 * 8;
+const STR_BYTES = 32;
 
 interface Where {
-  kind: 'uprobe' | 'usdt';
+  kind: 'uprobe' | 'uretprobe' | 'usdt' | 'tracepoint';
   binary: string;
   symbol?: string;
+  /** usdt: provider; tracepoint: category */
   provider?: string;
   name?: string;
 }
 
-/** "/bin/x:symbol" or "/bin/x:provider:name". */
+/** "/bin/x:symbol", "/bin/x:provider:name" or "category:name". */
 function where(p: ProbeConfig): Where {
-  if (p.uprobe) {
-    const i = p.uprobe.lastIndexOf(':');
-    return { kind: 'uprobe', binary: p.uprobe.slice(0, i), symbol: p.uprobe.slice(i + 1) };
+  const sym = p.uprobe ?? p.uretprobe;
+  if (sym) {
+    const i = sym.lastIndexOf(':');
+    return { kind: p.uprobe ? 'uprobe' : 'uretprobe', binary: sym.slice(0, i), symbol: sym.slice(i + 1) };
+  }
+  if (p.tracepoint) {
+    const [category, name] = p.tracepoint.split(':');
+    return { kind: 'tracepoint', binary: '', provider: category!, name: name! };
   }
   const [binary, provider, name] = p.usdt!.split(':');
   return { kind: 'usdt', binary: binary!, provider: provider!, name: name! };
@@ -73,7 +86,7 @@ const C_TYPES: Record<string, [number, boolean]> = {
  * llvm-dwarfdump. Errors say what is missing: no debug info at all (a
  * stripped binary), no such struct, no such member (with those there are).
  */
-function resolveMember(binary: string, spec: string): { offset: number; size: number; signed: boolean } {
+function resolveMember(binary: string, spec: string): { offset: number; size: number; signed: boolean; string: boolean } {
   const [struct, member] = spec.split('.') as [string, string];
   let out = '';
   try {
@@ -97,9 +110,11 @@ function resolveMember(binary: string, spec: string): { offset: number; size: nu
   }
   const m = members.find((x) => x.name === member);
   if (!m) throw new Error(`struct ${struct} has no member ${member} (it has: ${members.map((x) => x.name).join(', ')})`);
+  const chars = /^(?:const )?char\[(\d+)\]$/.exec(m.type);
+  if (chars) return { offset: m.offset, size: Math.min(Number(chars[1]), STR_BYTES - 1), signed: false, string: true };
   const t = C_TYPES[m.type];
-  if (!t) throw new Error(`${spec} is a ${m.type}: only integer members can be read`);
-  return { offset: m.offset, size: t[0], signed: t[1] };
+  if (!t) throw new Error(`${spec} is a ${m.type}: only integer and char array members can be read`);
+  return { offset: m.offset, size: t[0], signed: t[1], string: false };
 }
 
 /** USDT probes a binary has, for "no such probe" errors. */
@@ -120,21 +135,45 @@ function usdtProbes(binary: string): string[] {
   }
 }
 
-interface Instance {
-  probe: string;
+interface MetricState {
   metric: ProbeMetric;
-  obj: BpfObject;
   counter?: client.Counter<string>;
+  gauge?: client.Gauge<string>;
   hist?: BucketHistogram;
-  limiter: LabelLimiter;
-  last: Map<string, [number, number]>;
+  /** Durations are counted in ns and exported in seconds. */
   unit: number;
+  /** A counter that adds its value instead of counting calls. */
+  sums: boolean;
+  limiter: LabelLimiter;
+}
+
+interface Instance {
+  probe: ProbeConfig;
+  obj: BpfObject;
+  metrics: MetricState[];
+  /** The arg read as a string, if any: labels from it are in the key's bytes. */
+  strArg: string;
+  /** Cumulative count and sum per kernel key at the last collect. */
+  last: Map<string, [number, number]>;
+}
+
+/** The label a kernel key stands for: a string read in the kernel, or a number mapped by `values`. */
+function labelOf(m: ProbeMetric, key: Buffer, isString: boolean): Record<string, string> {
+  if (!m.label) return {};
+  let v: string;
+  if (isString) {
+    const s = key.subarray(16, 16 + STR_BYTES);
+    const end = s.indexOf(0);
+    v = s.subarray(0, end < 0 ? s.length : end).toString('utf8');
+  } else v = key.readBigInt64LE(0).toString();
+  return { [m.label.name]: m.label.values?.[v] ?? m.label.other ?? v };
 }
 
 /**
- * User-declared metrics on uprobes, uretprobes and USDT probes (config
- * `probes`): one generic, precompiled BPF program instance per metric,
- * set up by read-only constants; nothing is compiled on the user's machine.
+ * User-declared metrics on uprobes, uretprobes, USDT probes and kernel
+ * tracepoints (config `probes`): one generic, precompiled BPF object per
+ * probe, set up by read-only constants, its metrics sharing its hooks;
+ * nothing is compiled on the user's machine.
  */
 export class CustomCollector implements Collector {
   readonly name = 'custom';
@@ -143,14 +182,19 @@ export class CustomCollector implements Collector {
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     if (!config.probes.length) return { collector: this.name, runnable: false, reason: 'no probes in the config', hooks: [] };
-    if (!f.uprobe.ok) return { collector: this.name, runnable: false, reason: `uprobes: ${f.uprobe.detail}`, hooks: [] };
-    return { collector: this.name, runnable: true, hooks: config.probes.map((p) => ({ event: p.name, kind: 'uprobe' as const })) };
+    const needsUprobe = config.probes.some((p) => !p.tracepoint);
+    if (needsUprobe && !f.uprobe.ok) return { collector: this.name, runnable: false, reason: `uprobes: ${f.uprobe.detail}`, hooks: [] };
+    return {
+      collector: this.name,
+      runnable: true,
+      hooks: config.probes.map((p) => ({ event: p.name, kind: p.tracepoint ? ('tracepoint' as const) : ('uprobe' as const) })),
+    };
   }
 
   start(ctx: CollectorContext): void {
     this.ctx = ctx;
     try {
-      for (const p of ctx.config.probes) for (const m of p.metrics) this.instances.push(this.load(p, m));
+      for (const p of ctx.config.probes) this.instances.push(this.load(p));
     } catch (e) {
       for (const i of this.instances) i.obj.close();
       this.instances = [];
@@ -158,127 +202,217 @@ export class CustomCollector implements Collector {
     }
   }
 
-  private load(p: ProbeConfig, m: ProbeMetric): Instance {
+  private load(p: ProbeConfig): Instance {
     const w = where(p);
     const bad = (msg: string): never => {
       throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `probe "${p.name}": ${msg}`);
     };
-    if (!fs.existsSync(w.binary)) bad(`no such binary ${w.binary}`);
+    const tp = w.kind === 'tracepoint';
+    if (!tp && !fs.existsSync(w.binary)) bad(`no such binary ${w.binary}`);
+    const fieldsOf = (category: string, name: string): TpField[] => {
+      try {
+        return tracepointFields(category, name);
+      } catch (e) {
+        return bad((e as Error).message);
+      }
+    };
+    const fields = tp ? fieldsOf(w.provider!, w.name!) : [];
     const names = Object.keys(p.args ?? {});
     const slots = Buffer.alloc(32);
+    const put = (i: number, kind: number, arg: number, size: number, signed: boolean, offset: number): void => {
+      slots.writeUInt8(kind, i * 8);
+      slots.writeUInt8(arg, i * 8 + 1);
+      slots.writeUInt8(size, i * 8 + 2);
+      slots.writeUInt8(signed ? 1 : 0, i * 8 + 3);
+      slots.writeUInt32LE(offset, i * 8 + 4);
+    };
+    let strArg = '';
     names.forEach((n, i) => {
       const a = p.args![n]!;
-      let [size, signed] = TYPES[a.type ?? 'u64']!;
-      let offset = a.offset;
-      if (a.member) {
-        if (a.offset !== undefined) bad(`args.${n}: give offset or member, not both`);
-        try {
-          const r = resolveMember(w.binary, a.member);
-          offset = r.offset;
-          if (!a.type) [size, signed] = [r.size, r.signed];
-        } catch (e) {
-          bad(`args.${n}: ${(e as Error).message}`);
-        }
-      }
-      slots.writeUInt8(offset === undefined ? 1 : 2, i * 8);
-      slots.writeUInt8(a.arg, i * 8 + 1);
-      slots.writeUInt8(size!, i * 8 + 2);
-      slots.writeUInt8(signed ? 1 : 0, i * 8 + 3);
-      slots.writeUInt32LE(offset ?? 0, i * 8 + 4);
-    });
-    const src = (s: string | undefined): number => {
-      if (!s) return 0;
-      if (s === 'ret') return SRC_RET;
-      if (s === 'duration') return SRC_DURATION;
-      const i = names.indexOf(s);
-      if (i < 0) bad(`metric "${m.name}": "${s}" is not ret, duration or one of args (${names.join(', ') || 'none'})`);
-      return SRC_SLOT0 + i;
-    };
-    const value = src(m.value);
-    const label = src(m.label?.from);
-    const filter = src(m.filter?.from);
-    const usesReturn = [value, label, filter].some((x) => x === SRC_RET || x === SRC_DURATION);
-    if (w.kind === 'usdt' && [value, label, filter].includes(SRC_RET)) bad(`metric "${m.name}": ret needs a uprobe (a USDT probe has no return)`);
-    if (w.kind === 'usdt' && usesReturn && !p.until) bad(`metric "${m.name}": duration at a USDT probe needs "until", the probe that ends it`);
-    if (p.until && w.kind !== 'usdt') bad('until goes with usdt');
-    const unit = m.value === 'duration' ? 1e9 : 1; // durations: buckets in seconds, the kernel counts ns
-    const bounds = Buffer.alloc(256);
-    const explicit = Array.isArray(m.buckets) ? m.buckets : [];
-    explicit.forEach((b, i) => bounds.writeBigInt64LE(BigInt(Math.round(b * unit)), i * 8));
-    const filterVal = Buffer.alloc(8);
-    filterVal.writeBigInt64LE(BigInt(m.filter?.value ?? 0));
-    const rodata = {
-      slots,
-      value_src: value,
-      label_src: label,
-      filter_src: filter,
-      filter_op: m.filter ? OPS[m.filter.op]! : 0,
-      filter_val: filterVal,
-      bucket_mode: m.type === 'counter' ? 0 : m.buckets === 'log2' ? 2 : 1,
-      nbounds: explicit.length,
-      bounds,
-      has_return: usesReturn ? 1 : 0,
-      target_tgid: p.pid ?? 0,
-    };
-    const obj = BpfObject.load(bpfObjectPath(OBJECT), {
-      rodata,
-      skipPrograms:
-        w.kind === 'usdt'
-          ? ['custom_entry', 'custom_return', ...(usesReturn ? [] : ['custom_usdt_done'])]
-          : ['custom_usdt', 'custom_usdt_done', ...(usesReturn ? [] : ['custom_return'])],
-    });
-    try {
-      const pid = p.pid ?? -1;
-      if (w.kind === 'usdt') {
-        const pairs: Array<[string, string, string]> = [['custom_usdt', w.provider!, w.name!]];
-        if (usesReturn) {
-          const [provider, name] = p.until!.split(':');
-          pairs.push(['custom_usdt_done', provider!, name!]);
-        }
-        for (const [program, provider, name] of pairs) {
+      let isStr = a.type === 'string';
+      if (tp) {
+        if (a.arg !== undefined || a.offset !== undefined || a.member) bad(`args.${n}: the args of a tracepoint are its fields: give field`);
+        const list = fields.map((f) => f.name).join(', ');
+        if (!a.field) bad(`args.${n}: give field (${p.tracepoint} has: ${list})`);
+        const f = fields.find((x) => x.name === a.field) ?? bad(`args.${n}: ${p.tracepoint} has no field ${a.field} (it has: ${list})`);
+        if (f.kind === 'chars' || f.kind === 'dataloc') {
+          isStr = true;
+          const size = Math.min(a.size ?? STR_BYTES - 1, f.kind === 'chars' ? f.size : STR_BYTES - 1);
+          put(i, f.kind === 'chars' ? SLOT.strField : SLOT.strDataloc, 0, size, false, f.offset);
+        } else if (f.kind === 'int') {
+          if (isStr) bad(`args.${n}: field ${f.name} is not a string`);
+          const [size, signed] = a.type ? TYPES[a.type]! : [f.size, f.signed];
+          put(i, SLOT.field, 0, size, signed, f.offset);
+        } else bad(`args.${n}: field ${f.name} is neither an integer nor a string`);
+      } else {
+        if (a.field) bad(`args.${n}: field goes with tracepoint; give arg`);
+        if (a.arg === undefined) bad(`args.${n}: give arg, the argument's index`);
+        let offset = a.offset;
+        let [size, signed] = isStr ? [a.size ?? STR_BYTES - 1, false] : TYPES[a.type ?? 'u64']!;
+        if (a.member) {
+          if (a.offset !== undefined) bad(`args.${n}: give offset or member, not both`);
           try {
-            obj.attach(program, { kind: 'usdt', binary: w.binary, provider, name, pid });
+            const r = resolveMember(w.binary, a.member);
+            offset = r.offset;
+            if (r.string) [isStr, size, signed] = [true, Math.min(a.size ?? r.size, r.size), false];
+            else if (isStr) bad(`args.${n}: ${a.member} is not a char array`);
+            else if (!a.type) [size, signed] = [r.size, r.signed];
           } catch (e) {
-            const have = usdtProbes(w.binary);
-            bad(`no USDT probe ${provider}:${name} in ${w.binary}${have.length ? ` (it has: ${have.slice(0, 20).join(', ')})` : ' (it has none)'}: ${(e as Error).message.split('\n')[0]}`);
+            if (e instanceof KernscopeError) throw e;
+            bad(`args.${n}: ${(e as Error).message}`);
           }
         }
-      } else {
-        try {
-          obj.attach('custom_entry', { kind: 'uprobe', binary: w.binary, symbol: w.symbol!, pid });
-          if (usesReturn) obj.attach('custom_return', { kind: 'uretprobe', binary: w.binary, symbol: w.symbol!, pid });
-        } catch (e) {
-          const near = nearestSymbols(w.binary, w.symbol!);
-          bad(`no symbol ${w.symbol} in ${w.binary}${near.length ? ` (nearest: ${near.join(', ')})` : ''}: ${(e as Error).message.split('\n')[0]}`);
-        }
+        if (isStr) put(i, SLOT.strUser, a.arg!, size!, false, offset ?? 0);
+        else put(i, offset === undefined ? SLOT.arg : SLOT.deref, a.arg!, size!, signed!, offset ?? 0);
       }
+      if (isStr) {
+        if (strArg) bad(`args.${n}: one string per probe (${strArg} is one)`);
+        strArg = n;
+      }
+    });
+
+    if (p.until && w.kind !== 'usdt' && !tp) bad('until goes with usdt or tracepoint');
+    if (p.pairBy && !(tp && p.until)) bad('pairBy goes with a tracepoint and its until');
+    const noReturn = w.kind === 'usdt' ? 'a USDT probe has no return' : tp ? 'a tracepoint has no return' : '';
+    const src = (m: ProbeMetric, s: string | undefined, role: 'value' | 'label' | 'filter'): number => {
+      if (!s) return 0;
+      if (s === 'ret') return noReturn ? bad(`metric "${m.name}": ret needs a uprobe (${noReturn})`) : SRC_RET;
+      if (s === 'duration') {
+        if (noReturn && !p.until) bad(`metric "${m.name}": duration needs "until", the ${tp ? 'tracepoint' : 'probe'} that ends it`);
+        return SRC_DURATION;
+      }
+      const i = names.indexOf(s);
+      if (i < 0) bad(`metric "${m.name}": "${s}" is not ret, duration or one of args (${names.join(', ') || 'none'})`);
+      if (s === strArg) return role === 'label' ? SRC_STR : bad(`metric "${m.name}": ${s} is a string: it can only be a label`);
+      return SRC_SLOT0 + i;
+    };
+
+    const metricsBuf = Buffer.alloc(MAX_METRICS * METRIC_BYTES);
+    const states: MetricState[] = [];
+    let hasReturn = false;
+    p.metrics.forEach((m, i) => {
+      if (m.type !== 'counter' && !m.value) bad(`metric "${m.name}": a ${m.type} needs value`);
+      if (m.type !== 'histogram' && m.buckets) bad(`metric "${m.name}": buckets go with a histogram`);
+      const value = src(m, m.value, 'value');
+      const label = src(m, m.label?.from, 'label');
+      const filter = src(m, m.filter?.from, 'filter');
+      const needsReturn = w.kind === 'uretprobe' || [value, label, filter].some((x) => x === SRC_RET || x === SRC_DURATION);
+      hasReturn ||= needsReturn;
+      const unit = m.value === 'duration' ? 1e9 : 1; // durations: seconds out, ns in the kernel
+      const explicit = Array.isArray(m.buckets) ? m.buckets : [];
+      const o = i * METRIC_BYTES;
+      metricsBuf.writeUInt8(value, o);
+      metricsBuf.writeUInt8(label, o + 1);
+      metricsBuf.writeUInt8(filter, o + 2);
+      metricsBuf.writeUInt8(m.filter ? OPS[m.filter.op]! : 0, o + 3);
+      metricsBuf.writeUInt8(m.type === 'histogram' ? (m.buckets === 'log2' ? 2 : 1) : 0, o + 4);
+      metricsBuf.writeUInt8(explicit.length, o + 5);
+      metricsBuf.writeUInt8(needsReturn ? 1 : 0, o + 6);
+      metricsBuf.writeBigInt64LE(BigInt(m.filter?.value ?? 0), o + 8);
+      explicit.forEach((b, j) => metricsBuf.writeBigInt64LE(BigInt(Math.round(b * unit)), o + 16 + j * 8));
+      const labelNames = m.label ? [m.label.name] : [];
+      const what = w.symbol ?? `${w.provider}:${w.name}`;
+      const st: MetricState = {
+        metric: m,
+        unit,
+        sums: m.type === 'counter' && !!m.value,
+        limiter: new LabelLimiter(p.maxSeries ?? 100, () => this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' })),
+      };
+      if (m.type === 'counter') st.counter = this.ctx.metrics.counter(m.name, m.help ?? `Calls of ${what} (probe ${p.name}).`, labelNames);
+      else if (m.type === 'gauge') st.gauge = this.ctx.metrics.gauge(m.name, m.help ?? `Last ${m.value} at ${what} (probe ${p.name}).`, labelNames);
+      else {
+        const b = explicit.length ? explicit : Array.from({ length: 40 }, (_, j) => 2 ** (j + 1) / unit);
+        st.hist = new BucketHistogram(m.name, m.help ?? `${m.value} at ${what} (probe ${p.name}).`, b);
+        this.ctx.metrics.register(st.hist);
+      }
+      states.push(st);
+    });
+
+    // Tracepoint pairs: the same fields read at the end find the start.
+    const pairSlots = Buffer.alloc(2);
+    const endSlots = Buffer.alloc(16);
+    if (p.pairBy && hasReturn) {
+      const [category, name] = p.until!.split(':') as [string, string];
+      const endFields = fieldsOf(category, name);
+      p.pairBy.forEach((n, j) => {
+        const i = names.indexOf(n);
+        if (i < 0 || n === strArg) bad(`pairBy: "${n}" is not one of the numeric args (${names.filter((x) => x !== strArg).join(', ') || 'none'})`);
+        const field = p.args![n]!.field!;
+        const f = endFields.find((x) => x.name === field && x.kind === 'int') ?? bad(`pairBy: ${p.until} has no integer field ${field} (it has: ${endFields.map((x) => x.name).join(', ')})`);
+        const [size, signed] = p.args![n]!.type ? TYPES[p.args![n]!.type!]! : [f.size, f.signed];
+        pairSlots.writeUInt8(i + 1, j);
+        endSlots.writeUInt8(SLOT.field, j * 8);
+        endSlots.writeUInt8(size!, j * 8 + 2);
+        endSlots.writeUInt8(signed ? 1 : 0, j * 8 + 3);
+        endSlots.writeUInt32LE(f.offset, j * 8 + 4);
+      });
+    }
+    const programs: Record<Where['kind'], [string, string]> = {
+      uprobe: ['custom_entry', 'custom_return'],
+      uretprobe: ['custom_entry', 'custom_return'],
+      usdt: ['custom_usdt', 'custom_usdt_done'],
+      tracepoint: ['custom_tp', 'custom_tp_done'],
+    };
+    const [first, end] = programs[w.kind];
+    const all = ['custom_entry', 'custom_return', 'custom_usdt', 'custom_usdt_done', 'custom_tp', 'custom_tp_done'];
+    const obj = BpfObject.load(bpfObjectPath(OBJECT), {
+      rodata: {
+        slots,
+        nmetrics: p.metrics.length,
+        metrics: metricsBuf,
+        has_return: hasReturn ? 1 : 0,
+        target_tgid: p.pid ?? 0,
+        pair_slots: pairSlots,
+        end_slots: endSlots,
+      },
+      skipPrograms: all.filter((x) => x !== first && (x !== end || !hasReturn)),
+    });
+    try {
+      this.attach(obj, p, w, first, hasReturn ? end : undefined, bad);
     } catch (e) {
       obj.close();
       throw e;
     }
-    const labelNames = m.label ? [m.label.name] : [];
-    const inst: Instance = {
-      probe: p.name,
-      metric: m,
-      obj,
-      limiter: new LabelLimiter(p.maxSeries ?? 100, () => this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' })),
-      last: new Map(),
-      unit,
-    };
-    if (m.type === 'counter') inst.counter = this.ctx.metrics.counter(m.name, m.help ?? `Calls of ${w.symbol ?? w.name} (probe ${p.name}).`, labelNames);
-    else {
-      const b = explicit.length ? explicit : Array.from({ length: 40 }, (_, i) => 2 ** (i + 1) / unit);
-      inst.hist = new BucketHistogram(m.name, m.help ?? `${m.value} at ${w.symbol ?? w.name} (probe ${p.name}).`, b);
-      this.ctx.metrics.register(inst.hist);
-    }
     this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' }, 0);
-    return inst;
+    return { probe: p, obj, metrics: states, strArg, last: new Map() };
   }
 
-  private labelOf(m: ProbeMetric, raw: bigint): Record<string, string> {
-    if (!m.label) return {};
-    const v = raw.toString();
-    return { [m.label.name]: m.label.values?.[v] ?? m.label.other ?? v };
+  private attach(obj: BpfObject, p: ProbeConfig, w: Where, first: string, end: string | undefined, bad: (m: string) => never): void {
+    const pid = p.pid ?? -1;
+    if (w.kind === 'tracepoint') {
+      const pairs: Array<[string, string]> = [[first, p.tracepoint!]];
+      if (end) pairs.push([end, p.until!]);
+      for (const [program, tpName] of pairs) {
+        const [category, name] = tpName.split(':') as [string, string];
+        try {
+          obj.attach(program, { kind: 'tracepoint', category, name });
+        } catch (e) {
+          bad(`cannot attach to tracepoint ${tpName}: ${(e as Error).message.split('\n')[0]}`);
+        }
+      }
+    } else if (w.kind === 'usdt') {
+      const pairs: Array<[string, string, string]> = [[first, w.provider!, w.name!]];
+      if (end) {
+        const [provider, name] = p.until!.split(':');
+        pairs.push([end, provider!, name!]);
+      }
+      for (const [program, provider, name] of pairs) {
+        try {
+          obj.attach(program, { kind: 'usdt', binary: w.binary, provider, name, pid });
+        } catch (e) {
+          const have = usdtProbes(w.binary);
+          bad(`no USDT probe ${provider}:${name} in ${w.binary}${have.length ? ` (it has: ${have.slice(0, 20).join(', ')})` : ' (it has none)'}: ${(e as Error).message.split('\n')[0]}`);
+        }
+      }
+    } else {
+      try {
+        obj.attach(first, { kind: 'uprobe', binary: w.binary, symbol: w.symbol!, pid });
+        if (end) obj.attach(end, { kind: 'uretprobe', binary: w.binary, symbol: w.symbol!, pid });
+      } catch (e) {
+        const near = nearestSymbols(w.binary, w.symbol!);
+        bad(`no symbol ${w.symbol} in ${w.binary}${near.length ? ` (nearest: ${near.join(', ')})` : ''}: ${(e as Error).message.split('\n')[0]}`);
+      }
+    }
   }
 
   programs(): BpfProgram[] {
@@ -288,6 +422,8 @@ export class CustomCollector implements Collector {
   collect(): void {
     for (const inst of this.instances) {
       for (const { key, value } of inst.obj.map('agg').entries()) {
+        const st = inst.metrics[key.readUInt32LE(12)];
+        if (!st) continue;
         const hex = key.toString('hex');
         const count = Number(value.readBigUInt64LE(0));
         const sum = Number(value.readBigInt64LE(8));
@@ -295,14 +431,18 @@ export class CustomCollector implements Collector {
         inst.last.set(hex, [count, sum]);
         const dc = count - lc;
         if (dc <= 0) continue;
-        const raw = inst.limiter.admit(key.subarray(0, 8).toString('hex'), this.labelOf(inst.metric, key.readBigInt64LE(0)));
-        if (inst.counter) inst.counter.inc(raw, dc);
-        if (inst.hist) {
-          const s: Series = inst.hist.series(Object.values(raw).join('\0'), raw);
+        const m = st.metric;
+        const isString = !!inst.strArg && m.label?.from === inst.strArg;
+        const labelKey = isString ? key.subarray(16).toString('hex') : key.subarray(0, 8).toString('hex');
+        const labels = st.limiter.admit(labelKey, labelOf(m, key, isString));
+        if (st.counter) st.counter.inc(labels, st.sums ? Math.max(0, sum - ls) / st.unit : dc);
+        else if (st.gauge) st.gauge.set(labels, Number(value.readBigInt64LE(16)) / st.unit);
+        else if (st.hist) {
+          const s: Series = st.hist.series(Object.values(labels).join('\0'), labels);
           const b = key.readUInt32LE(8);
           if (b < s.counts.length) s.counts[b]! += dc;
           s.count += dc;
-          s.sum += (sum - ls) / inst.unit;
+          s.sum += (sum - ls) / st.unit;
         }
       }
     }
