@@ -165,10 +165,9 @@ static __always_inline void aggregate(struct pending *p, __s64 ret, __s64 dur, b
 			continue;
 		__s64 value = pick(m->value_src, p->vals, ret, dur);
 		struct ks_agg_key key = { .metric = i };
-		if (m->label_src == KS_SRC_STR)
+		if (m->label_str)
 			__builtin_memcpy(key.str, p->str, CUSTOM_STR);
-		else
-			key.label = pick(m->label_src, p->vals, ret, dur);
+		key.label = pick(m->label_src, p->vals, ret, dur);
 		if (m->bucket_mode == KS_BUCKETS_EXPLICIT) {
 			__u32 b = 0;
 			for (int j = 0; j < CUSTOM_BOUNDS; j++) {

@@ -42,7 +42,7 @@ struct ks_metric {
 	__u8 bucket_mode;
 	__u8 nbounds;
 	__u8 needs_return;	/* uses ret or duration: counted at the end */
-	__u8 pad;
+	__u8 label_str;		/* the string read is a label too */
 	__s64 filter_val;
 	__s64 bounds[CUSTOM_BOUNDS];
 };

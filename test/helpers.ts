@@ -80,7 +80,7 @@ export async function startAgent(configYaml = '', extraArgs: string[] = []): Pro
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${err.trim()}`);
-    if (err.includes('serving metrics at') && err.includes('collector tcp: running')) break;
+    if (err.includes('serving metrics at') && /collector tcp: (running|not started)/.test(err)) break;
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`agent did not start: ${err}`);

@@ -27,6 +27,17 @@ export interface ProbeArg {
   size?: number;
 }
 
+export interface ProbeLabel {
+  name: string;
+  /** An arg's name or `ret`. */
+  from: string;
+  /** Names for raw values ("0": ok); others read `other` if given, else the value. */
+  values?: Record<string, string>;
+  other?: string;
+  /** How a number reads: decimal (default), hex, or a device number as major:minor. */
+  format?: 'decimal' | 'hex' | 'dev';
+}
+
 export interface ProbeMetric {
   name: string;
   help?: string;
@@ -34,7 +45,9 @@ export interface ProbeMetric {
   /** histogram, gauge (last value seen): an arg's name, `ret`, or `duration` (entry to return, seconds). */
   value?: string;
   buckets?: number[] | 'log2';
-  label?: { name: string; from: string; values?: Record<string, string>; other?: string };
+  label?: ProbeLabel;
+  /** Up to two labels: at most one from a number and one from the string arg. */
+  labels?: ProbeLabel[];
   filter?: { from: string; op: '==' | '!=' | '<' | '<=' | '>' | '>='; value: number };
 }
 
@@ -159,6 +172,19 @@ const MATCH_SCHEMA = {
   },
 } as const;
 
+const LABEL_SCHEMA = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'from'],
+  properties: {
+    name: { type: 'string', pattern: '^[a-zA-Z_][a-zA-Z0-9_]*$' },
+    from: { type: 'string' },
+    values: { type: 'object', additionalProperties: { type: 'string' } },
+    other: { type: 'string' },
+    format: { enum: ['decimal', 'hex', 'dev'] },
+  },
+} as const;
+
 export const CONFIG_SCHEMA = {
   type: 'object',
   additionalProperties: false,
@@ -276,17 +302,8 @@ export const CONFIG_SCHEMA = {
                 type: { enum: ['counter', 'gauge', 'histogram'] },
                 value: { type: 'string' },
                 buckets: { oneOf: [{ const: 'log2' }, { type: 'array', minItems: 1, maxItems: 32, items: { type: 'number' } }] },
-                label: {
-                  type: 'object',
-                  additionalProperties: false,
-                  required: ['name', 'from'],
-                  properties: {
-                    name: { type: 'string', pattern: '^[a-zA-Z_][a-zA-Z0-9_]*$' },
-                    from: { type: 'string' },
-                    values: { type: 'object', additionalProperties: { type: 'string' } },
-                    other: { type: 'string' },
-                  },
-                },
+                label: LABEL_SCHEMA,
+                labels: { type: 'array', minItems: 1, maxItems: 2, items: LABEL_SCHEMA },
                 filter: {
                   type: 'object',
                   additionalProperties: false,

@@ -133,6 +133,61 @@ ${extra}`;
   }
 });
 
+test('strings as labels (uprobe and USDT), a gauge, and a uretprobe', async () => {
+  const agent = await startAgent(`probes:
+  - name: words
+    uprobe: ${usdt}:handle_word
+    args:
+      word: { arg: 0, type: string, size: 8 }
+    metrics:
+      - name: words_total
+        type: counter
+        label: { name: word, from: word }
+  - name: usdt-words
+    usdt: ${usdt}:kernscope:word
+    args:
+      word: { arg: 0, type: string }
+    metrics:
+      - name: usdt_words_total
+        type: counter
+        label: { name: word, from: word, values: { pear: fruit } }
+  - name: lengths
+    uretprobe: ${usdt}:handle_word
+    metrics:
+      - name: word_length
+        type: histogram
+        value: ret
+        buckets: [4, 8]
+      - name: last_word_length
+        type: gauge
+        value: ret
+`);
+  const t = run(usdt, ['1']);
+  try {
+    await t.line(/^ready$/);
+    for (const w of ['apple', 'pear', 'apple', 'watermelons', 'apple']) {
+      t.send(`${w} and more\n`);
+      await t.line(/^fired$/);
+    }
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await agent.scrape()), 'word_length_count') === 5, 5000);
+    assert.equal(sum(m, 'words_total', { word: 'apple' }), 3);
+    assert.equal(sum(m, 'words_total', { word: 'pear' }), 1);
+    // Cut to the declared 8 bytes.
+    assert.equal(sum(m, 'words_total', { word: 'watermel' }), 1);
+    assert.equal(sum(m, 'usdt_words_total', { word: 'fruit' }), 1);
+    assert.equal(sum(m, 'usdt_words_total', { word: 'watermelons' }), 1);
+    assert.equal(sum(m, 'usdt_words_total'), 5);
+    assert.equal(sum(m, 'word_length_bucket', { le: '4' }), 1);
+    assert.equal(sum(m, 'word_length_bucket', { le: '8' }), 4);
+    assert.equal(sum(m, 'word_length_sum'), 5 + 4 + 5 + 11 + 5);
+    assert.equal(sum(m, 'last_word_length'), 5);
+  } finally {
+    await agent.stop();
+    await t.end();
+  }
+});
+
 test('mistakes in probes get plain messages and exit 2', async () => {
   const stripped = path.join(dir, 'payment-stripped');
   execFileSync('gcc', ['-O2', '-s', '-o', stripped, path.join(ROOT, 'examples', 'payment', 'payment.c')]);
@@ -143,6 +198,11 @@ test('mistakes in probes get plain messages and exit 2', async () => {
     [`probes:\n  - name: d\n    usdt: ${usdt}:kernscope:tick\n    metrics: [{ name: d_total, type: counter, label: { name: r, from: ret } }]\n`, /probe "d": metric "d_total": ret needs a uprobe/],
     [`probes:\n  - name: e\n    uprobe: ${payment}:process_payment\n    metrics: [{ name: e_total, type: counter, label: { name: r, from: amount } }]\n`, /probe "e": metric "e_total": "amount" is not ret, duration or one of args \(none\)/],
     [`probes:\n  - name: f\n    metrics: [{ name: f_total, type: counter }]\n`, /probes\[0\]: give one of uprobe, uretprobe, usdt or tracepoint/],
+    [`probes:\n  - name: i\n    tracepoint: sched:sched_process_exek\n    metrics: [{ name: i_total, type: counter }]\n`, /probe "i": no tracepoint sched:sched_process_exek \(sched has: [^)]*sched_process_exec/],
+    [`probes:\n  - name: j\n    tracepoint: sched:sched_process_exec\n    args: { f: { field: filenam } }\n    metrics: [{ name: j_total, type: counter }]\n`, /probe "j": args\.f: sched:sched_process_exec has no field filenam \(it has: common_pid, filename, pid, old_pid\)/],
+    [`probes:\n  - name: k\n    tracepoint: sched:sched_process_exec\n    args: { f: { field: filename } }\n    metrics: [{ name: k, type: histogram, value: f, buckets: log2 }]\n`, /probe "k": metric "k": f is a string: it can only be a label/],
+    [`probes:\n  - name: l\n    tracepoint: sched:sched_process_exec\n    metrics: [{ name: l, type: histogram, value: duration, buckets: log2 }]\n`, /probe "l": metric "l": duration needs "until", the tracepoint that ends it/],
+    [`probes:\n  - name: n\n    uprobe: ${payment}:process_payment\n    metrics: [{ name: n, type: gauge }]\n`, /probe "n": metric "n": a gauge needs value/],
     [`probes:\n  - name: g\n    uprobe: ${payment}:process_payment\n    args: { x: { arg: 0, member: payment.amont } }\n    metrics: [{ name: g, type: histogram, value: x, buckets: log2 }]\n`, /probe "g": args\.x: struct payment has no member amont \(it has: id, amount, currency\)/],
     [`probes:\n  - name: h\n    uprobe: ${stripped}:process_payment\n    args: { x: { arg: 0, member: payment.amount } }\n    metrics: [{ name: h, type: histogram, value: x, buckets: log2 }]\n`, /probe "h": args\.x: .* has no debug info \(stripped\?\): give offset and type instead of member/],
   ];

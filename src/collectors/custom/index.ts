@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import type client from 'prom-client';
 import { BpfObject, type BpfProgram } from '../../bpf/object.js';
 import { bpfObjectPath } from '../../paths.js';
-import type { Config, ProbeConfig, ProbeMetric } from '../../config/schema.js';
+import type { Config, ProbeConfig, ProbeLabel, ProbeMetric } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
@@ -144,6 +144,7 @@ interface MetricState {
   unit: number;
   /** A counter that adds its value instead of counting calls. */
   sums: boolean;
+  labels: Array<{ spec: ProbeLabel; string: boolean }>;
   limiter: LabelLimiter;
 }
 
@@ -157,16 +158,26 @@ interface Instance {
   last: Map<string, [number, number]>;
 }
 
-/** The label a kernel key stands for: a string read in the kernel, or a number mapped by `values`. */
-function labelOf(m: ProbeMetric, key: Buffer, isString: boolean): Record<string, string> {
-  if (!m.label) return {};
-  let v: string;
-  if (isString) {
-    const s = key.subarray(16, 16 + STR_BYTES);
-    const end = s.indexOf(0);
-    v = s.subarray(0, end < 0 ? s.length : end).toString('utf8');
-  } else v = key.readBigInt64LE(0).toString();
-  return { [m.label.name]: m.label.values?.[v] ?? m.label.other ?? v };
+/** How a label's raw value reads. */
+function formatNumber(v: bigint, l: ProbeLabel): string {
+  if (l.format === 'hex') return `0x${BigInt.asUintN(64, v).toString(16)}`;
+  if (l.format === 'dev') return `${Number(v >> 20n) & 0xfff}:${Number(v & 0xfffffn)}`; // the kernel's dev_t: 12 bits major, 20 minor
+  return v.toString();
+}
+
+/** The labels a kernel key stands for: a string read in the kernel and a number, each named by `values`. */
+function labelsOf(st: MetricState, key: Buffer): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const { spec, string } of st.labels) {
+    let v: string;
+    if (string) {
+      const s = key.subarray(16, 16 + STR_BYTES);
+      const end = s.indexOf(0);
+      v = s.subarray(0, end < 0 ? s.length : end).toString('utf8');
+    } else v = formatNumber(key.readBigInt64LE(0), spec);
+    out[spec.name] = spec.values?.[v] ?? spec.other ?? v;
+  }
+  return out;
 }
 
 /**
@@ -294,7 +305,14 @@ export class CustomCollector implements Collector {
       if (m.type !== 'counter' && !m.value) bad(`metric "${m.name}": a ${m.type} needs value`);
       if (m.type !== 'histogram' && m.buckets) bad(`metric "${m.name}": buckets go with a histogram`);
       const value = src(m, m.value, 'value');
-      const label = src(m, m.label?.from, 'label');
+      const labelSpecs = m.labels ?? (m.label ? [m.label] : []);
+      if (m.label && m.labels) bad(`metric "${m.name}": give label or labels, not both`);
+      const labels = labelSpecs.map((l) => ({ spec: l, src: src(m, l.from, 'label') }));
+      const numeric = labels.filter((l) => l.src !== SRC_STR);
+      if (numeric.length > 1) bad(`metric "${m.name}": at most one label from a number (and one from the string arg)`);
+      if (labels.length > 1 && !numeric.length) bad(`metric "${m.name}": two labels from the same string`);
+      const label = numeric[0]?.src ?? 0;
+      const labelStr = labels.length > numeric.length;
       const filter = src(m, m.filter?.from, 'filter');
       const needsReturn = w.kind === 'uretprobe' || [value, label, filter].some((x) => x === SRC_RET || x === SRC_DURATION);
       hasReturn ||= needsReturn;
@@ -308,14 +326,16 @@ export class CustomCollector implements Collector {
       metricsBuf.writeUInt8(m.type === 'histogram' ? (m.buckets === 'log2' ? 2 : 1) : 0, o + 4);
       metricsBuf.writeUInt8(explicit.length, o + 5);
       metricsBuf.writeUInt8(needsReturn ? 1 : 0, o + 6);
+      metricsBuf.writeUInt8(labelStr ? 1 : 0, o + 7);
       metricsBuf.writeBigInt64LE(BigInt(m.filter?.value ?? 0), o + 8);
       explicit.forEach((b, j) => metricsBuf.writeBigInt64LE(BigInt(Math.round(b * unit)), o + 16 + j * 8));
-      const labelNames = m.label ? [m.label.name] : [];
+      const labelNames = labelSpecs.map((l) => l.name);
       const what = w.symbol ?? `${w.provider}:${w.name}`;
       const st: MetricState = {
         metric: m,
         unit,
         sums: m.type === 'counter' && !!m.value,
+        labels: labels.map((l) => ({ spec: l.spec, string: l.src === SRC_STR })),
         limiter: new LabelLimiter(p.maxSeries ?? 100, () => this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' })),
       };
       if (m.type === 'counter') st.counter = this.ctx.metrics.counter(m.name, m.help ?? `Calls of ${what} (probe ${p.name}).`, labelNames);
@@ -431,10 +451,7 @@ export class CustomCollector implements Collector {
         inst.last.set(hex, [count, sum]);
         const dc = count - lc;
         if (dc <= 0) continue;
-        const m = st.metric;
-        const isString = !!inst.strArg && m.label?.from === inst.strArg;
-        const labelKey = isString ? key.subarray(16).toString('hex') : key.subarray(0, 8).toString('hex');
-        const labels = st.limiter.admit(labelKey, labelOf(m, key, isString));
+        const labels = st.limiter.admit(key.toString('hex', 0, 8) + key.toString('hex', 16), labelsOf(st, key));
         if (st.counter) st.counter.inc(labels, st.sums ? Math.max(0, sum - ls) / st.unit : dc);
         else if (st.gauge) st.gauge.set(labels, Number(value.readBigInt64LE(16)) / st.unit);
         else if (st.hist) {
