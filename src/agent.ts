@@ -8,6 +8,7 @@ import { TcpCollector } from './collectors/tcp/index.js';
 import { HttpCollector } from './collectors/http/index.js';
 import { ProcessCollector } from './collectors/process/index.js';
 import { CustomCollector } from './collectors/custom/index.js';
+import { ObjectsCollector } from './collectors/objects/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
 import { registerSelfMetrics } from './self-metrics.js';
 import { EventStream, parseListen, serve } from './server.js';
@@ -17,7 +18,7 @@ import { KernscopeError } from './errors.js';
 export function allCollectors(): Collector[] {
   // Custom probes first: a mistake in them stops the agent before the
   // others have loaded anything.
-  return [new CustomCollector(), new TcpCollector(), new HttpCollector(), new ProcessCollector()];
+  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), new ProcessCollector()];
 }
 
 export type Log = (msg: string) => void;

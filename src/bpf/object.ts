@@ -91,6 +91,8 @@ export interface LoadOptions {
   rodata?: Record<string, Buffer | number | bigint>;
   /** Programs not to load (for instance the fallback variant of a hook). */
   skipPrograms?: string[];
+  /** Only these programs load; a name the object lacks is an error naming those it has. */
+  onlyPrograms?: string[];
   /** Map sizes from the config. */
   maxEntries?: Record<string, number>;
 }
@@ -181,6 +183,12 @@ export class BpfObject {
     try {
       const info = a.objectInfo(h);
       for (const name of opts.skipPrograms ?? []) a.setAutoload(h, name, false);
+      if (opts.onlyPrograms) {
+        const have = info.programs.map((p) => p.name);
+        const missing = opts.onlyPrograms.filter((n) => !have.includes(n));
+        if (missing.length) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${path}: no program ${missing.join(', ')} (it has: ${have.join(', ')})`);
+        for (const n of have) if (!opts.onlyPrograms.includes(n)) a.setAutoload(h, n, false);
+      }
       for (const [name, n] of Object.entries(opts.maxEntries ?? {})) a.setMaxEntries(h, name, n);
       for (const [name, value] of Object.entries(opts.rodata ?? {})) {
         const v = info.rodata.find((r) => r.name === name);

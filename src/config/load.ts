@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { KernscopeError } from '../errors.js';
@@ -85,5 +86,8 @@ export function loadConfig(file: string | undefined): Config {
     const msg = (e as Error).message.split('\n')[0];
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${file}: invalid YAML: ${msg}`);
   }
-  return parseConfig(doc, file);
+  const config = parseConfig(doc, file);
+  // An object's path is the config's business: relative to the file.
+  for (const o of config.objects) o.path = path.resolve(path.dirname(file), o.path);
+  return config;
 }

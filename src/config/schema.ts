@@ -71,6 +71,42 @@ export interface ProbeConfig {
   metrics: ProbeMetric[];
 }
 
+/** A field of a map's key that becomes a label. */
+export interface ObjectLabel {
+  name: string;
+  /** Bytes in the key; fields follow one another unless `offset` says where. */
+  size: number;
+  offset?: number;
+  decoder: 'uint' | 'int' | 'hex' | 'string' | 'ksym' | 'inet' | 'port' | 'dev';
+  /** Names for decoded values; others keep theirs. */
+  values?: Record<string, string>;
+}
+
+/** One metric from a map of a user's object. */
+export interface ObjectMetric {
+  name: string;
+  help?: string;
+  type: 'counter' | 'gauge' | 'histogram';
+  map: string;
+  labels?: ObjectLabel[];
+  /** Histograms: the key field after the labels is the bucket index. */
+  /** count: buckets exported (log2: 32, linear: 20 by default); higher indexes are counted as drops. */
+  bucket?: { size: 1 | 2 | 4 | 8; offset?: number; type: 'log2' | 'linear'; width?: number; count?: number; multiplier?: number };
+  /** Where the u64 value is in the map value (bytes, a multiple of 8); per-CPU values are summed. */
+  valueOffset?: number;
+}
+
+/** A user's own compiled BPF object, exported from its maps. */
+export interface ObjectConfig {
+  name: string;
+  /** The .bpf.o; relative paths are from the config file's directory. */
+  path: string;
+  /** Programs to load and attach by their SEC() names; all when absent. */
+  programs?: string[];
+  maxSeries?: number;
+  metrics: ObjectMetric[];
+}
+
 export interface Config {
   listen: string;
   collectors: {
@@ -104,6 +140,7 @@ export interface Config {
   };
   services: ServiceRule[];
   probes: ProbeConfig[];
+  objects: ObjectConfig[];
   security: {
     enabled: boolean;
     /** Load rules/default.yaml before the files in `rules`. */
@@ -151,6 +188,7 @@ export const DEFAULT_CONFIG: Config = {
   },
   services: [],
   probes: [],
+  objects: [],
   security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
   collectIntervalSeconds: 5,
@@ -310,6 +348,67 @@ export const CONFIG_SCHEMA = {
                   required: ['from', 'op', 'value'],
                   properties: { from: { type: 'string' }, op: { enum: ['==', '!=', '<', '<=', '>', '>='] }, value: { type: 'integer' } },
                 },
+              },
+            },
+          },
+        },
+      },
+    },
+    objects: {
+      type: 'array',
+      maxItems: 64,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'path', 'metrics'],
+        properties: {
+          name: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
+          path: { type: 'string', minLength: 1 },
+          programs: { type: 'array', items: { type: 'string', minLength: 1 } },
+          maxSeries: { type: 'integer', minimum: 1, maximum: 100000 },
+          metrics: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 64,
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['name', 'type', 'map'],
+              properties: {
+                name: { type: 'string', pattern: '^[a-zA-Z_:][a-zA-Z0-9_:]*$' },
+                help: { type: 'string' },
+                type: { enum: ['counter', 'gauge', 'histogram'] },
+                map: { type: 'string', minLength: 1 },
+                labels: {
+                  type: 'array',
+                  maxItems: 8,
+                  items: {
+                    type: 'object',
+                    additionalProperties: false,
+                    required: ['name', 'size', 'decoder'],
+                    properties: {
+                      name: { type: 'string', pattern: '^[a-zA-Z_][a-zA-Z0-9_]*$' },
+                      size: { type: 'integer', minimum: 1, maximum: 256 },
+                      offset: { type: 'integer', minimum: 0, maximum: 4096 },
+                      decoder: { enum: ['uint', 'int', 'hex', 'string', 'ksym', 'inet', 'port', 'dev'] },
+                      values: { type: 'object', additionalProperties: { type: 'string' } },
+                    },
+                  },
+                },
+                bucket: {
+                  type: 'object',
+                  additionalProperties: false,
+                  required: ['size', 'type'],
+                  properties: {
+                    size: { enum: [1, 2, 4, 8] },
+                    offset: { type: 'integer', minimum: 0, maximum: 4096 },
+                    type: { enum: ['log2', 'linear'] },
+                    width: { type: 'number', exclusiveMinimum: 0 },
+                    count: { type: 'integer', minimum: 1, maximum: 256 },
+                    multiplier: { type: 'number', exclusiveMinimum: 0 },
+                  },
+                },
+                valueOffset: { type: 'integer', minimum: 0, maximum: 4096, multipleOf: 8 },
               },
             },
           },
