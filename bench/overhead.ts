@@ -22,6 +22,7 @@ const RATE = Number(process.env.BENCH_RATE ?? 2000);
 const RATE_SECONDS = Number(process.env.BENCH_RATE_SECONDS ?? 10);
 const CONNECTIONS = 16;
 const FLUSH_MS = 6000; // the APM agents export in batches: their cost includes the flush
+const ELASTIC_FLUSH_MS = 11_000; // elastic-apm-node sends every 10 s: wait that long before counting what arrived
 const CONFIGS = ['none', 'kernscope', 'opentelemetry', 'dd-trace', 'elastic'] as const;
 type Cfg = (typeof CONFIGS)[number];
 
@@ -136,23 +137,29 @@ async function runOne(pass: Row['pass'], cfg: Cfg, receiver: number): Promise<Ro
   const service = spawn('taskset', ['-c', '0', process.execPath, ...pre, 'service.cjs', String(port)], { cwd: DIR, env, stdio: ['ignore', 'pipe', 'inherit'] });
   try {
     await waitLine(service, /ready/, `service (${cfg})`);
-    const pid = Number(execFileSync('pgrep', ['-P', String(service.pid)], { encoding: 'utf8' }).trim().split('\n')[0] || service.pid);
-    load(port, 2000); // warm-up: JIT, connection pools, the agents' first exports
+    const pid = service.pid!; // taskset execs the service: same pid
+    const recv0 = await receiverCounts(receiver);
+    const metrics0 = agent ? await agent.scrape() : [];
+    const warm = load(port, 2000); // warm-up: JIT, connection pools, the agents' first exports
     await sleep(1000);
     const before = { server: cpuSeconds(pid), agent: agent ? cpuSeconds(agent.child.pid!) : 0, recv: await receiverCounts(receiver), metrics: agent ? await agent.scrape() : cfg === 'opentelemetry' ? await scrape(promPort) : [] };
     const l = pass === 'saturated' ? load(port, REQUESTS) : load(port, RATE * RATE_SECONDS, RATE);
     await sleep(FLUSH_MS);
     const after = { server: cpuSeconds(pid), agent: agent ? cpuSeconds(agent.child.pid!) : 0, recv: await receiverCounts(receiver), metrics: agent ? await agent.scrape() : cfg === 'opentelemetry' ? await scrape(promPort) : [] };
+    // What each configuration's telemetry shows of everything sent (warm-up
+    // included: exports lag), once its last batch is in.
     let seen = NaN;
     const delta = (name: string, m: Record<string, string> = {}): number => sum(after.metrics, name, m) - sum(before.metrics, name, m);
-    if (cfg === 'kernscope') seen = delta('http_server_request_duration_seconds_count', { http_route: '/users/{id}' });
+    const sent = warm.requests + l.requests;
+    if (cfg !== 'none' && cfg !== 'kernscope') await sleep(ELASTIC_FLUSH_MS - FLUSH_MS);
+    const recv = await receiverCounts(receiver);
+    if (cfg === 'kernscope') seen = sum(after.metrics, 'http_server_request_duration_seconds_count', { http_route: '/users/*' }) - sum(metrics0, 'http_server_request_duration_seconds_count', { http_route: '/users/*' });
     if (cfg === 'opentelemetry') {
       const name = after.metrics.find((s) => /^http_server_(request_)?duration(_seconds|_milliseconds)?_count$/.test(s.name))?.name;
-      seen = name ? delta(name) : 0;
-      seen = Math.min(seen, after.recv.otlp! - before.recv.otlp!);
+      seen = Math.min(name ? sum(after.metrics, name) : 0, recv.otlp! - recv0.otlp!);
     }
-    if (cfg === 'dd-trace') seen = after.recv.datadog! - before.recv.datadog!;
-    if (cfg === 'elastic') seen = after.recv.elastic! - before.recv.elastic!;
+    if (cfg === 'dd-trace') seen = recv.datadog! - recv0.datadog!;
+    if (cfg === 'elastic') seen = recv.elastic! - recv0.elastic!;
     let bpfUs = 0;
     if (agent && pass === 'fixed rate') {
       // Statistics cover 90 % of each second.
@@ -167,7 +174,7 @@ async function runOne(pass: Row['pass'], cfg: Cfg, receiver: number): Promise<Ro
       bpfUs: bpfUs / l.requests,
       serverRss: rssMiB(pid),
       agentRss: agent ? rssMiB(agent.child.pid!) : 0,
-      seen: seen / l.requests,
+      seen: seen / sent,
     };
   } finally {
     await stopChild(service);

@@ -10,7 +10,7 @@ const { PrometheusExporter } = require('@opentelemetry/exporter-prometheus');
 const sdk = new NodeSDK({
   serviceName: 'bench',
   traceExporter: new OTLPTraceExporter({ url: `${process.env.BENCH_RECEIVER}/v1/traces` }),
-  metricReader: new PrometheusExporter({ host: '127.0.0.1', port: Number(process.env.BENCH_OTEL_PROM_PORT) }),
+  metricReaders: [new PrometheusExporter({ host: '127.0.0.1', port: Number(process.env.BENCH_OTEL_PROM_PORT) })],
   // fs spans are off, as OpenTelemetry recommends for servers.
   instrumentations: [getNodeAutoInstrumentations({ '@opentelemetry/instrumentation-fs': { enabled: false } })],
 });
