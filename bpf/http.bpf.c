@@ -72,6 +72,42 @@ struct {
 	__uint(max_entries, 1 << 20);
 } http_events SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ks_http_config);
+} http_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ks_http_total_key);
+	__type(value, struct ks_http_total);
+} http_totals SEC(".maps");
+
+/* In-kernel filters, evaluated when a connection is accepted or connected,
+ * before anything of it is read: an untracked connection costs each later
+ * syscall one hash lookup. With `filter_on`, a connection is tracked when
+ * its service-side port is in `watch_ports`, or its process is not judged
+ * IGNORE in `tgid_verdict` (user space judges each process it sees by the
+ * watch list: by pid, executable, command, cgroup). */
+const volatile bool filter_on = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+} watch_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tgid_verdict SEC(".maps");
+
 /* TLS: OpenSSL's SSL_read/SSL_write, by uprobes, give the plaintext. */
 const volatile bool tls_enabled = false;
 
@@ -165,13 +201,48 @@ static __always_inline struct ks_http_event *reserve(void)
 	return e;
 }
 
-static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
-				 const void *resp, bool resp_in_kernel, long resp_len)
+/* Counts the request exactly, then says whether it gets a record: all do
+ * unless user space set sample_every, then 1 in sample_every, at random. */
+static __always_inline __u16 count_request(struct conn *c, const struct conn_key *k, __u8 status_class,
+					   __u64 duration_ns)
 {
+	__u32 zero = 0, every = 1;
+	struct ks_http_config *cfg = bpf_map_lookup_elem(&http_config, &zero);
+	if (cfg && cfg->sample_every > 1)
+		every = cfg->sample_every > 65535 ? 65535 : cfg->sample_every;
+	bool record = every == 1 || bpf_get_prandom_u32() % every == 0;
+	struct ks_http_total_key tk = {
+		.tgid = k->tgid,
+		.role = c->role,
+		.status_class = status_class,
+		.port = c->role == HTTP_ROLE_SERVER ? c->local_port : c->peer_port,
+	};
+	static const struct ks_http_total none;
+	struct ks_http_total *t = lookup_or_init(&http_totals, &tk, &none);
+	if (t) {
+		t->count++;
+		t->duration_ns += duration_ns;
+		if (record)
+			t->recorded++;
+	} else {
+		count_drop(HTTP_DROP_TOTALS_FULL);
+	}
+	return record ? every : 0;
+}
+
+static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
+				 const void *resp, bool resp_in_kernel, long resp_len, char code)
+{
+	__u64 duration = bpf_ktime_get_ns() - c->start_ns;
+	__u8 status_class = code >= '1' && code <= '5' ? code - '0' : 0;
+	__u16 weight = count_request(c, k, status_class, duration);
+	if (!weight)
+		return;
 	struct ks_http_event *e = reserve();
 	if (!e)
 		return;
-	e->duration_ns = bpf_ktime_get_ns() - c->start_ns;
+	e->weight = weight;
+	e->duration_ns = duration;
 	e->request_bytes = c->request_bytes;
 	e->response_bytes = resp_len > 0 ? resp_len : 0;
 	e->tgid = k->tgid;
@@ -263,14 +334,14 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 		 * request that came in the same read as an earlier one. */
 		if (c->start_ns && len >= HTTP_STATUS_MIN && is_status_line(head) &&
 		    !bpf_probe_read_user(&code, 1, buf + 9) && status_kind(head, code) == 2)
-			emit(c, k, HTTP_END_EXTRA, buf, false, len);
+			emit(c, k, HTTP_END_EXTRA, buf, false, len, code);
 		return;
 	}
 	if (c->resp_pre_len == 0 && len >= HTTP_STATUS_MIN) {
 		if (bpf_probe_read_user(&code, 1, buf + 9))
 			return;
 		if (status_kind(head, code) == 2) {
-			emit(c, k, HTTP_END_RESPONSE, buf, false, len);
+			emit(c, k, HTTP_END_RESPONSE, buf, false, len, code);
 			c->phase = HTTP_IDLE;
 		}
 		return;
@@ -288,7 +359,7 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 	if (c->resp_pre_len < HTTP_STATUS_MIN)
 		return;
 	if (status_kind(*(__u64 *)c->resp_pre, c->resp_pre[9]) == 2) {
-		emit(c, k, HTTP_END_RESPONSE, NULL, true, len);
+		emit(c, k, HTTP_END_RESPONSE, NULL, true, len, c->resp_pre[9]);
 		c->phase = HTTP_IDLE;
 	}
 	c->resp_pre_len = 0;
@@ -305,22 +376,18 @@ static __always_inline void plain_data(struct conn *c, const struct conn_key *k,
 		response_data(c, k, head, buf, len);
 }
 
-/* One read or write of `len` bytes at `buf` (NULL for sendfile) on `fd`. */
-static __always_inline int on_data(__u32 fd, const void *buf, long len, bool is_read)
+/* One read or write of `len` bytes at `buf` (NULL for sendfile) on a
+ * tracked connection. */
+static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u32 fd, const void *buf,
+				   long len, bool is_read)
 {
-	struct conn_key k;
-	if (len <= 0)
-		return 0;
-	struct conn *c = lookup(fd, &k);
-	if (!c)
-		return 0;
 	if (tls_enabled) {
 		__u64 id = bpf_get_current_pid_tgid();
 		bpf_map_update_elem(&last_fd, &id, &fd, BPF_ANY);
 	}
 	if (c->tls)
 		return 0; /* ciphertext: the plaintext comes through the uprobes */
-	plain_data(c, &k, buf, len, is_read);
+	plain_data(c, k, buf, len, is_read);
 	return 0;
 }
 
@@ -366,6 +433,15 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 		}
 		family = f;
 	}
+	__u16 lport = local_port(fd);
+	if (filter_on) {
+		__u16 sport = role == HTTP_ROLE_SERVER ? lport : port;
+		if (!bpf_map_lookup_elem(&watch_ports, &sport)) {
+			__u8 *v = bpf_map_lookup_elem(&tgid_verdict, &k.tgid);
+			if (v && *v == HTTP_VERDICT_IGNORE)
+				return;
+		}
+	}
 	/* The entry is too large for the stack: insert zeroes, then fill in.
 	 * BPF_ANY: a reused fd number starts a new connection. */
 	if (bpf_map_update_elem(&conns, &k, &zero_conn, BPF_ANY)) {
@@ -378,7 +454,7 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 	c->role = role;
 	c->family = family;
 	c->peer_port = port;
-	c->local_port = local_port(fd);
+	c->local_port = lport;
 	c->connect_ns = role == HTTP_ROLE_CLIENT ? bpf_ktime_get_ns() : 0;
 	__builtin_memcpy(c->peer_addr, addr, sizeof(addr));
 }
@@ -429,10 +505,19 @@ int http_accept(struct sys_exit_ctx *ctx)
 /* A client whose server is down: one record, so it counts as an error. */
 static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err)
 {
+	/* Rare, and each one matters: never sampled out. */
+	struct ks_http_total_key tk = { .tgid = k->tgid, .role = HTTP_ROLE_CLIENT, .port = c->peer_port };
+	static const struct ks_http_total none;
+	struct ks_http_total *t = lookup_or_init(&http_totals, &tk, &none);
+	if (t) {
+		t->count++;
+		t->recorded++;
+	}
 	struct ks_http_event *e = reserve();
 	if (!e)
 		return;
 	__builtin_memset(e, 0, sizeof(*e));
+	e->weight = 1;
 	e->duration_ns = bpf_ktime_get_ns() - c->connect_ns;
 	e->tgid = k->tgid;
 	e->fd = k->fd;
@@ -504,81 +589,66 @@ int http_close(struct sys_exit_ctx *ctx)
 	if (!c)
 		return 0;
 	if (c->phase == HTTP_REQUEST)
-		emit(c, &k, HTTP_END_CLOSED, NULL, false, 0);
+		emit(c, &k, HTTP_END_CLOSED, NULL, false, 0, 0);
 	bpf_map_delete_elem(&conns, &k);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_read")
-int http_read(struct sys_exit_ctx *ctx)
+enum buf_kind { BUF_PLAIN, BUF_IOV, BUF_MSG, BUF_NONE };
+
+/* Every read and write syscall exits through here. The cheap checks come
+ * first: a failed or empty call, then the one hash lookup that tells a
+ * tracked connection from everything else (pipes, files, untracked or
+ * filtered sockets); only then are arguments and payload read. */
+static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind kind, bool is_read)
 {
+	long len = ctx->ret;
+	if (len <= 0)
+		return 0;
 	struct pt_regs *r = user_regs();
-	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, true);
+	__u32 fd = ARG(r, di);
+	struct conn_key k;
+	struct conn *c = lookup(fd, &k);
+	if (!c)
+		return 0;
+	const void *buf = NULL;
+	long first = len;
+	if (kind == BUF_PLAIN)
+		buf = (const void *)ARG(r, si);
+	else if (kind == BUF_IOV)
+		buf = first_iov((const struct iovec *)ARG(r, si), &first);
+	else if (kind == BUF_MSG)
+		buf = msg_iov((const struct user_msghdr *)ARG(r, si), &first);
+	return on_data(c, &k, fd, buf, len, is_read);
 }
+
+SEC("tracepoint/syscalls/sys_exit_read")
+int http_read(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, true); }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int http_recvfrom(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, true);
-}
+int http_recvfrom(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, true); }
 
 SEC("tracepoint/syscalls/sys_exit_readv")
-int http_readv(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	long len = ctx->ret;
-	const void *buf = len > 0 ? first_iov((const struct iovec *)ARG(r, si), &len) : NULL;
-	return on_data(ARG(r, di), buf, ctx->ret, true);
-}
+int http_readv(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_IOV, true); }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int http_recvmsg(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	long len = ctx->ret;
-	const void *buf = len > 0 ? msg_iov((const struct user_msghdr *)ARG(r, si), &len) : NULL;
-	return on_data(ARG(r, di), buf, ctx->ret, true);
-}
+int http_recvmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, true); }
 
 SEC("tracepoint/syscalls/sys_exit_write")
-int http_write(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, false);
-}
+int http_write(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, false); }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
-int http_sendto(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	return on_data(ARG(r, di), (const void *)ARG(r, si), ctx->ret, false);
-}
+int http_sendto(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, false); }
 
 SEC("tracepoint/syscalls/sys_exit_writev")
-int http_writev(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	long len = ctx->ret;
-	const void *buf = len > 0 ? first_iov((const struct iovec *)ARG(r, si), &len) : NULL;
-	return on_data(ARG(r, di), buf, ctx->ret, false);
-}
+int http_writev(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_IOV, false); }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int http_sendmsg(struct sys_exit_ctx *ctx)
-{
-	struct pt_regs *r = user_regs();
-	long len = ctx->ret;
-	const void *buf = len > 0 ? msg_iov((const struct user_msghdr *)ARG(r, si), &len) : NULL;
-	return on_data(ARG(r, di), buf, ctx->ret, false);
-}
+int http_sendmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, false); }
 
+/* A body from a file (nginx): bytes only, never a head. */
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int http_sendfile(struct sys_exit_ctx *ctx)
-{
-	/* A body from a file (nginx): bytes only, never a head. */
-	return on_data(ARG(user_regs(), di), NULL, ctx->ret, false);
-}
+int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, false); }
 
 /* ---- TLS ---------------------------------------------------------------- */
 

@@ -28,6 +28,31 @@ enum ks_http_end {
 enum ks_http_drop_reason {
 	HTTP_DROP_RINGBUF_FULL = 0,
 	HTTP_DROP_CONN_TABLE_FULL = 1,
+	HTTP_DROP_TOTALS_FULL = 2,
+};
+
+/* Verdicts user space gives a process when a watch list is set. */
+enum ks_http_verdict { HTTP_VERDICT_WATCH = 1, HTTP_VERDICT_IGNORE = 2 };
+
+/* Runtime settings user space may change at any time (array `http_config`). */
+struct ks_http_config {
+	__u32 sample_every;	/* a record for 1 request in this many; 0 or 1: all */
+	__u32 pad;
+};
+
+/* Exact counts kept in the kernel whatever the sampling: per process,
+ * role, service-side port and status class (0: no response). */
+struct ks_http_total_key {
+	__u32 tgid;
+	__u8 role;
+	__u8 status_class;
+	__u16 port;
+};
+
+struct ks_http_total {
+	__u64 count;
+	__u64 duration_ns;
+	__u64 recorded;		/* of `count`, sent to user space as records */
 };
 
 struct ks_http_event {
@@ -44,7 +69,8 @@ struct ks_http_event {
 	__u16 req_len;		/* valid bytes in req_head */
 	__u16 resp_len;		/* valid bytes in resp_head */
 	__u16 local_port;	/* host order; 0 if unknown */
-	__u16 pad2[2];
+	__u16 weight;		/* requests this record stands for (sampling) */
+	__u16 pad2;
 	__u8 peer_addr[16];
 	char comm[16];
 	__u8 req_head[HTTP_REQ_HEAD];

@@ -10,6 +10,7 @@ import { ProcessCollector } from './collectors/process/index.js';
 import { CustomCollector } from './collectors/custom/index.js';
 import { ObjectsCollector } from './collectors/objects/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
+import { OverheadBudget } from './overhead.js';
 import { registerSelfMetrics } from './self-metrics.js';
 import { EventStream, parseListen, serve } from './server.js';
 import { addon } from './bpf/addon.js';
@@ -30,6 +31,7 @@ export class Agent {
   private stats: ProgramStatsSampler;
   private timer: NodeJS.Timeout | undefined;
   private events: EventStream | undefined;
+  private budget: OverheadBudget | undefined;
   features!: KernelFeatures;
   plans: CollectorPlan[] = [];
 
@@ -37,8 +39,10 @@ export class Agent {
     readonly config: Config,
     private readonly log: Log = (m) => process.stderr.write(`kernscope: ${m}\n`),
   ) {
+    // Under a budget, the programs' CPU is measured every 5 s at least.
+    const interval = config.overhead.maxCpuPercent > 0 ? Math.min(config.bpfStats.intervalSeconds, 5) : config.bpfStats.intervalSeconds;
     this.stats = new ProgramStatsSampler({
-      intervalMs: config.bpfStats.intervalSeconds * 1000,
+      intervalMs: interval * 1000,
       windowMs: config.bpfStats.windowSeconds * 1000,
     });
   }
@@ -87,6 +91,9 @@ export class Agent {
     }
     for (const c of this.collectors) m.onScrape(() => c.collect());
     this.stats.start();
+    const http = this.collectors.find((c): c is HttpCollector => c instanceof HttpCollector);
+    this.budget = new OverheadBudget(this.config.overhead.maxCpuPercent, this.config.overhead.maxSampleEvery, this.stats, http, m);
+    this.budget.start();
     // Folding between scrapes names short-lived processes while /proc still has them.
     this.timer = setInterval(() => {
       for (const c of this.collectors) c.collect();
@@ -99,6 +106,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.budget?.stop();
     this.stats.stop();
     await Promise.all(this.collectors.map((c) => c.stop()));
     this.collectors = [];

@@ -163,3 +163,24 @@ export function allProgramIds(): Set<number> {
   const out = execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' });
   return new Set((JSON.parse(out) as Array<{ id: number }>).map((p) => p.id));
 }
+
+/** Keys of a map the process `pid` holds, by the map's name, from bpftool (hex bytes per key). */
+export function mapKeysOf(pid: number, name: string): Buffer[] {
+  const ids = new Set<number>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const m = /^map_id:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.add(Number(m[1]));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const out: Buffer[] = [];
+  for (const id of ids) {
+    const info = JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name?: string };
+    if (info.name !== name) continue;
+    const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as Array<{ key: string[] }>;
+    for (const e of dump) out.push(Buffer.from(e.key.map((b) => parseInt(b, 16))));
+  }
+  return out;
+}

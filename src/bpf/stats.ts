@@ -31,6 +31,8 @@ export class ProgramStatsSampler {
   private statsFd = -1;
   private windowStart: Map<string, { runs: number; ns: number }> | undefined;
   private windowStartedAt = 0n;
+  /** CPU the programs used in the last window, in % of one core. */
+  lastCpuPercent = 0;
 
   constructor(private readonly opts: StatsOptions) {}
 
@@ -111,7 +113,9 @@ export class ProgramStatsSampler {
       addon().closeFd(this.statsFd);
       this.statsFd = -1;
     }
-    this.sampledNs += Number(process.hrtime.bigint() - this.windowStartedAt);
+    const wall = Number(process.hrtime.bigint() - this.windowStartedAt);
+    this.sampledNs += wall;
+    let windowNs = 0;
     for (const [name, e] of end) {
       const s = this.windowStart.get(name);
       const t = this.totals.get(name);
@@ -121,7 +125,9 @@ export class ProgramStatsSampler {
       t.runs += runs;
       t.runTimeNs += ns;
       t.lastNsPerRun = runs > 0 ? ns / runs : 0;
+      windowNs += ns;
     }
+    this.lastCpuPercent = wall > 0 ? (windowNs / wall) * 100 : 0;
     this.windowStart = undefined;
   }
 }

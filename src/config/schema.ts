@@ -135,6 +135,8 @@ export interface Config {
       tls: { enabled: boolean; binaries: string[] };
       /** Processes watched: any of these matches (same keys as services[].match); all when empty. */
       watch: ServiceRule['match'][];
+      /** Per-request records for 1 request in this many (1: all); counts stay exact. The overhead budget changes it at run time. */
+      sampleEvery: number;
       maps: { connections: number };
     };
   };
@@ -159,6 +161,8 @@ export interface Config {
     };
   };
   bpfStats: { intervalSeconds: number; windowSeconds: number };
+  /** A CPU budget for the agent and its BPF programs together, in % of one core; 0: none. */
+  overhead: { maxCpuPercent: number; maxSampleEvery: number };
   collectIntervalSeconds: number;
 }
 
@@ -183,6 +187,7 @@ export const DEFAULT_CONFIG: Config = {
       flushIntervalMs: 200,
       tls: { enabled: true, binaries: [] },
       watch: [],
+      sampleEvery: 1,
       maps: { connections: 16384 },
     },
   },
@@ -191,6 +196,7 @@ export const DEFAULT_CONFIG: Config = {
   objects: [],
   security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
+  overhead: { maxCpuPercent: 0, maxSampleEvery: 1024 },
   collectIntervalSeconds: 5,
 };
 
@@ -266,6 +272,7 @@ export const CONFIG_SCHEMA = {
             durationBuckets: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'number', exclusiveMinimum: 0 } },
             flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
             watch: { type: 'array', maxItems: 10000, items: MATCH_SCHEMA },
+            sampleEvery: { type: 'integer', minimum: 1, maximum: 65535 },
             tls: {
               type: 'object',
               additionalProperties: false,
@@ -453,6 +460,14 @@ export const CONFIG_SCHEMA = {
       properties: {
         intervalSeconds: { type: 'number', minimum: 1, maximum: 86400 },
         windowSeconds: { type: 'number', exclusiveMinimum: 0, maximum: 60 },
+      },
+    },
+    overhead: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        maxCpuPercent: { type: 'number', minimum: 0, maximum: 800 },
+        maxSampleEvery: { type: 'integer', minimum: 1, maximum: 65535 },
       },
     },
     collectIntervalSeconds: { type: 'number', minimum: 0.1, maximum: 3600 },

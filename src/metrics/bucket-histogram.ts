@@ -36,7 +36,8 @@ export class BucketHistogram implements MetricLike {
   }
 
   /** Adds an observation of `value`, in the bounds' unit. */
-  observe(s: Series, value: number): void {
+  /** One observation of `value`, or `n` of them (a sampled record stands for n). */
+  observe(s: Series, value: number, n = 1): void {
     const b = this.bounds;
     let lo = 0;
     let hi = b.length;
@@ -45,9 +46,9 @@ export class BucketHistogram implements MetricLike {
       if (value <= b[mid]!) hi = mid;
       else lo = mid + 1;
     }
-    if (lo < b.length) s.counts[lo]! += 1;
-    s.count += 1;
-    s.sum += value;
+    if (lo < b.length) s.counts[lo]! += n;
+    s.count += n;
+    s.sum += value * n;
   }
 
   get seriesCount(): number {

@@ -164,4 +164,25 @@ export class ProcessFilter {
     }
     return ok;
   }
+
+  /** Ports that rules name alone: a connection on one is watched whoever owns it. */
+  portsAlone(): number[] {
+    return this.rules.filter((r) => r.m.port !== undefined && Object.keys(r.m).length === 1).map((r) => r.m.port!);
+  }
+
+  /**
+   * Whether some rule other than a port-only one can match this process, on
+   * some port: the kernel skips every connection of a process judged false
+   * (except on the ports that rules name alone).
+   */
+  mayWatchProcess(tgid: number, kernelComm: string): boolean {
+    if (this.rules.length === 0) return true;
+    const info = readProc(tgid);
+    const comm = info?.comm || kernelComm;
+    return this.rules.some((r) => {
+      if (r.m.port !== undefined && Object.keys(r.m).length === 1) return false;
+      const { port: _port, ...rest } = r.m;
+      return matches(rest, r.re, tgid, comm, info);
+    });
+  }
 }

@@ -30,6 +30,8 @@ export interface HttpEvent {
   peerPort: number;
   /** The connection's local port (a server's listening port); 0 if unknown. */
   localPort: number;
+  /** Requests this record stands for: 1, or N when the kernel sends 1 in N. */
+  weight: number;
   /** The peer's address ("" for a server's connection: accept does not record it). */
   peerAddr: string;
   comm: string;
@@ -70,6 +72,7 @@ export function decodeEvent(b: Buffer): HttpEvent | undefined {
     error: b.readUInt8(35),
     peerPort: b.readUInt16LE(36),
     localPort: b.readUInt16LE(42),
+    weight: b.readUInt16LE(44) || 1,
     peerAddr: family ? addr(b.subarray(48, 64), family) : '',
     comm: b.toString('latin1', 64, commEnd < 0 || commEnd > 80 ? 80 : commEnd),
     // Views, not copies: the batch Buffer lives as long as this record is

@@ -96,6 +96,13 @@ export class HttpCollector implements Collector {
   private filter!: ProcessFilter;
   /** Binaries whose SSL_read/SSL_write are probed. */
   tlsBinaries: string[] = [];
+  private totals!: client.Counter<string>;
+  private sampleGauge!: client.Gauge<string>;
+  /** Last cumulative count per http_totals key. */
+  private lastTotals = new Map<string, number>();
+  /** Processes whose verdict the kernel has. */
+  private judged = new Set<number>();
+  sampleEvery = 1;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks: HookChoice[] = SYSCALLS.map(([event, program]) =>
@@ -123,11 +130,19 @@ export class HttpCollector implements Collector {
         ...plan.hooks.filter((h) => !h.kind && h.event.startsWith('sys_')).map((h) => SYSCALLS.find(([e]) => e === h.event)![1]),
         ...(tls ? [] : TLS_PROGRAMS),
       ],
-      rodata: { self_tgid: process.pid, tls_enabled: tls ? 1 : 0 },
+      rodata: { self_tgid: process.pid, tls_enabled: tls ? 1 : 0, filter_on: cfg.watch.length ? 1 : 0 },
       maxEntries: { conns: cfg.maps.connections },
     });
     for (const [service, routes] of Object.entries(cfg.routes)) this.matchers.set(service, new RouteMatcher(routes));
     this.filter = new ProcessFilter(cfg.watch);
+    for (const port of this.filter.portsAlone()) {
+      const k = Buffer.alloc(2);
+      k.writeUInt16LE(port);
+      this.obj.map('watch_ports').update(k, Buffer.from([1]));
+    }
+    this.totals = ctx.metrics.counter('kernscope_http_requests_total', 'HTTP requests counted in the kernel, exact whatever the sampling: by service, direction and status class (1xx..5xx; "none": no response).', ['service_name', 'direction', 'status_class']);
+    this.sampleGauge = ctx.metrics.gauge('kernscope_http_sample_every', 'Per-request records are sent for 1 request in this many; above 1 the http_* histograms are estimates (each record counts this many times), kernscope_http_requests_total stays exact.');
+    this.setSampleEvery(cfg.sampleEvery);
 
     const buckets = [...cfg.durationBuckets].sort((a, b) => a - b);
     const hist = (name: string, help: string, bounds: number[]): BucketHistogram => {
@@ -150,6 +165,7 @@ export class HttpCollector implements Collector {
     this.drops = new KernelDrops(this.obj.map('drops'), 'http', DROP_REASONS, ctx.drops, ['label_overflow', 'route_overflow']);
 
     try {
+      if (!this.filter.all) this.judgeRunning();
       this.seedConnections();
       this.rb = this.obj.ringBuffer('http_events', (rec) => this.onRecord(rec));
       // The kernel wakes the agent only once records pile up; the rest are
@@ -234,6 +250,66 @@ export class HttpCollector implements Collector {
     return this.obj ? [...this.obj.programs.values()] : [];
   }
 
+  /** Sends records for 1 request in `n` (1: every one); counts stay exact in the kernel. */
+  setSampleEvery(n: number): void {
+    if (!this.obj) return;
+    this.sampleEvery = Math.max(1, Math.min(65535, Math.round(n)));
+    const v = Buffer.alloc(8);
+    v.writeUInt32LE(this.sampleEvery);
+    this.obj.map('http_config').update(Buffer.alloc(4), v);
+    this.sampleGauge.set(this.sampleEvery);
+  }
+
+  /**
+   * Tells the kernel whether a process may be watched, so that connections
+   * of the others are never tracked (bpf/http.bpf.c `tgid_verdict`). Until
+   * a process is judged its connections are tracked, and filtered here.
+   */
+  private judge(tgid: number, comm: string): void {
+    if (this.judged.has(tgid) || !this.obj) return;
+    if (this.judged.size >= 65536) this.judged.clear(); // the kernel map is an LRU of that size
+    this.judged.add(tgid);
+    const k = Buffer.alloc(4);
+    k.writeUInt32LE(tgid);
+    this.obj.map('tgid_verdict').update(k, Buffer.from([this.filter.mayWatchProcess(tgid, comm) ? 1 : 2]));
+  }
+
+  private judgeRunning(): void {
+    for (const d of fs.readdirSync('/proc')) {
+      const tgid = Number(d);
+      if (Number.isInteger(tgid) && tgid > 0 && tgid !== process.pid) this.judge(tgid, '');
+    }
+  }
+
+  /** Folds the kernel's exact per-process counts into kernscope_http_requests_total. */
+  private foldTotals(): void {
+    const map = this.obj!.map('http_totals');
+    for (const { key, value } of map.entries()) {
+      const hex = key.toString('hex');
+      const count = map.field(value, 0);
+      const delta = count - (this.lastTotals.get(hex) ?? 0);
+      const tgid = key.readUInt32LE(0);
+      const gone = !fs.existsSync(`/proc/${tgid}`);
+      if (gone) {
+        // Read one last time, then forgotten here and in the kernel.
+        map.delete(key);
+        this.lastTotals.delete(hex);
+      } else this.lastTotals.set(hex, count);
+      if (delta <= 0) continue;
+      const server = key.readUInt8(4) === ROLE_SERVER;
+      const port = key.readUInt16LE(6);
+      if (!this.filter.all && !this.filter.accepts(tgid, '', server ? port : undefined)) continue;
+      const service = this.ctx.namer.names(tgid, '', server ? port || undefined : undefined).service;
+      const cls = key.readUInt8(5);
+      const labels = (server ? this.serverLimiter : this.clientLimiter).admit(`t\0${service}\0${server}\0${cls}`, {
+        service_name: service,
+        direction: server ? 'server' : 'client',
+        status_class: cls ? `${cls}xx` : 'none',
+      });
+      this.totals.inc(labels, delta);
+    }
+  }
+
   private route(service: string, path: string, complete: boolean): string {
     const ck = `${service}\0${complete ? path : `${path}\0`}`;
     const cached = this.routeCache.get(ck);
@@ -276,6 +352,7 @@ export class HttpCollector implements Collector {
   private onRecord(rec: Buffer): void {
     const e = decodeEvent(rec);
     if (!e) return;
+    if (!this.filter.all && !this.judged.has(e.tgid)) this.judge(e.tgid, e.comm);
     const server = e.role === ROLE_SERVER;
     const side = server ? 'server' : 'client';
     // The connection's key, built only when pipelined requests are in play.
@@ -332,7 +409,7 @@ export class HttpCollector implements Collector {
     if (!resp) {
       // Documented rule: a request closed before any response is not a
       // latency sample; it is counted as aborted.
-      this.aborted.inc({ service_name: service });
+      this.aborted.inc({ service_name: service }, e.weight);
       return;
     }
     const route = req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete);
@@ -343,11 +420,11 @@ export class HttpCollector implements Collector {
       http_response_status_code: String(status),
       http_route: route,
     }));
-    this.serverDuration.observe(b.duration, seconds);
+    this.serverDuration.observe(b.duration, seconds, e.weight);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody);
+    if (reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody, e.weight);
     const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-    if (respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody);
+    if (respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody, e.weight);
   }
 
   private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number, failure?: string): void {
@@ -362,18 +439,19 @@ export class HttpCollector implements Collector {
       server_port: String(e.peerPort),
       error_type: error,
     }));
-    this.clientDuration.observe(b.duration, seconds);
+    this.clientDuration.observe(b.duration, seconds, e.weight);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody);
+    if (reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody, e.weight);
     if (resp) {
       const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-      if (respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody);
+      if (respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody, e.weight);
     }
   }
 
   collect(): void {
     if (!this.obj) return;
     this.rb?.consume(); // a scrape sees every request made before it
+    this.foldTotals();
     this.drops.fold();
   }
 

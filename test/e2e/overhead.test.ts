@@ -1,0 +1,108 @@
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ROOT } from '../../src/paths.js';
+import { eventually, isRoot, mapKeysOf, sleep, startAgent, sum, type Sample } from '../helpers.js';
+import { startPeer, type Peer } from '../peers.js';
+
+// The agent's cost controls: in-kernel filters, sampling with exact counts,
+// and a CPU budget that the agent holds by sampling.
+
+const SERVER = path.join(ROOT, 'test', 'fixtures', 'http-server.mjs');
+const LOAD = path.join(ROOT, 'test', 'fixtures', 'http-load.mjs');
+
+before(() => assert.ok(isRoot, 'the agent needs root (CI runs as root)'));
+
+async function server(): Promise<{ peer: Peer; port: number }> {
+  const peer = startPeer(SERVER, []);
+  return { peer, port: Number((await peer.line(/^\d+$/)).trim()) };
+}
+
+function load(port: number, total: number, conns = 4): number {
+  return Number(execFileSync(process.execPath, [LOAD, String(port), String(total), String(conns)], { encoding: 'utf8', timeout: 120_000 }).trim());
+}
+
+function cpuSeconds(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const a = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(a[11]) + Number(a[12])) / 100;
+}
+
+test('watch list in the kernel: connections of unwatched processes are never tracked', async () => {
+  const a = await server();
+  const b = await server();
+  const agent = await startAgent(`collectors:\n  http:\n    watch:\n      - { pid: ${a.peer.child.pid!} }\n`);
+  try {
+    assert.equal(load(a.port, 50), 50);
+    assert.equal(load(b.port, 50), 50);
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await agent.scrape()), 'kernscope_http_requests_total', { direction: 'server' }) >= 50, 5000);
+    assert.equal(sum(m, 'kernscope_http_requests_total', { direction: 'server', status_class: '2xx' }), 50);
+    assert.equal(sum(m, 'http_server_request_duration_seconds_count'), 50);
+    // The kernel itself counted requests of the watched server only: the
+    // other one's connections were skipped at accept, before any payload.
+    const tgids = new Set(mapKeysOf(agent.child.pid!, 'http_totals').map((k) => k.readUInt32LE(0)));
+    assert.ok(tgids.has(a.peer.child.pid!), 'the watched server is counted in the kernel');
+    assert.ok(!tgids.has(b.peer.child.pid!), 'the unwatched server is not tracked at all');
+  } finally {
+    await agent.stop();
+    await a.peer.end();
+    await b.peer.end();
+  }
+});
+
+test('sampling: 1 record in 4 requests, exact counts from the kernel, histograms scaled', async () => {
+  const s = await server();
+  const agent = await startAgent('collectors:\n  http:\n    sampleEvery: 4\n');
+  try {
+    assert.equal(load(s.port, 800), 800);
+    let m: Sample[] = [];
+    const server = { service_name: 'http-server', direction: 'server', status_class: '2xx' };
+    await eventually(async () => sum((m = await agent.scrape()), 'kernscope_http_requests_total', server) >= 800, 5000);
+    assert.equal(sum(m, 'kernscope_http_requests_total', server), 800);
+    assert.equal(sum(m, 'kernscope_http_sample_every'), 4);
+    // Each record stands for 4 requests: a multiple of 4 near 800 (binomial,
+    // 200 records expected, 14 of standard deviation).
+    const est = sum(m, 'http_server_request_duration_seconds_count', { service_name: 'http-server', http_route: '/users/*' });
+    assert.equal(est % 4, 0);
+    assert.ok(est >= 800 - 4 * 70 && est <= 800 + 4 * 70, `estimated ${est}`);
+  } finally {
+    await agent.stop();
+    await s.peer.end();
+  }
+});
+
+test('a CPU budget: past it the agent samples records and holds its CPU, counts stay exact', async () => {
+  const s = await server();
+  const budget = 4;
+  const agent = await startAgent(`overhead:\n  maxCpuPercent: ${budget}\n`);
+  try {
+    // Load well past what recording every request costs within the budget.
+    let sent = 0;
+    let sampled = false;
+    for (let round = 0; round < 12 && !sampled; round++) {
+      sent += load(s.port, 4000);
+      sampled = sum(await agent.scrape(), 'kernscope_http_sample_every') > 1;
+    }
+    assert.ok(sampled, 'the budget raised the sampling');
+    // Held: the agent's own CPU over a further run of the same load.
+    const pid = agent.child.pid!;
+    const t0 = process.hrtime.bigint();
+    const c0 = cpuSeconds(pid);
+    sent += load(s.port, 8000);
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const agentPct = ((cpuSeconds(pid) - c0) / wall) * 100;
+    await sleep(200);
+    const m = await agent.scrape();
+    assert.equal(sum(m, 'kernscope_http_requests_total', { service_name: 'http-server', direction: 'server', status_class: '2xx' }), sent);
+    assert.ok(sum(m, 'kernscope_overhead_sampling_changes_total', { direction: 'fewer_records' }) >= 1);
+    assert.equal(sum(m, 'kernscope_overhead_budget_cpu_percent'), budget);
+    // The process alone; its BPF programs' share is reported beside it.
+    assert.ok(agentPct <= budget * 1.5, `agent at ${agentPct.toFixed(1)} % of a core with a ${budget} % budget (1 in ${sum(m, 'kernscope_http_sample_every')} recorded)`);
+  } finally {
+    await agent.stop();
+    await s.peer.end();
+  }
+});
