@@ -8,6 +8,8 @@
  * never a dangling pointer. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/perf_event.h>
 #include <stdarg.h>
@@ -400,7 +402,14 @@ static napi_value load_object(napi_env env, napi_callback_info info)
 	if (!obj)
 		return throw_err(env, EBADF, "loadObject: bad object handle");
 	log_reset();
+	/* The verifier gives up with EAGAIN when a signal is pending; a
+	 * profiler's SIGPROF every millisecond would make that every time.
+	 * Signals wait until the load is done, then arrive as usual. */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
 	int err = bpf_object__load(obj);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err)
 		return throw_err(env, err, "load %s", bpf_object__name(obj));
 	return NULL;

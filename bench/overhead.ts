@@ -23,7 +23,7 @@ const RATE_SECONDS = Number(process.env.BENCH_RATE_SECONDS ?? 10);
 const CONNECTIONS = 16;
 const FLUSH_MS = 6000; // the APM agents export in batches: their cost includes the flush
 const ELASTIC_FLUSH_MS = 11_000; // elastic-apm-node sends every 10 s: wait that long before counting what arrived
-const CONFIGS = ['none', 'kernscope', 'kernscope, 1% budget', 'opentelemetry', 'dd-trace', 'elastic'] as const;
+const CONFIGS = ['none', 'kernscope', 'kernscope, service only', 'kernscope, 1% budget', 'opentelemetry', 'dd-trace', 'elastic'] as const;
 type Cfg = (typeof CONFIGS)[number];
 
 /** The APM agents live in bench/overhead's own node_modules, not the agent's. */
@@ -123,7 +123,9 @@ async function runOne(pass: Row['pass'], cfg: Cfg, receiver: number): Promise<Ro
   if (cfg.startsWith('kernscope')) {
     // Statistics on 90 % of the time in the fixed-rate pass, for the BPF run time.
     const stats = pass === 'fixed rate' ? 'bpfStats:\n  intervalSeconds: 1\n  windowSeconds: 0.9\n' : '';
-    agent = await startAgent(stats + (cfg === 'kernscope' ? '' : 'overhead:\n  maxCpuPercent: 1\n'));
+    // "service only" watches what an in-process agent sees: the service, not the load generator.
+    const extra = cfg === 'kernscope, 1% budget' ? 'overhead:\n  maxCpuPercent: 1\n' : cfg === 'kernscope, service only' ? 'collectors:\n  http:\n    watch:\n      - { cmdline: "service\\\\.cjs" }\n' : '';
+    agent = await startAgent(stats + extra);
     execFileSync('taskset', ['-a', '-p', '-c', '1', String(agent.child.pid)], { stdio: 'ignore' });
   }
   const env: NodeJS.ProcessEnv = { ...process.env, BENCH_RECEIVER: `http://127.0.0.1:${receiver}`, BENCH_OTEL_PROM_PORT: String(promPort) };
@@ -154,7 +156,7 @@ async function runOne(pass: Row['pass'], cfg: Cfg, receiver: number): Promise<Ro
     let seen = NaN;
     const delta = (name: string, m: Record<string, string> = {}): number => sum(after.metrics, name, m) - sum(before.metrics, name, m);
     const sent = warm.requests + l.requests;
-    if (!['none', 'kernscope', 'kernscope, 1% budget'].includes(cfg)) await sleep(ELASTIC_FLUSH_MS - FLUSH_MS);
+    if (!cfg.startsWith('kernscope') && cfg !== 'none') await sleep(ELASTIC_FLUSH_MS - FLUSH_MS);
     const recv = await receiverCounts(receiver);
     // Kernscope's exact in-kernel count (its histograms are estimates under a budget).
     const mine = { service_name: 'service', direction: 'server' };

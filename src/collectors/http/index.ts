@@ -100,8 +100,9 @@ export class HttpCollector implements Collector {
   private sampleGauge!: client.Gauge<string>;
   /** Last cumulative count per http_totals key. */
   private lastTotals = new Map<string, number>();
-  /** Processes whose verdict the kernel has. */
+  /** Processes whose verdict the kernel has, and those judged not watched. */
   private judged = new Set<number>();
+  private ignored = new Set<number>();
   sampleEvery = 1;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
@@ -193,7 +194,7 @@ export class HttpCollector implements Collector {
     const all = scanSockets();
     const listening = new Set(all.filter((s) => s.state === 'listen').map((s) => `${s.netns}:${s.localPort}`));
     for (const s of all) {
-      if (s.state !== 'established' || s.tgid === process.pid) continue;
+      if (s.state !== 'established' || s.tgid === process.pid || this.ignored.has(s.tgid)) continue;
       const key = Buffer.alloc(8);
       key.writeUInt32LE(s.tgid, 0);
       key.writeUInt32LE(s.fd, 4);
@@ -267,11 +268,28 @@ export class HttpCollector implements Collector {
    */
   private judge(tgid: number, comm: string): void {
     if (this.judged.has(tgid) || !this.obj) return;
-    if (this.judged.size >= 65536) this.judged.clear(); // the kernel map is an LRU of that size
+    if (this.judged.size >= 65536) {
+      // the kernel map is an LRU of that size
+      this.judged.clear();
+      this.ignored.clear();
+    }
     this.judged.add(tgid);
     const k = Buffer.alloc(4);
     k.writeUInt32LE(tgid);
-    this.obj.map('tgid_verdict').update(k, Buffer.from([this.filter.mayWatchProcess(tgid, comm) ? 1 : 2]));
+    const watch = this.filter.mayWatchProcess(tgid, comm);
+    this.obj.map('tgid_verdict').update(k, Buffer.from([watch ? 1 : 2]));
+    if (!watch) this.ignored.add(tgid);
+    if (!watch && comm) this.untrack(tgid);
+  }
+
+  /**
+   * Stops tracking the connections a process opened before it was judged
+   * (it started after the agent): once per ignored process that made HTTP
+   * traffic, so one table walk is cheap beside what tracking would cost.
+   */
+  private untrack(tgid: number): void {
+    const conns = this.obj!.map('conns');
+    for (const { key } of conns.entries()) if (key.readUInt32LE(0) === tgid) conns.delete(key);
   }
 
   private judgeRunning(): void {
