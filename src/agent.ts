@@ -11,6 +11,9 @@ import { CustomCollector } from './collectors/custom/index.js';
 import { ObjectsCollector } from './collectors/objects/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
 import { OverheadBudget } from './overhead.js';
+import { parseCgroup } from './process/containers.js';
+import { KubeMetadata, kubeSource } from './process/kubernetes.js';
+import { metadataOn, type MetaResolver } from './process/names.js';
 import { registerSelfMetrics } from './self-metrics.js';
 import { EventStream, parseListen, serve } from './server.js';
 import { addon } from './bpf/addon.js';
@@ -32,6 +35,7 @@ export class Agent {
   private timer: NodeJS.Timeout | undefined;
   private events: EventStream | undefined;
   private budget: OverheadBudget | undefined;
+  private kubeTimer: NodeJS.Timeout | undefined;
   features!: KernelFeatures;
   plans: CollectorPlan[] = [];
 
@@ -64,7 +68,7 @@ export class Agent {
     const owner = new Map<string, string>();
     registerSelfMetrics(m, this.stats, (p) => owner.get(p) ?? 'unknown');
 
-    const namer = new ServiceNamer(this.config.services);
+    const namer = new ServiceNamer(this.config.services, 16384, this.config.scope.cgroup, await this.metadata());
     for (const c of allCollectors()) {
       const plan = c.plan(this.features, this.config);
       this.plans.push(plan);
@@ -104,8 +108,47 @@ export class Agent {
     return `http://${host}:${addr.port}/metrics`;
   }
 
+  /**
+   * Container and Kubernetes labels, when config `metadata` asks: from the
+   * cgroup path always, from the API server when one answers. Without it the
+   * agent says so once and keeps the container id and systemd unit.
+   */
+  private async metadata(): Promise<MetaResolver | undefined> {
+    const md = this.config.metadata;
+    if (!metadataOn(this.config)) return undefined;
+    let kube: KubeMetadata | undefined;
+    if (md.kubernetes !== 'off') {
+      const src = kubeSource(md.url, md.tokenFile);
+      if (!src) this.log('metadata: no Kubernetes API here (not in a cluster, no metadata.url): labels are container_id and systemd_unit only');
+      else {
+        kube = new KubeMetadata(src);
+        await kube.refresh();
+        if (kube.ok) this.log(`metadata: pods from ${src.url}`);
+        else this.log(`metadata: Kubernetes API at ${src.url}: ${kube.lastError}; labels are container_id and systemd_unit until it answers`);
+        this.kubeTimer = setInterval(() => void kube!.refresh(), md.refreshSeconds * 1000);
+        this.kubeTimer.unref();
+      }
+    }
+    return (cgroup: string) => {
+      const id = parseCgroup(cgroup);
+      const labels: Record<string, string> = { container_id: id.containerId ?? '', systemd_unit: id.systemdUnit ?? '', k8s_namespace_name: '', k8s_pod_name: '', k8s_container_name: '', k8s_deployment_name: '' };
+      let complete = true;
+      if (kube && (id.containerId || id.podUid)) {
+        const p = kube.lookup(id.containerId, id.podUid);
+        if (p) {
+          labels.k8s_namespace_name = p.namespace ?? '';
+          labels.k8s_pod_name = p.pod ?? '';
+          labels.k8s_container_name = p.container ?? '';
+          labels.k8s_deployment_name = p.deployment ?? '';
+        } else complete = false;
+      }
+      return { labels, complete };
+    };
+  }
+
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.kubeTimer);
     this.budget?.stop();
     this.stats.stop();
     await Promise.all(this.collectors.map((c) => c.stop()));

@@ -141,6 +141,16 @@ export interface Config {
     };
   };
   services: ServiceRule[];
+  /** What this agent reports on: processes whose cgroup path contains `cgroup` ("": all). */
+  scope: { cgroup: string };
+  /**
+   * Labels saying where a process runs: container_id and systemd_unit from
+   * its cgroup (`containers`), and with `kubernetes` (auto: when the API is
+   * reachable) k8s_namespace_name, k8s_pod_name, k8s_container_name,
+   * k8s_deployment_name. `url`: an API server to list pods from instead of
+   * the in-cluster one; `tokenFile`: its bearer token.
+   */
+  metadata: { containers: boolean; kubernetes: 'auto' | 'off'; url: string; tokenFile: string; refreshSeconds: number };
   probes: ProbeConfig[];
   objects: ObjectConfig[];
   security: {
@@ -192,6 +202,8 @@ export const DEFAULT_CONFIG: Config = {
     },
   },
   services: [],
+  scope: { cgroup: '' },
+  metadata: { containers: false, kubernetes: 'off', url: '', tokenFile: '', refreshSeconds: 30 },
   probes: [],
   objects: [],
   security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
@@ -297,6 +309,18 @@ export const CONFIG_SCHEMA = {
           name: { type: 'string', minLength: 1, maxLength: 128 },
           match: MATCH_SCHEMA,
         },
+      },
+    },
+    scope: { type: 'object', additionalProperties: false, properties: { cgroup: { type: 'string' } } },
+    metadata: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        containers: { type: 'boolean' },
+        kubernetes: { enum: ['auto', 'off'] },
+        url: { type: 'string', pattern: '^(https?://.+)?$' },
+        tokenFile: { type: 'string' },
+        refreshSeconds: { type: 'number', minimum: 1, maximum: 3600 },
       },
     },
     probes: {

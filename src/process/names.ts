@@ -7,7 +7,22 @@ export interface ProcessNames {
   process: string;
   /** A pid-free name for the workload: a rule's name, else the main script, else comm. */
   service: string;
+  /** Inside the agent's scope (config `scope.cgroup`); always true without one. */
+  inScope: boolean;
+  /** Container and Kubernetes labels (config `metadata`); {} when off. */
+  meta: Record<string, string>;
 }
+
+/** Labels the metadata adds, in this order, when it is on. */
+export const META_LABELS = ['container_id', 'systemd_unit', 'k8s_namespace_name', 'k8s_pod_name', 'k8s_container_name', 'k8s_deployment_name'] as const;
+
+/** Whether the config asks for metadata labels. */
+export function metadataOn(config: { metadata: { containers: boolean; kubernetes: string } }): boolean {
+  return config.metadata.containers || config.metadata.kubernetes !== 'off';
+}
+
+/** Turns a process's cgroup text into metadata labels; `complete` is false while a lookup is pending. */
+export type MetaResolver = (cgroup: string) => { labels: Record<string, string>; complete: boolean };
 
 interface ProcInfo {
   comm: string;
@@ -85,17 +100,25 @@ function readProc(tgid: number): ProcInfo | undefined {
  * entry. A process gone before it is first seen keeps its kernel comm.
  */
 export class ServiceNamer {
-  private readonly cache = new Map<string, ProcessNames>();
+  private readonly cache = new Map<string, ProcessNames & { until?: number }>();
   private readonly rules: Array<ServiceRule & { re?: RegExp }>;
 
-  constructor(rules: readonly ServiceRule[], private readonly maxCache = 16384) {
+  constructor(
+    rules: readonly ServiceRule[],
+    private readonly maxCache = 16384,
+    /** Only processes whose /proc/PID/cgroup contains this are in scope ("" : all). */
+    private readonly scope = '',
+    private readonly meta?: MetaResolver,
+  ) {
     this.rules = rules.map((r) => ({ ...r, ...(r.match.cmdline ? { re: new RegExp(r.match.cmdline) } : {}) }));
   }
 
   names(tgid: number, kernelComm: string, port?: number): ProcessNames {
-    if (tgid === 0) return { process: 'unknown', service: 'unknown' };
+    if (tgid === 0) return { process: 'unknown', service: 'unknown', inScope: !this.scope, meta: this.meta ? this.meta('').labels : {} };
     const key = `${tgid}\0${kernelComm}\0${port ?? ''}`;
     let n = this.cache.get(key);
+    // Names whose pod lookup was pending are looked at again a little later.
+    if (n?.until !== undefined && Date.now() > n.until) n = undefined;
     if (!n) {
       n = this.resolve(tgid, kernelComm, port);
       if (this.cache.size >= this.maxCache) this.cache.clear();
@@ -110,15 +133,19 @@ export class ServiceNamer {
     for (const k of this.cache.keys()) if (k.startsWith(prefix)) this.cache.delete(k);
   }
 
-  private resolve(tgid: number, kernelComm: string, port?: number): ProcessNames {
+  private resolve(tgid: number, kernelComm: string, port?: number): ProcessNames & { until?: number } {
     const info = readProc(tgid);
     const comm = info?.comm || kernelComm || 'unknown';
+    // A process gone before it was looked at cannot be placed: out of a scope.
+    const inScope = !this.scope || (info?.cgroup ?? '').includes(this.scope);
+    const m = this.meta?.(info?.cgroup ?? '');
+    const extra = { inScope, meta: m?.labels ?? {}, ...(m && !m.complete ? { until: Date.now() + 5000 } : {}) };
     for (const r of this.rules) {
-      if (matches(r.match, r.re, tgid, comm, info, port)) return { process: comm, service: r.name };
+      if (matches(r.match, r.re, tgid, comm, info, port)) return { process: comm, service: r.name, ...extra };
     }
     let service = comm;
     if (info && INTERPRETERS.test(comm)) service = mainScript(info.argv) ?? comm;
-    return { process: comm, service };
+    return { process: comm, service, ...extra };
   }
 }
 

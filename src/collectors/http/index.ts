@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import type client from 'prom-client';
 import { BpfObject, MapUpdate, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
 import { scanSockets } from '../../process/sockets.js';
-import { ProcessFilter } from '../../process/names.js';
+import { META_LABELS, ProcessFilter, metadataOn } from '../../process/names.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -100,6 +100,13 @@ export class HttpCollector implements Collector {
   private sampleGauge!: client.Gauge<string>;
   /** Last cumulative count per http_totals key. */
   private lastTotals = new Map<string, number>();
+  /** Metadata labels of the record at hand (container, pod), {} when off. */
+  private meta: Record<string, string> = {};
+  private metaKey(): string {
+    let k = '';
+    for (const v in this.meta) k += `\0${this.meta[v]}`;
+    return k;
+  }
   /** Processes whose verdict the kernel has, and those judged not watched. */
   private judged = new Set<number>();
   private ignored = new Set<number>();
@@ -131,17 +138,20 @@ export class HttpCollector implements Collector {
         ...plan.hooks.filter((h) => !h.kind && h.event.startsWith('sys_')).map((h) => SYSCALLS.find(([e]) => e === h.event)![1]),
         ...(tls ? [] : TLS_PROGRAMS),
       ],
-      rodata: { self_tgid: process.pid, tls_enabled: tls ? 1 : 0, filter_on: cfg.watch.length ? 1 : 0 },
+      rodata: { self_tgid: process.pid, tls_enabled: tls ? 1 : 0, filter_on: cfg.watch.length || ctx.config.scope.cgroup ? 1 : 0 },
       maxEntries: { conns: cfg.maps.connections },
     });
     for (const [service, routes] of Object.entries(cfg.routes)) this.matchers.set(service, new RouteMatcher(routes));
-    this.filter = new ProcessFilter(cfg.watch);
+    // A scope (config scope.cgroup) narrows every watch rule to its cgroup.
+    const scope = ctx.config.scope.cgroup;
+    const rules = scope ? (cfg.watch.length ? cfg.watch : [{}]).map((r) => ({ ...r, cgroup: r.cgroup ?? scope })) : cfg.watch;
+    this.filter = new ProcessFilter(rules);
     for (const port of this.filter.portsAlone()) {
       const k = Buffer.alloc(2);
       k.writeUInt16LE(port);
       this.obj.map('watch_ports').update(k, Buffer.from([1]));
     }
-    this.totals = ctx.metrics.counter('kernscope_http_requests_total', 'HTTP requests counted in the kernel, exact whatever the sampling: by service, direction and status class (1xx..5xx; "none": no response).', ['service_name', 'direction', 'status_class']);
+    this.totals = ctx.metrics.counter('kernscope_http_requests_total', 'HTTP requests counted in the kernel, exact whatever the sampling: by service, direction and status class (1xx..5xx; "none": no response).', ['service_name', 'direction', 'status_class', ...(metadataOn(ctx.config) ? META_LABELS : [])]);
     this.sampleGauge = ctx.metrics.gauge('kernscope_http_sample_every', 'Per-request records are sent for 1 request in this many; above 1 the http_* histograms are estimates (each record counts this many times), kernscope_http_requests_total stays exact.');
     this.setSampleEvery(cfg.sampleEvery);
 
@@ -317,12 +327,15 @@ export class HttpCollector implements Collector {
       const server = key.readUInt8(4) === ROLE_SERVER;
       const port = key.readUInt16LE(6);
       if (!this.filter.all && !this.filter.accepts(tgid, '', server ? port : undefined)) continue;
-      const service = this.ctx.namer.names(tgid, '', server ? port || undefined : undefined).service;
+      const n = this.ctx.namer.names(tgid, '', server ? port || undefined : undefined);
+      if (!n.inScope) continue;
+      const service = n.service;
       const cls = key.readUInt8(5);
-      const labels = (server ? this.serverLimiter : this.clientLimiter).admit(`t\0${service}\0${server}\0${cls}`, {
+      const labels = (server ? this.serverLimiter : this.clientLimiter).admit(`t\0${service}\0${server}\0${cls}\0${Object.values(n.meta).join('\0')}`, {
         service_name: service,
         direction: server ? 'server' : 'client',
         status_class: cls ? `${cls}xx` : 'none',
+        ...n.meta,
       });
       this.totals.inc(labels, delta);
     }
@@ -378,8 +391,9 @@ export class HttpCollector implements Collector {
     if (e.end === END_CONNECT_FAILED) {
       // The server is down: a client request that never left, an error.
       if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm)) return;
-      const service = this.ctx.namer.names(e.tgid, e.comm).service;
-      this.onClient(e, service, { method: '_OTHER', path: '', pathComplete: false, chunked: false }, undefined, e.durationNs / 1e9, CONNECT_ERRORS[e.error] ?? 'connect_error');
+      const n = this.ctx.namer.names(e.tgid, e.comm);
+      this.meta = n.meta;
+      this.onClient(e, n.service, { method: '_OTHER', path: '', pathComplete: false, chunked: false }, undefined, e.durationNs / 1e9, CONNECT_ERRORS[e.error] ?? 'connect_error');
       return;
     }
     let req: RequestHead | undefined;
@@ -404,7 +418,9 @@ export class HttpCollector implements Collector {
     // A server is named and filtered by its listening port too.
     const port = server ? e.localPort || undefined : undefined;
     if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm, port)) return;
-    const service = this.ctx.namer.names(e.tgid, e.comm, port).service;
+    const n = this.ctx.namer.names(e.tgid, e.comm, port);
+    const service = n.service;
+    this.meta = n.meta;
     const resp = e.end === END_CLOSED ? undefined : parseResponseHead(e.respHead);
     if (e.end !== END_CLOSED && !resp) {
       this.unparsed.inc({ side });
@@ -432,11 +448,13 @@ export class HttpCollector implements Collector {
     }
     const route = req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete);
     const status = resp.status;
-    const b = this.bundle(true, `${service}\0${req.method}\0${status}\0${route}`, () => ({
+    const meta = this.meta;
+    const b = this.bundle(true, `${service}\0${req.method}\0${status}\0${route}${this.metaKey()}`, () => ({
       service_name: service,
       http_request_method: req.method,
       http_response_status_code: String(status),
       http_route: route,
+      ...meta,
     }));
     this.serverDuration.observe(b.duration, seconds, e.weight);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
@@ -449,13 +467,15 @@ export class HttpCollector implements Collector {
     const address = req.host ? req.host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : e.peerAddr;
     const status = resp ? String(resp.status) : '';
     const error = resp ? (resp.status >= 400 ? status : '') : (failure ?? 'connection_closed');
-    const b = this.bundle(false, `${service}\0${req.method}\0${status}\0${address}\0${e.peerPort}\0${error}`, () => ({
+    const meta = this.meta;
+    const b = this.bundle(false, `${service}\0${req.method}\0${status}\0${address}\0${e.peerPort}\0${error}${this.metaKey()}`, () => ({
       service_name: service,
       http_request_method: req.method,
       http_response_status_code: status,
       server_address: address,
       server_port: String(e.peerPort),
       error_type: error,
+      ...meta,
     }));
     this.clientDuration.observe(b.duration, seconds, e.weight);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);

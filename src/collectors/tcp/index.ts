@@ -22,6 +22,7 @@ import {
   type CounterField,
 } from './decode.js';
 import { scanSockets } from '../../process/sockets.js';
+import { META_LABELS, metadataOn } from '../../process/names.js';
 
 const OBJECT = 'tcp.bpf.o';
 const LABELS = ['service', 'process', 'direction', 'port'] as const;
@@ -103,9 +104,10 @@ export class TcpCollector implements Collector {
     }
 
     const m = ctx.metrics;
-    for (const f of COUNTER_FIELDS) this.counters.set(f, m.counter(COUNTERS[f][0], COUNTERS[f][1], LABELS));
+    const labelNames = metadataOn(ctx.config) ? [...LABELS, ...META_LABELS] : [...LABELS];
+    for (const f of COUNTER_FIELDS) this.counters.set(f, m.counter(COUNTERS[f][0], COUNTERS[f][1], labelNames));
     this.histograms = HISTOGRAMS.map((h) => {
-      const hist = new KernelHistogram(h.name, h.help, LABELS, h.min, h.max, 1e-6);
+      const hist = new KernelHistogram(h.name, h.help, labelNames, h.min, h.max, 1e-6);
       m.register(hist);
       return hist;
     });
@@ -129,16 +131,18 @@ export class TcpCollector implements Collector {
     }
   }
 
-  private labels(keyBuf: Buffer): { id: string; labels: Labels } {
+  private labels(keyBuf: Buffer): { id: string; labels: Labels } | undefined {
     const k = decodeKey(keyBuf);
     const names = this.ctx.namer.names(k.tgid, k.comm, k.port);
+    if (!names.inScope) return undefined;
     const labels: Labels = {
       service: names.service,
       process: names.process,
       direction: DIRECTIONS[k.dir] ?? 'unknown',
       port: portLabel(k.port),
+      ...names.meta,
     };
-    const id = (l: Labels): string => `${l.service}\0${l.process}\0${l.direction}\0${l.port}`;
+    const id = (l: Labels): string => Object.values(l).join('\0');
     const admitted = this.limiter.admit(id(labels), labels);
     return { id: id(admitted), labels: admitted };
   }
@@ -168,12 +172,16 @@ export class TcpCollector implements Collector {
       const hex = key.toString('hex');
       const last = this.lastStats.get(hex);
       const cur = COUNTER_FIELDS.map((_, i) => map.field(value, i));
-      const { labels } = this.labels(key);
-      COUNTER_FIELDS.forEach((f, i) => {
-        let d = cur[i]! - (last?.[i] ?? 0);
-        if (d < 0) d = cur[i]!; // the kernel entry was recreated
-        if (d > 0) this.counters.get(f)!.inc(labels, d);
-      });
+      const named = this.labels(key);
+      if (named) {
+        COUNTER_FIELDS.forEach((f, i) => {
+          let d = cur[i]! - (last?.[i] ?? 0);
+          if (d < 0) d = cur[i]!; // the kernel entry was recreated
+          // Every counter of a label set exists, at 0 until it happens:
+          // queries over failures and resets find a series to read.
+          this.counters.get(f)!.inc(named.labels, d > 0 ? d : 0);
+        });
+      }
       if (dead) {
         map.delete(key);
         this.lastStats.delete(hex);
@@ -197,10 +205,8 @@ export class TcpCollector implements Collector {
       let dc = count - (last?.[0] ?? 0);
       let ds = sumNs - (last?.[1] ?? 0);
       if (dc < 0 || ds < 0) [dc, ds] = [count, sumNs];
-      if (hist && dc > 0) {
-        const { id, labels } = this.labels(key.subarray(0, KEY_SIZE));
-        hist.add(id, labels, slot, dc, ds / 1e9);
-      }
+      const named = hist && dc > 0 ? this.labels(key.subarray(0, KEY_SIZE)) : undefined;
+      if (named) hist!.add(named.id, named.labels, slot, dc, ds / 1e9);
       if (dead) {
         map.delete(key);
         this.lastHist.delete(hex);
