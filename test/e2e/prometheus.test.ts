@@ -24,15 +24,15 @@ function cgroup2(): string {
   return m.split(' ')[1]!;
 }
 
-async function query(expr: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
-  const r = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}`);
+async function query(expr: string, time?: number): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
+  const r = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}${time ? `&time=${time}` : ''}`);
   const body = (await r.json()) as { status: string; error?: string; data?: { result: Array<{ metric: Record<string, string>; value: [number, string] }> } };
   assert.equal(body.status, 'success', `${expr}: ${body.error}`);
   return body.data!.result;
 }
 
-async function scalar(expr: string): Promise<number> {
-  const r = await query(expr);
+async function scalar(expr: string, time?: number): Promise<number> {
+  const r = await query(expr, time);
   assert.equal(r.length, 1, `${expr}: ${JSON.stringify(r)}`);
   return Number(r[0]!.value[1]);
 }
@@ -55,7 +55,7 @@ before(async () => {
   promPort = await freePort();
   fs.writeFileSync(
     path.join(dir, 'prometheus.yml'),
-    `global: { scrape_interval: 1s, evaluation_interval: 1s }
+    `global: { scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }
 rule_files: [${path.join(DEPLOY, 'prometheus', 'kernscope.rules.yml')}]
 scrape_configs:
   - job_name: kernscope
@@ -69,6 +69,9 @@ scrape_configs:
   prom = spawn('prometheus', [`--config.file=${dir}/prometheus.yml`, `--storage.tsdb.path=${dir}/data`, `--web.listen-address=127.0.0.1:${promPort}`], { stdio: ['ignore', 'ignore', fs.openSync(`${dir}/prometheus.log`, 'a')] });
   const ready = await eventually(async () => fetch(`http://127.0.0.1:${promPort}/-/ready`).then((r) => r.ok, () => false), 30_000, 200);
   assert.ok(ready, `prometheus did not start: ${fs.readFileSync(`${dir}/prometheus.log`, 'utf8').slice(-1500)}`);
+  // Both agents up before any traffic.
+  const up = await eventually(async () => (await query('sum(up{job="kernscope"})')).some((r) => Number(r.value[1]) === 2), 30_000, 250);
+  assert.ok(up, 'both agents scraped');
 });
 
 after(async () => {
@@ -102,11 +105,17 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
       servers.push(s);
       ports.push(await new Promise<number>((resolve) => s.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())))));
     }
+    // One request first on each node, so that the series exist before the
+    // rest: rate() needs a series to grow between two scrapes.
+    const client = path.join(ROOT, 'test', 'fixtures', 'http-client.mjs');
+    cgroups.forEach((cg, i) => execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@" < /dev/null`, process.execPath, client, String(ports[i]), '0', JSON.stringify([{ method: 'GET', path: '/users/0' }])]));
+    assert.ok(await eventually(async () => (await query('sum(http_server_request_duration_seconds_count{service_name="checkout"})')).some((r) => Number(r.value[1]) === 2), 15_000, 250), 'the first requests scraped');
     cgroups.forEach((cg, i) => {
-      const [ok, failed] = plans[i]!;
+      const [ok0, failed] = plans[i]!;
+      const ok = ok0 - 1;
       const plan = [...Array.from({ length: ok }, (_, j) => ({ method: 'GET', path: `/users/${j}` })), ...Array.from({ length: failed }, () => ({ method: 'GET', path: '/fail' }))];
       // The client prints its results and exits when stdin ends: at once here.
-      execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@" < /dev/null`, process.execPath, path.join(ROOT, 'test', 'fixtures', 'http-client.mjs'), String(ports[i]), '0', JSON.stringify(plan)], { encoding: 'utf8', timeout: 120_000 });
+      execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@" < /dev/null`, process.execPath, client, String(ports[i]), '0', JSON.stringify(plan)], { encoding: 'utf8', timeout: 120_000 });
     });
     // And a connection refused on each node: failures and resets have series too.
     for (const cg of cgroups) inCgroup(cg, ['-e', `require('net').connect(${await freePort()}, '127.0.0.1').on('error', () => {})`]);
@@ -123,13 +132,14 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
     assert.equal(await scalar('sum(http_server_request_duration_seconds_count{service_name="checkout",http_response_status_code=~"5.."}) / sum(http_server_request_duration_seconds_count{service_name="checkout"})'), 0.1);
     // Request rate per service summed over nodes: the sum of each node's rate.
     await sleep(3000);
-    const rate = await scalar('sum by (service_name) (rate(http_server_request_duration_seconds_count{service_name="checkout"}[1m]))');
-    const perNode = (await query('sum by (node) (rate(http_server_request_duration_seconds_count{service_name="checkout"}[1m]))')).map((r) => Number(r.value[1]));
+    const at = Date.now() / 1000; // one evaluation time for both queries
+    const rate = await scalar('sum by (service_name) (rate(http_server_request_duration_seconds_count{service_name="checkout"}[1m]))', at);
+    const perNode = (await query('sum by (node) (rate(http_server_request_duration_seconds_count{service_name="checkout"}[1m]))', at)).map((r) => Number(r.value[1]));
     assert.equal(perNode.length, 2);
     assert.ok(rate > 0 && Math.abs(rate - perNode[0]! - perNode[1]!) < 1e-9, `${rate} vs ${perNode.join(' + ')}`);
     // p99 from the merged histogram: inside the bucket that holds the 99th request.
     const p99 = await scalar('histogram_quantile(0.99, sum by (le) (http_server_request_duration_seconds_bucket{service_name="checkout"}))');
-    const buckets = (await query('sum by (le) (http_server_request_duration_seconds_bucket{service_name="checkout"})')).map((r) => [Number(r.metric.le), Number(r.value[1])] as [number, number]).sort((x, y) => x[0] - y[0]);
+    const buckets = (await query('sum by (le) (http_server_request_duration_seconds_bucket{service_name="checkout"})')).map((r) => [r.metric.le === '+Inf' ? Infinity : Number(r.metric.le), Number(r.value[1])] as [number, number]).sort((x, y) => x[0] - y[0]);
     const upper = buckets.find(([, c]) => c >= 0.99 * 500)![0];
     const lower = [...buckets].reverse().find(([le, c]) => le < upper && c < 0.99 * 500)?.[0] ?? 0;
     assert.ok(p99 > lower && p99 <= upper, `p99 ${p99} in (${lower}, ${upper}]`);
