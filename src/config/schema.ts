@@ -137,6 +137,8 @@ export interface Config {
       watch: ServiceRule['match'][];
       /** Per-request records for 1 request in this many (1: all); counts stay exact. The overhead budget changes it at run time. */
       sampleEvery: number;
+      /** Request and response body size histograms (each triples a label set's series). */
+      bodySizes: boolean;
       maps: { connections: number };
     };
   };
@@ -198,6 +200,7 @@ export const DEFAULT_CONFIG: Config = {
       tls: { enabled: true, binaries: [] },
       watch: [],
       sampleEvery: 1,
+      bodySizes: true,
       maps: { connections: 16384 },
     },
   },
@@ -285,6 +288,7 @@ export const CONFIG_SCHEMA = {
             flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
             watch: { type: 'array', maxItems: 10000, items: MATCH_SCHEMA },
             sampleEvery: { type: 'integer', minimum: 1, maximum: 65535 },
+            bodySizes: { type: 'boolean' },
             tls: {
               type: 'object',
               additionalProperties: false,

@@ -111,6 +111,7 @@ export class HttpCollector implements Collector {
   private judged = new Set<number>();
   private ignored = new Set<number>();
   sampleEvery = 1;
+  private bodySizes = true;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks: HookChoice[] = SYSCALLS.map(([event, program]) =>
@@ -156,6 +157,7 @@ export class HttpCollector implements Collector {
     this.setSampleEvery(cfg.sampleEvery);
 
     const buckets = [...cfg.durationBuckets].sort((a, b) => a - b);
+    this.bodySizes = cfg.bodySizes;
     const hist = (name: string, help: string, bounds: number[]): BucketHistogram => {
       const h = new BucketHistogram(name, help, bounds);
       ctx.metrics.register(h);
@@ -163,11 +165,13 @@ export class HttpCollector implements Collector {
     };
     this.serverDuration = hist('http_server_request_duration_seconds', 'Duration of HTTP server requests, from the request\'s first byte read to the response\'s first byte written.', buckets);
     this.clientDuration = hist('http_client_request_duration_seconds', 'Duration of HTTP client requests, from the request\'s first byte written to the response\'s first byte read.', buckets);
+    // Body sizes triple the series of each label set: they can be turned off.
+    const sizeHist = (name: string, help: string, bounds: number[]): BucketHistogram => (cfg.bodySizes ? hist(name, help, bounds) : new BucketHistogram(name, help, bounds));
     this.sizes = {
-      serverReq: hist('http_server_request_body_size_bytes', 'Size of HTTP server request bodies (Content-Length, or bytes after the head).', SIZE_BUCKETS),
-      serverResp: hist('http_server_response_body_size_bytes', 'Size of HTTP server response bodies (Content-Length, or bytes after the head in the first write).', SIZE_BUCKETS),
-      clientReq: hist('http_client_request_body_size_bytes', 'Size of HTTP client request bodies.', SIZE_BUCKETS),
-      clientResp: hist('http_client_response_body_size_bytes', 'Size of HTTP client response bodies.', SIZE_BUCKETS),
+      serverReq: sizeHist('http_server_request_body_size_bytes', 'Size of HTTP server request bodies (Content-Length, or bytes after the head).', SIZE_BUCKETS),
+      serverResp: sizeHist('http_server_response_body_size_bytes', 'Size of HTTP server response bodies (Content-Length, or bytes after the head in the first write).', SIZE_BUCKETS),
+      clientReq: sizeHist('http_client_request_body_size_bytes', 'Size of HTTP client request bodies.', SIZE_BUCKETS),
+      clientResp: sizeHist('http_client_response_body_size_bytes', 'Size of HTTP client response bodies.', SIZE_BUCKETS),
     };
     this.aborted = ctx.metrics.counter('kernscope_http_server_requests_aborted_total', 'HTTP server requests whose connection closed before any response.', ['service_name']);
     this.unparsed = ctx.metrics.counter('kernscope_http_unparsed_total', 'Records whose bytes were not a well-formed HTTP/1.x head, ignored.', ['side']);
@@ -458,9 +462,9 @@ export class HttpCollector implements Collector {
     }));
     this.serverDuration.observe(b.duration, seconds, e.weight);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody, e.weight);
+    if (this.bodySizes && reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody, e.weight);
     const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-    if (respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody, e.weight);
+    if (this.bodySizes && respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody, e.weight);
   }
 
   private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number, failure?: string): void {
@@ -479,10 +483,10 @@ export class HttpCollector implements Collector {
     }));
     this.clientDuration.observe(b.duration, seconds, e.weight);
     const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody, e.weight);
+    if (this.bodySizes && reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody, e.weight);
     if (resp) {
       const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-      if (respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody, e.weight);
+      if (this.bodySizes && respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody, e.weight);
     }
   }
 
