@@ -118,7 +118,7 @@ export class Agent {
     if (!metadataOn(this.config)) return undefined;
     let kube: KubeMetadata | undefined;
     if (md.kubernetes !== 'off') {
-      const src = kubeSource(md.url, md.tokenFile);
+      const src = kubeSource(md.url, md.tokenFile, md.kubelet);
       if (!src) this.log('metadata: no Kubernetes API here (not in a cluster, no metadata.url): labels are container_id and systemd_unit only');
       else {
         kube = new KubeMetadata(src);

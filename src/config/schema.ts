@@ -150,9 +150,10 @@ export interface Config {
    * its cgroup (`containers`), and with `kubernetes` (auto: when the API is
    * reachable) k8s_namespace_name, k8s_pod_name, k8s_container_name,
    * k8s_deployment_name. `url`: an API server to list pods from instead of
-   * the in-cluster one; `tokenFile`: its bearer token.
+   * the in-cluster one; `tokenFile`: its bearer token; `kubelet`: ask the
+   * node's kubelet (NODE_IP:10250/pods) instead of the API server.
    */
-  metadata: { containers: boolean; kubernetes: 'auto' | 'off'; url: string; tokenFile: string; refreshSeconds: number };
+  metadata: { containers: boolean; kubernetes: 'auto' | 'off'; url: string; tokenFile: string; refreshSeconds: number; kubelet: boolean };
   probes: ProbeConfig[];
   objects: ObjectConfig[];
   security: {
@@ -206,7 +207,7 @@ export const DEFAULT_CONFIG: Config = {
   },
   services: [],
   scope: { cgroup: '' },
-  metadata: { containers: false, kubernetes: 'off', url: '', tokenFile: '', refreshSeconds: 30 },
+  metadata: { containers: false, kubernetes: 'off', url: '', tokenFile: '', refreshSeconds: 30, kubelet: false },
   probes: [],
   objects: [],
   security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
@@ -325,6 +326,7 @@ export const CONFIG_SCHEMA = {
         url: { type: 'string', pattern: '^(https?://.+)?$' },
         tokenFile: { type: 'string' },
         refreshSeconds: { type: 'number', minimum: 1, maximum: 3600 },
+        kubelet: { type: 'boolean' },
       },
     },
     probes: {

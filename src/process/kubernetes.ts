@@ -31,10 +31,12 @@ export interface KubeSource {
 const SA = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 /**
- * Where pods can be listed from, in order: the config's URL; in a cluster,
- * the API server (service account, pods of NODE_NAME); else none.
+ * Where pods can be listed from, in order: the config's URL; the node's
+ * kubelet (`kubelet`: https://NODE_IP:10250/pods, whose serving certificate
+ * is often self-signed); in a cluster, the API server (service account,
+ * pods of NODE_NAME); else none.
  */
-export function kubeSource(configUrl: string, tokenFile: string): KubeSource | undefined {
+export function kubeSource(configUrl: string, tokenFile: string, kubelet = false): KubeSource | undefined {
   const nodeName = process.env.NODE_NAME ?? '';
   const selector = nodeName ? `?fieldSelector=${encodeURIComponent(`spec.nodeName=${nodeName}`)}` : '';
   const read = (f: string): string | undefined => {
@@ -46,7 +48,12 @@ export function kubeSource(configUrl: string, tokenFile: string): KubeSource | u
   };
   if (configUrl) {
     const token = tokenFile ? read(tokenFile) : undefined;
-    return { url: configUrl.replace(/\/$/, ''), path: `/api/v1/pods${selector}`, ...(token ? { token } : {}) };
+    return { url: configUrl.replace(/\/$/, ''), path: kubelet ? '/pods' : `/api/v1/pods${selector}`, ...(token ? { token } : {}), ...(kubelet ? { insecure: true } : {}) };
+  }
+  if (kubelet && process.env.NODE_IP) {
+    const token = read(tokenFile || `${SA}/token`);
+    const ip = process.env.NODE_IP;
+    return { url: `https://${ip.includes(':') ? `[${ip}]` : ip}:10250`, path: '/pods', ...(token ? { token } : {}), insecure: true };
   }
   const host = process.env.KUBERNETES_SERVICE_HOST;
   const token = read(tokenFile || `${SA}/token`);

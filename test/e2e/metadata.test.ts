@@ -63,9 +63,12 @@ test('Kubernetes labels from the API for a containerd container; container id an
   const unit = mkcg(`ks-test.slice/ks-web-${process.pid}.service`);
   const list = fs.readFileSync(path.join(ROOT, 'test', 'fixtures', 'k8s', 'podlist.json'), 'utf8').replace('POD_UID', UID).replace('CONTAINER_ID', ID);
   let asked = 0;
+  const paths: string[] = [];
   const api = http.createServer((req, res) => {
-    // The agent asks as the API expects: the pod list, with its bearer token.
-    if (!req.url?.startsWith('/api/v1/pods') || req.headers.authorization !== 'Bearer test-token') {
+    // The agent asks as the API (or a kubelet, at /pods) expects: the pod
+    // list, with its bearer token.
+    paths.push(req.url ?? '');
+    if (!(req.url?.startsWith('/api/v1/pods') || req.url === '/pods') || req.headers.authorization !== 'Bearer test-token') {
       res.writeHead(403, { 'content-type': 'application/json' });
       res.end('{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403}');
       return;
@@ -104,6 +107,16 @@ test('Kubernetes labels from the API for a containerd container; container id an
     assert.equal(bare.stderr().match(/no Kubernetes API here/g)?.length, 1);
   } finally {
     await bare.stop();
+  }
+  // A kubelet answers the same PodList at /pods.
+  const viaKubelet = await startAgent(`metadata:\n  kubernetes: auto\n  kubelet: true\n  url: http://127.0.0.1:${apiPort}\n  tokenFile: ${dir}/token\n`);
+  try {
+    assert.equal(paths.at(-1), '/pods');
+    execFileSync('curl', ['-s', '-o', '/dev/null', `http://127.0.0.1:${web.port}/users/3`]);
+    await eventually(async () => sum(await viaKubelet.scrape(), 'http_server_request_duration_seconds_count', { k8s_pod_name: 'checkout-7d9c5b6f8-x2k4p' }) === 1, 5000);
+    assert.equal(sum(await viaKubelet.scrape(), 'http_server_request_duration_seconds_count', { k8s_pod_name: 'checkout-7d9c5b6f8-x2k4p', k8s_container_name: 'web' }), 1);
+  } finally {
+    await viaKubelet.stop();
     for (const s of [web, svc]) {
       s.child.stdin!.end();
       await new Promise((r) => (s.child.exitCode !== null ? r(null) : s.child.once('exit', r)));
