@@ -56,7 +56,10 @@ struct conn {
 	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
 	__u8 pad2;
 	__u16 local_port;	/* host order */
-	__u8 pad3[4];
+	/* Requests the one in flight stands for if recorded; 0: counted only
+	 * (sampled out when it started, so its bytes are not copied). */
+	__u16 weight;
+	__u8 pad3[2];
 	__u64 connect_ns;	/* when a client's connect() returned */
 };
 
@@ -201,16 +204,25 @@ static __always_inline struct ks_http_event *reserve(void)
 	return e;
 }
 
-/* Counts the request exactly, then says whether it gets a record: all do
- * unless user space set sample_every, then 1 in sample_every, at random. */
-static __always_inline __u16 count_request(struct conn *c, const struct conn_key *k, __u8 status_class,
-					   __u64 duration_ns)
+/* Whether the request starting now gets a record: all do unless user space
+ * set sample_every, then 1 in sample_every, at random. Decided at the start
+ * so that a request sampled out costs no copy of its bytes. Returns the
+ * record's weight, 0 for none. */
+static __always_inline __u16 sample_weight(void)
 {
 	__u32 zero = 0, every = 1;
 	struct ks_http_config *cfg = bpf_map_lookup_elem(&http_config, &zero);
 	if (cfg && cfg->sample_every > 1)
 		every = cfg->sample_every > 65535 ? 65535 : cfg->sample_every;
-	bool record = every == 1 || bpf_get_prandom_u32() % every == 0;
+	return every == 1 || bpf_get_prandom_u32() % every == 0 ? every : 0;
+}
+
+/* Counts the request exactly; says with what weight it is recorded (0: not). */
+static __always_inline __u16 count_request(struct conn *c, const struct conn_key *k, __u8 status_class,
+					   __u64 duration_ns)
+{
+	__u16 weight = c->weight;
+	bool record = weight > 0;
 	struct ks_http_total_key tk = {
 		.tgid = k->tgid,
 		.role = c->role,
@@ -227,7 +239,7 @@ static __always_inline __u16 count_request(struct conn *c, const struct conn_key
 	} else {
 		count_drop(HTTP_DROP_TOTALS_FULL);
 	}
-	return record ? every : 0;
+	return weight;
 }
 
 static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
@@ -287,6 +299,7 @@ static __always_inline void append_request(struct conn *c, const void *buf, long
 
 static __always_inline void start_request(struct conn *c)
 {
+	c->weight = sample_weight();
 	c->start_ns = bpf_ktime_get_ns();
 	c->request_bytes = 0;
 	c->req_len = 0;
@@ -305,7 +318,9 @@ static __always_inline void request_data(struct conn *c, __u64 head, const void 
 		c->phase = len >= 8 ? HTTP_REQUEST : HTTP_PARTIAL;
 	}
 	c->request_bytes += len;
-	append_request(c, buf, len);
+	/* A request sampled out keeps only the 8 bytes that tell it is one. */
+	if (c->weight || c->phase == HTTP_PARTIAL)
+		append_request(c, buf, len);
 	if (c->phase == HTTP_PARTIAL && c->req_len >= 8) {
 		__u64 first = *(__u64 *)c->req_head;
 		c->phase = is_request(first) ? HTTP_REQUEST : HTTP_IDLE;

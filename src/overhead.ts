@@ -11,8 +11,8 @@ export interface Sampled {
  * Holds the agent under a CPU budget (config `overhead.maxCpuPercent`):
  * every second it adds its own process CPU to its BPF programs' kernel time
  * (from the last run-time statistics window) and, above the budget, sends
- * per-request records for fewer requests (twice as few per step); well
- * below it, for more again. Counts stay exact in the kernel whatever the
+ * per-request records for fewer requests (in one step sized by how far
+ * over it is); well below it, for twice as many again. Counts stay exact in the kernel whatever the
  * rate; only the per-route histograms become estimates.
  */
 export class OverheadBudget {
@@ -64,7 +64,12 @@ export class OverheadBudget {
     if (!t || this.budget <= 0) return;
     const total = agent + bpf;
     if (total > this.budget && t.sampleEvery < this.maxEvery) {
-      t.setSampleEvery(Math.min(this.maxEvery, t.sampleEvery * 2));
+      // The agent's share scales with the records it gets, the programs'
+      // does not: aim the agent at what the programs leave of the budget,
+      // in one step (a power of two), at least doubling.
+      const room = Math.max(this.budget - bpf, this.budget * 0.1);
+      const want = t.sampleEvery * Math.max(2, agent / room);
+      t.setSampleEvery(Math.min(this.maxEvery, 2 ** Math.ceil(Math.log2(want))));
       this.steps.inc({ direction: 'fewer_records' });
       this.recent = []; // judge the new rate on its own seconds
       this.calmSince = 0;
