@@ -408,6 +408,25 @@ static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u
 
 static const struct conn zero_conn;
 
+/* A process seen for the first time with a watch list set: user space is
+ * asked once (PENDING marks it) to judge it, so that a process that never
+ * makes HTTP traffic is not tracked for ever. Until then it is tracked. */
+static __always_inline void ask_judgement(__u32 tgid)
+{
+	__u8 pending = HTTP_VERDICT_PENDING;
+	if (bpf_map_update_elem(&tgid_verdict, &tgid, &pending, BPF_NOEXIST))
+		return;
+	struct ks_http_event *e = reserve();
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->tgid = tgid;
+	e->end = HTTP_END_JUDGE;
+	e->weight = 1;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
 /* The local port of a socket fd of the current task, through its file. */
 static __always_inline __u16 local_port(__u32 fd)
 {
@@ -455,6 +474,8 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 			__u8 *v = bpf_map_lookup_elem(&tgid_verdict, &k.tgid);
 			if (v && *v == HTTP_VERDICT_IGNORE)
 				return;
+			if (!v)
+				ask_judgement(k.tgid);
 		}
 	}
 	/* The entry is too large for the stack: insert zeroes, then fill in.

@@ -23,6 +23,7 @@ enum ks_http_end {
 	HTTP_END_EXTRA = 2,	/* a further response with no request in flight:
 				 * one of several pipelined requests */
 	HTTP_END_CONNECT_FAILED = 3, /* a client's connect failed; errno in `error` */
+	HTTP_END_JUDGE = 4,	/* not a request: a process user space has not judged yet */
 };
 
 enum ks_http_drop_reason {
@@ -32,7 +33,7 @@ enum ks_http_drop_reason {
 };
 
 /* Verdicts user space gives a process when a watch list is set. */
-enum ks_http_verdict { HTTP_VERDICT_WATCH = 1, HTTP_VERDICT_IGNORE = 2 };
+enum ks_http_verdict { HTTP_VERDICT_WATCH = 1, HTTP_VERDICT_IGNORE = 2, HTTP_VERDICT_PENDING = 3 };
 
 /* Runtime settings user space may change at any time (array `http_config`). */
 struct ks_http_config {

@@ -53,7 +53,7 @@ export interface ProbeMetric {
 
 export interface ProbeConfig {
   name: string;
-  /** "/path/binary:symbol" */
+  /** "/path/binary:symbol", "/path/binary:symbol+0x10" or "/path/binary:0x1139" (an address as nm prints it) */
   uprobe?: string;
   /** "/path/binary:symbol", every metric counted at the return */
   uretprobe?: string;
@@ -232,6 +232,9 @@ const MATCH_SCHEMA = {
   },
 } as const;
 
+/** binary:symbol, binary:symbol+offset, or binary:0xADDRESS (as nm prints it). */
+const UPROBE_PATTERN = '^/[^:]+:([A-Za-z_][\\w.@]*(\\+(0x[0-9a-fA-F]+|[0-9]+))?|0x[0-9a-fA-F]+)$';
+
 const LABEL_SCHEMA = {
   type: 'object',
   additionalProperties: false,
@@ -338,8 +341,8 @@ export const CONFIG_SCHEMA = {
         required: ['name', 'metrics'],
         properties: {
           name: { type: 'string', pattern: '^[a-z][a-z0-9_-]{0,62}$' },
-          uprobe: { type: 'string', pattern: '^/[^:]+:[A-Za-z_][\\w.@]*$' },
-          uretprobe: { type: 'string', pattern: '^/[^:]+:[A-Za-z_][\\w.@]*$' },
+          uprobe: { type: 'string', pattern: UPROBE_PATTERN },
+          uretprobe: { type: 'string', pattern: UPROBE_PATTERN },
           usdt: { type: 'string', pattern: '^/[^:]+:[\\w]+:[\\w]+$' },
           tracepoint: { type: 'string', pattern: '^[\\w]+:[\\w]+$' },
           until: { type: 'string', pattern: '^[\\w]+:[\\w]+$' },

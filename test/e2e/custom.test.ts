@@ -188,6 +188,36 @@ test('strings as labels (uprobe and USDT), a gauge, and a uretprobe', async () =
   }
 });
 
+test('a uprobe at an address (as nm prints it) and at symbol+offset', async () => {
+  // nm's address of process_payment, and of its second instruction.
+  const addr = execFileSync('nm', [payment], { encoding: 'utf8' }).split('\n').find((l) => / T process_payment$/.test(l))!.split(' ')[0]!;
+  const second = execFileSync('objdump', ['-d', `--start-address=0x${addr}`, `--stop-address=0x${(parseInt(addr, 16) + 16).toString(16)}`, payment], { encoding: 'utf8' })
+    .split('\n').filter((l) => /^\s+[0-9a-f]+:/.test(l)).map((l) => parseInt(l.trim().split(':')[0]!, 16))[1]!;
+  const delta = second - parseInt(addr, 16);
+  const agent = await startAgent(`probes:
+  - name: by-address
+    uprobe: ${payment}:0x${addr}
+    args: { amount: { arg: 0, offset: 8, type: u64 } }
+    metrics: [{ name: addr_calls_total, type: counter }, { name: addr_amount, type: histogram, value: amount, buckets: [100] }]
+  - name: by-offset
+    uprobe: ${payment}:process_payment+${delta}
+    metrics: [{ name: offset_calls_total, type: counter }]
+`);
+  const p = run(payment);
+  try {
+    await p.line(/^ready$/);
+    await pay(p, [50, 150, 250]);
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await agent.scrape()), 'addr_calls_total') === 3 && sum(m, 'offset_calls_total') === 3, 5000);
+    assert.equal(sum(m, 'addr_calls_total'), 3);
+    assert.equal(sum(m, 'offset_calls_total'), 3);
+    assert.equal(sum(m, 'addr_amount_bucket', { le: '100' }), 1);
+  } finally {
+    await agent.stop();
+    await p.end();
+  }
+});
+
 test('mistakes in probes get plain messages and exit 2', async () => {
   const stripped = path.join(dir, 'payment-stripped');
   execFileSync('gcc', ['-O2', '-s', '-o', stripped, path.join(ROOT, 'examples', 'payment', 'payment.c')]);

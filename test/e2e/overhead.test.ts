@@ -12,6 +12,7 @@ import { startPeer, type Peer } from '../peers.js';
 
 const SERVER = path.join(ROOT, 'test', 'fixtures', 'http-server.mjs');
 const LOAD = path.join(ROOT, 'test', 'fixtures', 'http-load.mjs');
+const TALKER = path.join(ROOT, 'test', 'fixtures', 'tcp-talker.mjs');
 
 before(() => assert.ok(isRoot, 'the agent needs root (CI runs as root)'));
 
@@ -46,6 +47,19 @@ test('watch list in the kernel: connections of unwatched processes are never tra
     const tgids = new Set(mapKeysOf(agent.child.pid!, 'http_totals').map((k) => k.readUInt32LE(0)));
     assert.ok(tgids.has(a.peer.child.pid!), 'the watched server is counted in the kernel');
     assert.ok(!tgids.has(b.peer.child.pid!), 'the unwatched server is not tracked at all');
+    // A process started after the agent that never speaks HTTP: the kernel
+    // asks for a verdict at its first connection, and stops tracking it.
+    const talker = startPeer(TALKER, [String(b.port)]);
+    try {
+      await talker.line(/^connected$/);
+      const pid = talker.child.pid!;
+      assert.ok(
+        await eventually(async () => !mapKeysOf(agent.child.pid!, 'conns').some((k) => k.readUInt32LE(0) === pid), 5000),
+        'its connection left the kernel table',
+      );
+    } finally {
+      await talker.end();
+    }
   } finally {
     await agent.stop();
     await a.peer.end();

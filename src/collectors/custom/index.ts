@@ -28,6 +28,8 @@ interface Where {
   kind: 'uprobe' | 'uretprobe' | 'usdt' | 'tracepoint';
   binary: string;
   symbol?: string;
+  /** With symbol: bytes into the function; alone: an address in the binary. */
+  offset?: number;
   /** usdt: provider; tracepoint: category */
   provider?: string;
   name?: string;
@@ -38,7 +40,11 @@ function where(p: ProbeConfig): Where {
   const sym = p.uprobe ?? p.uretprobe;
   if (sym) {
     const i = sym.lastIndexOf(':');
-    return { kind: p.uprobe ? 'uprobe' : 'uretprobe', binary: sym.slice(0, i), symbol: sym.slice(i + 1) };
+    const kind = p.uprobe ? 'uprobe' : 'uretprobe';
+    const target = sym.slice(i + 1);
+    if (/^0x/i.test(target)) return { kind, binary: sym.slice(0, i), offset: Number(target) };
+    const [symbol, off] = target.split('+');
+    return { kind, binary: sym.slice(0, i), symbol: symbol!, ...(off ? { offset: Number(off) } : {}) };
   }
   if (p.tracepoint) {
     const [category, name] = p.tracepoint.split(':');
@@ -46,6 +52,18 @@ function where(p: ProbeConfig): Where {
   }
   const [binary, provider, name] = p.usdt!.split(':');
   return { kind: 'usdt', binary: binary!, provider: provider!, name: name! };
+}
+
+/** The file offset of a virtual address, through the ELF LOAD segment holding it (readelf -lW). */
+function fileOffset(binary: string, vaddr: number): number {
+  const out = execFileSync('readelf', ['-lW', binary], { encoding: 'utf8' });
+  for (const l of out.split('\n')) {
+    const c = l.trim().split(/\s+/);
+    if (c[0] !== 'LOAD') continue;
+    const [off, va, , , memsz] = [Number(c[1]), Number(c[2]), Number(c[3]), Number(c[4]), Number(c[5])];
+    if (vaddr >= va && vaddr < va + memsz) return vaddr - va + off;
+  }
+  throw new Error(`address 0x${vaddr.toString(16)} is in no loadable segment of ${binary}`);
 }
 
 /** Symbol names of an ELF file nearest to `want`, for "no such symbol" errors. */
@@ -330,7 +348,7 @@ export class CustomCollector implements Collector {
       metricsBuf.writeBigInt64LE(BigInt(m.filter?.value ?? 0), o + 8);
       explicit.forEach((b, j) => metricsBuf.writeBigInt64LE(BigInt(Math.round(b * unit)), o + 16 + j * 8));
       const labelNames = labelSpecs.map((l) => l.name);
-      const what = w.symbol ?? `${w.provider}:${w.name}`;
+      const what = w.symbol ?? (w.offset !== undefined ? `0x${w.offset.toString(16)}` : `${w.provider}:${w.name}`);
       const st: MetricState = {
         metric: m,
         unit,
@@ -348,6 +366,7 @@ export class CustomCollector implements Collector {
       states.push(st);
     });
 
+    if (hasReturn && w.symbol && w.offset) bad('a return (ret, duration, uretprobe) is hooked at the function\'s entry: give the symbol without +offset');
     // Tracepoint pairs: the same fields read at the end find the start.
     const pairSlots = Buffer.alloc(2);
     const endSlots = Buffer.alloc(16);
@@ -425,11 +444,28 @@ export class CustomCollector implements Collector {
         }
       }
     } else {
+      if (!w.symbol) {
+        // A bare address: as nm prints it, turned into the file offset uprobes take.
+        let offset = 0;
+        try {
+          offset = fileOffset(w.binary, w.offset!);
+        } catch (e) {
+          bad((e as Error).message);
+        }
+        try {
+          obj.attach(first, { kind: 'uprobe', binary: w.binary, offset, pid });
+          if (end) obj.attach(end, { kind: 'uretprobe', binary: w.binary, offset, pid });
+        } catch (e) {
+          bad(`cannot attach at 0x${w.offset!.toString(16)} in ${w.binary}: ${(e as Error).message.split('\n')[0]}`);
+        }
+        return;
+      }
+      const at = { binary: w.binary, symbol: w.symbol, ...(w.offset ? { offset: w.offset } : {}), pid };
       try {
-        obj.attach(first, { kind: 'uprobe', binary: w.binary, symbol: w.symbol!, pid });
-        if (end) obj.attach(end, { kind: 'uretprobe', binary: w.binary, symbol: w.symbol!, pid });
+        obj.attach(first, { kind: 'uprobe', ...at });
+        if (end) obj.attach(end, { kind: 'uretprobe', ...at });
       } catch (e) {
-        const near = nearestSymbols(w.binary, w.symbol!);
+        const near = nearestSymbols(w.binary, w.symbol);
         bad(`no symbol ${w.symbol} in ${w.binary}${near.length ? ` (nearest: ${near.join(', ')})` : ''}: ${(e as Error).message.split('\n')[0]}`);
       }
     }

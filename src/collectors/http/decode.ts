@@ -12,6 +12,8 @@ export const END_RESPONSE = 0;
 export const END_CLOSED = 1;
 export const END_EXTRA = 2;
 export const END_CONNECT_FAILED = 3;
+/** Not a request: the kernel asks user space to judge a process (watch list). */
+export const END_JUDGE = 4;
 
 /** enum ks_http_drop_reason, in order. */
 export const DROP_REASONS = ['ringbuf_full', 'connection_table_full'];

@@ -12,7 +12,7 @@ import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js'
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { DROP_REASONS, END_CLOSED, END_CONNECT_FAILED, END_EXTRA, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
+import { DROP_REASONS, END_CLOSED, END_CONNECT_FAILED, END_EXTRA, END_JUDGE, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
 import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
 
@@ -387,6 +387,11 @@ export class HttpCollector implements Collector {
   private onRecord(rec: Buffer): void {
     const e = decodeEvent(rec);
     if (!e) return;
+    if (e.end === END_JUDGE) {
+      this.judged.delete(e.tgid); // asked by the kernel: its verdict was not there
+      this.judge(e.tgid, e.comm);
+      return;
+    }
     if (!this.filter.all && !this.judged.has(e.tgid)) this.judge(e.tgid, e.comm);
     const server = e.role === ROLE_SERVER;
     const side = server ? 'server' : 'client';
