@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
@@ -37,10 +37,6 @@ async function scalar(expr: string, time?: number): Promise<number> {
   return Number(r[0]!.value[1]);
 }
 
-/** Runs a Node script inside a cgroup: the shell joins it, then becomes node. */
-function inCgroup(cg: string, args: string[]): string {
-  return execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@"`, process.execPath, ...args], { encoding: 'utf8', timeout: 120_000 });
-}
 
 before(async () => {
   assert.ok(isRoot, 'the agents need root (CI runs as root)');
@@ -98,6 +94,16 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
   fs.writeFileSync(script, server);
   const plans: Array<[number, number]> = [[270, 30], [180, 20]]; // [ok, failed] per node
   const servers: ChildProcess[] = [];
+  const clients: ChildProcess[] = [];
+  /** A Node process in a cgroup, kept until the test ends; resolves at its first line of output. */
+  const alive = async (cg: string, args: string[]): Promise<void> => {
+    const c = spawn('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+    clients.push(c);
+    await new Promise<void>((resolve, reject) => {
+      c.stdout!.once('data', () => resolve());
+      c.once('exit', (code) => reject(new Error(`${args.join(' ').slice(0, 80)} exited ${code}`)));
+    });
+  };
   try {
     const ports: number[] = [];
     for (const cg of cgroups) {
@@ -107,18 +113,21 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
     }
     // One request first on each node, so that the series exist before the
     // rest: rate() needs a series to grow between two scrapes.
+    // Clients stay alive until the end: a process is named (and placed in
+    // its node's cgroup) while it runs.
     const client = path.join(ROOT, 'test', 'fixtures', 'http-client.mjs');
-    cgroups.forEach((cg, i) => execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@" < /dev/null`, process.execPath, client, String(ports[i]), '0', JSON.stringify([{ method: 'GET', path: '/users/0' }])]));
+    for (const [i, cg] of cgroups.entries()) await alive(cg, [client, String(ports[i]), '0', JSON.stringify([{ method: 'GET', path: '/users/0' }])]);
     assert.ok(await eventually(async () => (await query('sum(http_server_request_duration_seconds_count{service_name="checkout"})')).some((r) => Number(r.value[1]) === 2), 15_000, 250), 'the first requests scraped');
-    cgroups.forEach((cg, i) => {
+    for (const [i, cg] of cgroups.entries()) {
       const [ok0, failed] = plans[i]!;
       const ok = ok0 - 1;
       const plan = [...Array.from({ length: ok }, (_, j) => ({ method: 'GET', path: `/users/${j}` })), ...Array.from({ length: failed }, () => ({ method: 'GET', path: '/fail' }))];
-      // The client prints its results and exits when stdin ends: at once here.
-      execFileSync('sh', ['-c', `echo $$ > ${cg}/cgroup.procs && exec "$0" "$@" < /dev/null`, process.execPath, client, String(ports[i]), '0', JSON.stringify(plan)], { encoding: 'utf8', timeout: 120_000 });
-    });
+      await alive(cg, [client, String(ports[i]), '0', JSON.stringify(plan)]);
+    }
     // And a connection refused on each node: failures and resets have series too.
-    for (const cg of cgroups) inCgroup(cg, ['-e', `require('net').connect(${await freePort()}, '127.0.0.1').on('error', () => {})`]);
+    for (const cg of cgroups) {
+      await alive(cg, ['-e', `require('net').connect(${await freePort()}, '127.0.0.1').on('error', () => console.log('refused')); process.stdin.resume()`]);
+    }
     // Each agent sees its own node only.
     const own = async (a: RunningAgent): Promise<Sample[]> => a.scrape();
     await eventually(async () => sum(await own(agents[0]!), 'http_server_request_duration_seconds_count', { service_name: 'checkout' }) === 300, 10_000);
@@ -164,7 +173,7 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
       }
     }
   } finally {
-    for (const s of servers) {
+    for (const s of [...servers, ...clients]) {
       s.stdin!.end();
       await new Promise((r) => (s.exitCode !== null ? r(null) : s.once('exit', r)));
     }

@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import fs from 'node:fs';
 import assert from 'node:assert/strict';
 import { mainScript, ServiceNamer } from '../../src/process/names.js';
 
@@ -26,12 +27,12 @@ test('names of this very process', () => {
   assert.equal(me.process, 'node');
   // Node's test runner runs this file directly: the service is the file's name.
   assert.equal(me.service, 'names.test');
-  assert.deepEqual(n.names(0, ''), { process: 'unknown', service: 'unknown' });
+  assert.deepEqual(n.names(0, ''), { process: 'unknown', service: 'unknown', inScope: true, meta: {} });
 });
 
 test('a vanished process keeps its kernel comm', () => {
   const n = new ServiceNamer([]);
-  assert.deepEqual(n.names(2 ** 22 + 7, 'curl'), { process: 'curl', service: 'curl' });
+  assert.deepEqual(n.names(2 ** 22 + 7, 'curl'), { process: 'curl', service: 'curl', inScope: true, meta: {} });
 });
 
 test('rules name services, first match wins', () => {
@@ -42,4 +43,13 @@ test('rules name services, first match wins', () => {
   ]);
   assert.equal(n.names(process.pid, 'node', 5432).service, 'by-port');
   assert.equal(n.names(process.pid, 'node', 80).service, 'by-cmdline');
+});
+
+test('a scope: processes of other cgroups are out of it, as is one that vanished', () => {
+  const own = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n')[0]!.split(':').pop()!;
+  const inside = new ServiceNamer([], 100, own || '/');
+  assert.equal(inside.names(process.pid, 'node').inScope, true);
+  const elsewhere = new ServiceNamer([], 100, '/no-such-cgroup-here');
+  assert.equal(elsewhere.names(process.pid, 'node').inScope, false);
+  assert.equal(inside.names(2 ** 22 + 7, 'curl').inScope, false);
 });
