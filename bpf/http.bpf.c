@@ -408,6 +408,17 @@ static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u
 
 static const struct conn zero_conn;
 
+/* Processes that have had a tracked connection: the syscalls of every other
+ * process exit after this one small lookup, before their registers are
+ * read. Entries are never removed but by the LRU: a stale one only costs
+ * the longer path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} tracked_tgids SEC(".maps");
+
 /* A process seen for the first time with a watch list set: user space is
  * asked once (PENDING marks it) to judge it, so that a process that never
  * makes HTTP traffic is not tracked for ever. Until then it is tracked. */
@@ -487,6 +498,8 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
 	if (!c)
 		return;
+	__u8 one = 1;
+	bpf_map_update_elem(&tracked_tgids, &k.tgid, &one, BPF_ANY);
 	c->role = role;
 	c->family = family;
 	c->peer_port = port;
@@ -640,6 +653,9 @@ static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind ki
 {
 	long len = ctx->ret;
 	if (len <= 0)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!bpf_map_lookup_elem(&tracked_tgids, &tgid))
 		return 0;
 	struct pt_regs *r = user_regs();
 	__u32 fd = ARG(r, di);

@@ -225,6 +225,9 @@ export class HttpCollector implements Collector {
       }
       try {
         map.update(key, v, MapUpdate.NOEXIST);
+        const t = Buffer.alloc(4);
+        t.writeUInt32LE(s.tgid);
+        this.obj!.map('tracked_tgids').update(t, Buffer.from([1]));
       } catch {
         // EEXIST: seen by the kernel already; E2BIG: the table is full
       }
