@@ -307,6 +307,10 @@ export class HttpCollector implements Collector {
   private untrack(tgid: number): void {
     const conns = this.obj!.map('conns');
     for (const { key } of conns.entries()) if (key.readUInt32LE(0) === tgid) conns.delete(key);
+    // Its syscalls now leave at the first lookup again.
+    const t = Buffer.alloc(4);
+    t.writeUInt32LE(tgid);
+    this.obj!.map('tracked_tgids').delete(t);
   }
 
   private judgeRunning(): void {
