@@ -128,6 +128,11 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
     for (const cg of cgroups) {
       await alive(cg, ['-e', `require('net').connect(${await freePort()}, '127.0.0.1').on('error', () => console.log('refused')); process.stdin.resume()`]);
     }
+    // A security alert on node a only: each agent raises its own node's.
+    await alive(cgroups[0]!, ['-e', `require('fs').readFileSync('/etc/shadow'); console.log('read'); process.stdin.resume()`]);
+    const rule = { rule: 'shadow-file-read' };
+    assert.ok(await eventually(async () => sum(await agents[0]!.scrape(), 'kernscope_security_alerts_total', rule) === 1, 5000), 'node a raised it');
+    assert.equal(sum(await agents[1]!.scrape(), 'kernscope_security_alerts_total', rule), 0);
     // Each agent sees its own node only.
     const own = async (a: RunningAgent): Promise<Sample[]> => a.scrape();
     await eventually(async () => sum(await own(agents[0]!), 'http_server_request_duration_seconds_count', { service_name: 'checkout' }) === 300, 10_000);

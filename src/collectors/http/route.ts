@@ -7,6 +7,7 @@
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const HEX = /^(0x)?[0-9a-f]{8,}$/i;
 const NUMBER = /^[+-]?\d+([.,]\d+)?$/;
+const SAFE = /^[\w.~-]*$/;
 const MAX_SEGMENTS = 12;
 const MAX_SEGMENT = 64;
 
@@ -34,12 +35,14 @@ export function templatePath(path: string, complete = true): string {
       break;
     }
     let seg = raw;
-    try {
-      seg = decodeURIComponent(raw);
-    } catch {
-      // malformed escapes: judge the raw text
+    if (raw.includes('%')) {
+      try {
+        seg = decodeURIComponent(raw);
+      } catch {
+        // malformed escapes: judge the raw text
+      }
     }
-    out.push(seg === '*' || isIdSegment(seg) ? '*' : raw.replace(/[^\w.~-]/g, '_'));
+    out.push(seg === '*' || isIdSegment(seg) ? '*' : SAFE.test(raw) ? raw : raw.replace(/[^\w.~-]/g, '_'));
   }
   return `/${out.join('/')}`;
 }

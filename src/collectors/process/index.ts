@@ -234,6 +234,9 @@ export class ProcessCollector implements Collector {
       this.execs.inc();
       ev = { event: 'exec' };
     }
+    // An agent scoped to a cgroup raises alerts for its processes only.
+    const scope = this.ctx.config.scope.cgroup;
+    if (scope && !p.cgroup.includes(scope)) return;
     const chain = this.table.ancestry(p.pid);
     for (const a of this.rules.evaluate(chain, { isServer: this.isServer }, ev)) {
       this.alerts.inc({ rule: a.rule, severity: a.severity });

@@ -60,7 +60,8 @@ export class ProcessTable {
         args: e.args ?? [],
         argsTruncated: e.argsTruncated ?? false,
         uid: e.uid,
-        cgroup: this.get(e.pid)?.cgroup ?? readCgroup(e.pid) ?? '',
+        // Read again at exec: a process may change cgroups between fork and exec.
+        cgroup: readCgroup(e.pid) ?? this.get(e.pid)?.cgroup ?? '',
       };
       this.put(p);
       return p;
