@@ -248,24 +248,34 @@ static __always_inline __u64 parm(struct pt_regs *ctx, __u8 i)
 	}
 }
 
+/* The start of an event in the traced process's thread: NULL when the
+ * probe is for another process (`pid`) or the scratch is missing. */
+static __always_inline struct pending *open_start(__u64 *id)
+{
+	*id = bpf_get_current_pid_tgid();
+	return wanted(*id) ? start_scratch() : NULL;
+}
+
+/* Slot `i` from an argument's value: the string read, or a number. */
+static __always_inline void take(const volatile struct ks_slot *s, __u64 arg, void *ctx, struct pending *p, int i)
+{
+	if (is_str(s->kind))
+		read_str(s, arg, ctx, p->str);
+	else
+		p->vals[i & (CUSTOM_SLOTS - 1)] = read_arg(s, arg);
+}
+
 SEC("uprobe")
 int custom_entry(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!wanted(id))
-		return 0;
-	struct pending *p = start_scratch();
+	__u64 id;
+	struct pending *p = open_start(&id);
 	if (!p)
 		return 0;
 	for (int i = 0; i < CUSTOM_SLOTS; i++) {
 		const volatile struct ks_slot *s = &slots[i];
-		if (s->kind == KS_SLOT_NONE)
-			continue;
-		__u64 arg = parm(ctx, s->arg);
-		if (is_str(s->kind))
-			read_str(s, arg, ctx, p->str);
-		else
-			p->vals[i] = read_arg(s, arg);
+		if (s->kind != KS_SLOT_NONE)
+			take(s, parm(ctx, s->arg), ctx, p, i);
 	}
 	return begin(p, id);
 }
@@ -273,21 +283,15 @@ int custom_entry(struct pt_regs *ctx)
 SEC("usdt")
 int custom_usdt(struct pt_regs *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!wanted(id))
-		return 0;
-	struct pending *p = start_scratch();
+	__u64 id;
+	struct pending *p = open_start(&id);
 	if (!p)
 		return 0;
 	for (int i = 0; i < CUSTOM_SLOTS; i++) {
 		const volatile struct ks_slot *s = &slots[i];
 		long arg = 0;
-		if (s->kind == KS_SLOT_NONE || bpf_usdt_arg(ctx, s->arg, &arg))
-			continue;
-		if (is_str(s->kind))
-			read_str(s, arg, ctx, p->str);
-		else
-			p->vals[i] = read_arg(s, arg);
+		if (s->kind != KS_SLOT_NONE && !bpf_usdt_arg(ctx, s->arg, &arg))
+			take(s, arg, ctx, p, i);
 	}
 	return begin(p, id);
 }
@@ -314,10 +318,8 @@ static __always_inline __u64 pair_key(__s64 a, __s64 b)
 SEC("tracepoint")
 int custom_tp(void *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!wanted(id))
-		return 0;
-	struct pending *p = start_scratch();
+	__u64 id;
+	struct pending *p = open_start(&id);
 	if (!p)
 		return 0;
 	for (int i = 0; i < CUSTOM_SLOTS; i++) {
