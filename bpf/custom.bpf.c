@@ -168,6 +168,7 @@ static __always_inline void aggregate(struct pending *p, __s64 ret, __s64 dur, b
 		if (m->label_str)
 			__builtin_memcpy(key.str, p->str, CUSTOM_STR);
 		key.label = pick(m->label_src, p->vals, ret, dur);
+		key.label2 = pick(m->label2_src, p->vals, ret, dur);
 		if (m->bucket_mode == KS_BUCKETS_EXPLICIT) {
 			__u32 b = 0;
 			for (int j = 0; j < CUSTOM_BOUNDS; j++) {

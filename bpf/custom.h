@@ -43,12 +43,15 @@ struct ks_metric {
 	__u8 nbounds;
 	__u8 needs_return;	/* uses ret or duration: counted at the end */
 	__u8 label_str;		/* the string read is a label too */
+	__u8 label2_src;	/* a second number as a label */
+	__u8 pad[7];
 	__s64 filter_val;
 	__s64 bounds[CUSTOM_BOUNDS];
 };
 
 struct ks_agg_key {
 	__u64 label;
+	__u64 label2;
 	__u32 bucket;
 	__u32 metric;
 	char str[CUSTOM_STR];	/* a string label; zeroed otherwise */

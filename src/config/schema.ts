@@ -46,7 +46,7 @@ export interface ProbeMetric {
   value?: string;
   buckets?: number[] | 'log2';
   label?: ProbeLabel;
-  /** Up to two labels: at most one from a number and one from the string arg. */
+  /** Up to three labels: at most two from numbers and one from the string arg. */
   labels?: ProbeLabel[];
   filter?: { from: string; op: '==' | '!=' | '<' | '<=' | '>' | '>='; value: number };
 }
@@ -381,7 +381,7 @@ export const CONFIG_SCHEMA = {
                 value: { type: 'string' },
                 buckets: { oneOf: [{ const: 'log2' }, { type: 'array', minItems: 1, maxItems: 32, items: { type: 'number' } }] },
                 label: LABEL_SCHEMA,
-                labels: { type: 'array', minItems: 1, maxItems: 2, items: LABEL_SCHEMA },
+                labels: { type: 'array', minItems: 1, maxItems: 3, items: LABEL_SCHEMA },
                 filter: {
                   type: 'object',
                   additionalProperties: false,

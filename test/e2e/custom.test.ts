@@ -188,6 +188,35 @@ test('strings as labels (uprobe and USDT), a gauge, and a uretprobe', async () =
   }
 });
 
+test('two labels from numbers: the result and a struct member', async () => {
+  const agent = await startAgent(`probes:
+  - name: by-currency
+    uprobe: ${payment}:process_payment
+    args: { cur: { arg: 0, member: payment.currency } }
+    metrics:
+      - name: payments_by_currency_total
+        type: counter
+        labels: [{ name: result, from: ret, values: { "0": ok }, other: declined }, { name: currency, from: cur, values: { "1": usd, "2": eur } }]
+`);
+  const p = run(payment);
+  try {
+    await p.line(/^ready$/);
+    for (const [amount, cur] of [[50, 1], [2000, 1], [70, 2], [80, 2], [90, 3]]) {
+      p.send(`${amount} ${cur}\n`);
+      await p.line(/^[02]$/);
+    }
+    let m: Sample[] = [];
+    await eventually(async () => sum((m = await agent.scrape()), 'payments_by_currency_total') === 5, 5000);
+    assert.equal(sum(m, 'payments_by_currency_total', { result: 'ok', currency: 'usd' }), 1);
+    assert.equal(sum(m, 'payments_by_currency_total', { result: 'declined', currency: 'usd' }), 1);
+    assert.equal(sum(m, 'payments_by_currency_total', { result: 'ok', currency: 'eur' }), 2);
+    assert.equal(sum(m, 'payments_by_currency_total', { result: 'ok', currency: '3' }), 1);
+  } finally {
+    await agent.stop();
+    await p.end();
+  }
+});
+
 test('a uprobe at an address (as nm prints it) and at symbol+offset', async () => {
   // nm's address of process_payment, and of its second instruction.
   const addr = execFileSync('nm', [payment], { encoding: 'utf8' }).split('\n').find((l) => / T process_payment$/.test(l))!.split(' ')[0]!;

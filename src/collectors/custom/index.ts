@@ -21,7 +21,11 @@ const SRC_STR = 7;
 // Slot kinds, as bpf/custom.h numbers them.
 const SLOT = { arg: 1, deref: 2, field: 3, strUser: 4, strField: 5, strDataloc: 6 } as const;
 const MAX_METRICS = 8;
-const METRIC_BYTES = 16 + 32 * 8;
+const METRIC_BYTES = 24 + 32 * 8; // struct ks_metric (bpf/custom.h)
+// struct ks_agg_key: label @0, label2 @8, bucket @16, metric @20, str @24
+const KEY_BUCKET = 16;
+const KEY_METRIC = 20;
+const KEY_STR = 24;
 const STR_BYTES = 32;
 
 interface Where {
@@ -162,7 +166,8 @@ interface MetricState {
   unit: number;
   /** A counter that adds its value instead of counting calls. */
   sums: boolean;
-  labels: Array<{ spec: ProbeLabel; string: boolean }>;
+  /** slot: which number of the key (0 or 1) a numeric label reads. */
+  labels: Array<{ spec: ProbeLabel; string: boolean; slot: number }>;
   limiter: LabelLimiter;
 }
 
@@ -183,16 +188,16 @@ function formatNumber(v: bigint, l: ProbeLabel): string {
   return v.toString();
 }
 
-/** The labels a kernel key stands for: a string read in the kernel and a number, each named by `values`. */
+/** The labels a kernel key stands for: a string read in the kernel and up to two numbers, each named by `values`. */
 function labelsOf(st: MetricState, key: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const { spec, string } of st.labels) {
+  for (const { spec, string, slot } of st.labels) {
     let v: string;
     if (string) {
-      const s = key.subarray(16, 16 + STR_BYTES);
+      const s = key.subarray(KEY_STR, KEY_STR + STR_BYTES);
       const end = s.indexOf(0);
       v = s.subarray(0, end < 0 ? s.length : end).toString('utf8');
-    } else v = formatNumber(key.readBigInt64LE(0), spec);
+    } else v = formatNumber(key.readBigInt64LE(slot * 8), spec);
     out[spec.name] = spec.values?.[v] ?? spec.other ?? v;
   }
   return out;
@@ -327,12 +332,13 @@ export class CustomCollector implements Collector {
       if (m.label && m.labels) bad(`metric "${m.name}": give label or labels, not both`);
       const labels = labelSpecs.map((l) => ({ spec: l, src: src(m, l.from, 'label') }));
       const numeric = labels.filter((l) => l.src !== SRC_STR);
-      if (numeric.length > 1) bad(`metric "${m.name}": at most one label from a number (and one from the string arg)`);
-      if (labels.length > 1 && !numeric.length) bad(`metric "${m.name}": two labels from the same string`);
+      if (numeric.length > 2) bad(`metric "${m.name}": at most two labels from numbers (and one from the string arg)`);
+      if (labels.length - numeric.length > 1) bad(`metric "${m.name}": two labels from the same string`);
       const label = numeric[0]?.src ?? 0;
+      const label2 = numeric[1]?.src ?? 0;
       const labelStr = labels.length > numeric.length;
       const filter = src(m, m.filter?.from, 'filter');
-      const needsReturn = w.kind === 'uretprobe' || [value, label, filter].some((x) => x === SRC_RET || x === SRC_DURATION);
+      const needsReturn = w.kind === 'uretprobe' || [value, label, label2, filter].some((x) => x === SRC_RET || x === SRC_DURATION);
       hasReturn ||= needsReturn;
       const unit = m.value === 'duration' ? 1e9 : 1; // durations: seconds out, ns in the kernel
       const explicit = Array.isArray(m.buckets) ? m.buckets : [];
@@ -345,15 +351,16 @@ export class CustomCollector implements Collector {
       metricsBuf.writeUInt8(explicit.length, o + 5);
       metricsBuf.writeUInt8(needsReturn ? 1 : 0, o + 6);
       metricsBuf.writeUInt8(labelStr ? 1 : 0, o + 7);
-      metricsBuf.writeBigInt64LE(BigInt(m.filter?.value ?? 0), o + 8);
-      explicit.forEach((b, j) => metricsBuf.writeBigInt64LE(BigInt(Math.round(b * unit)), o + 16 + j * 8));
+      metricsBuf.writeUInt8(label2, o + 8);
+      metricsBuf.writeBigInt64LE(BigInt(m.filter?.value ?? 0), o + 16);
+      explicit.forEach((b, j) => metricsBuf.writeBigInt64LE(BigInt(Math.round(b * unit)), o + 24 + j * 8));
       const labelNames = labelSpecs.map((l) => l.name);
       const what = w.symbol ?? (w.offset !== undefined ? `0x${w.offset.toString(16)}` : `${w.provider}:${w.name}`);
       const st: MetricState = {
         metric: m,
         unit,
         sums: m.type === 'counter' && !!m.value,
-        labels: labels.map((l) => ({ spec: l.spec, string: l.src === SRC_STR })),
+        labels: labels.map((l) => ({ spec: l.spec, string: l.src === SRC_STR, slot: numeric.indexOf(l) })),
         limiter: new LabelLimiter(p.maxSeries ?? 100, () => this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' })),
       };
       if (m.type === 'counter') st.counter = this.ctx.metrics.counter(m.name, m.help ?? `Calls of ${what} (probe ${p.name}).`, labelNames);
@@ -478,7 +485,7 @@ export class CustomCollector implements Collector {
   collect(): void {
     for (const inst of this.instances) {
       for (const { key, value } of inst.obj.map('agg').entries()) {
-        const st = inst.metrics[key.readUInt32LE(12)];
+        const st = inst.metrics[key.readUInt32LE(KEY_METRIC)];
         if (!st) continue;
         const hex = key.toString('hex');
         const count = Number(value.readBigUInt64LE(0));
@@ -487,12 +494,12 @@ export class CustomCollector implements Collector {
         inst.last.set(hex, [count, sum]);
         const dc = count - lc;
         if (dc <= 0) continue;
-        const labels = st.limiter.admit(key.toString('hex', 0, 8) + key.toString('hex', 16), labelsOf(st, key));
+        const labels = st.limiter.admit(key.toString('hex', 0, KEY_BUCKET) + key.toString('hex', KEY_STR), labelsOf(st, key));
         if (st.counter) st.counter.inc(labels, st.sums ? Math.max(0, sum - ls) / st.unit : dc);
         else if (st.gauge) st.gauge.set(labels, Number(value.readBigInt64LE(16)) / st.unit);
         else if (st.hist) {
           const s: Series = st.hist.series(Object.values(labels).join('\0'), labels);
-          const b = key.readUInt32LE(8);
+          const b = key.readUInt32LE(KEY_BUCKET);
           if (b < s.counts.length) s.counts[b]! += dc;
           s.count += dc;
           s.sum += (sum - ls) / st.unit;
