@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../src/paths.js';
+import { report, runBench } from './report.js';
 import { startAgent, sum, tmpDir } from '../test/helpers.js';
 
 const CALLS = Number(process.env.BENCH_CALLS ?? 200_000);
@@ -44,13 +45,8 @@ async function main(): Promise<void> {
   const lines = [`# Custom probe cost, ${new Date().toISOString()}`, '', `process_payment() x ${CALLS} on CPU 0, ${ROUNDS} alternating rounds; entry counter = one metric on one uprobe; example = its 2 metrics sharing one uprobe and one uretprobe.`, '', '| config | ns per call | calls counted |', '| --- | ---: | ---: |'];
   for (const x of rows) lines.push(`| ${x.config} | ${x.ns.toFixed(1)} | ${x.counted ?? ''} |`);
   lines.push('', ...configs.map(([name]) => `Added per call, ${name}: ${(mean(name) - mean('baseline')).toFixed(0)} ns.`), '');
-  process.stdout.write(lines.join('\n'));
-  const out = process.argv.indexOf('--out');
-  if (out > 0) fs.writeFileSync(process.argv[out + 1]!, lines.join('\n'));
+  report(lines.join('\n'));
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench: ${(e as Error).stack}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -7,17 +7,12 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../src/paths.js';
-import { sleep, startAgent, sum, type RunningAgent } from '../test/helpers.js';
+import { cpuSeconds, sleep, startAgent, sum, type RunningAgent } from '../test/helpers.js';
 import { startPeer } from '../test/peers.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
-function cpuSeconds(pid: number): number {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const a = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(a[11]) + Number(a[12])) / 100;
-}
 
 function wrk(port: number): { requests: number; rps: number } {
   const out = execFileSync('taskset', ['-c', '1', 'wrk', '-t1', '-c16', `-d${SECONDS}s`, `http://127.0.0.1:${port}/users/42`], { encoding: 'utf8' });

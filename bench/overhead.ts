@@ -13,7 +13,7 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../src/paths.js';
-import { freePort, sleep, startAgent, sum, type RunningAgent, type Sample } from '../test/helpers.js';
+import { cpuSeconds, freePort, parseMetrics, sleep, startAgent, sum, type RunningAgent, type Sample } from '../test/helpers.js';
 
 const DIR = path.join(ROOT, 'bench', 'overhead');
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 40_000);
@@ -37,11 +37,6 @@ function install(): void {
   }
 }
 
-function cpuSeconds(pid: number): number {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const a = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(a[11]) + Number(a[12])) / 100;
-}
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -97,7 +92,6 @@ async function receiverCounts(port: number): Promise<Record<string, number>> {
 }
 
 async function scrape(port: number): Promise<Sample[]> {
-  const { parseMetrics } = await import('../test/helpers.js');
   return parseMetrics(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
 }
 

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../src/paths.js';
+import { report, runBench } from './report.js';
 import { startAgent, tmpDir } from '../test/helpers.js';
 
 const N = Number(process.env.BENCH_CALLS ?? 200_000);
@@ -51,13 +52,8 @@ async function main(): Promise<void> {
     lines.push(`| ${name} | ${mean(x.pipe).toFixed(0)} | ${name === 'no agent' ? '' : (mean(x.pipe) - mean(base.pipe)).toFixed(0)} | ${mean(x.tcp).toFixed(0)} | ${name === 'no agent' ? '' : (mean(x.tcp) - mean(base.tcp)).toFixed(0)} |`);
   }
   lines.push('');
-  process.stdout.write(lines.join('\n'));
-  const out = process.argv.indexOf('--out');
-  if (out > 0) fs.writeFileSync(process.argv[out + 1]!, lines.join('\n'));
+  report(lines.join('\n'));
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-main().catch((e) => {
-  process.stderr.write(`bench: ${(e as Error).stack}\n`);
-  process.exit(1);
-});
+runBench(main);

@@ -204,6 +204,21 @@ static __always_inline struct ks_http_event *reserve(void)
 	return e;
 }
 
+/* One request in the exact per-process counts; a full table is counted. */
+static __always_inline void add_total(const struct ks_http_total_key *tk, __u64 duration_ns, bool recorded)
+{
+	static const struct ks_http_total none;
+	struct ks_http_total *t = lookup_or_init(&http_totals, tk, &none);
+	if (!t) {
+		count_drop(HTTP_DROP_TOTALS_FULL);
+		return;
+	}
+	t->count++;
+	t->duration_ns += duration_ns;
+	if (recorded)
+		t->recorded++;
+}
+
 /* Whether the request starting now gets a record: all do unless user space
  * set sample_every, then 1 in sample_every, at random. Decided at the start
  * so that a request sampled out costs no copy of its bytes. Returns the
@@ -229,16 +244,7 @@ static __always_inline __u16 count_request(struct conn *c, const struct conn_key
 		.status_class = status_class,
 		.port = c->role == HTTP_ROLE_SERVER ? c->local_port : c->peer_port,
 	};
-	static const struct ks_http_total none;
-	struct ks_http_total *t = lookup_or_init(&http_totals, &tk, &none);
-	if (t) {
-		t->count++;
-		t->duration_ns += duration_ns;
-		if (record)
-			t->recorded++;
-	} else {
-		count_drop(HTTP_DROP_TOTALS_FULL);
-	}
+	add_total(&tk, duration_ns, record);
 	return weight;
 }
 
@@ -556,12 +562,7 @@ static __always_inline void emit_failure(struct conn *c, const struct conn_key *
 {
 	/* Rare, and each one matters: never sampled out. */
 	struct ks_http_total_key tk = { .tgid = k->tgid, .role = HTTP_ROLE_CLIENT, .port = c->peer_port };
-	static const struct ks_http_total none;
-	struct ks_http_total *t = lookup_or_init(&http_totals, &tk, &none);
-	if (t) {
-		t->count++;
-		t->recorded++;
-	}
+	add_total(&tk, 0, true);
 	struct ks_http_event *e = reserve();
 	if (!e)
 		return;
@@ -654,13 +655,13 @@ static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind ki
 	long len = ctx->ret;
 	if (len <= 0)
 		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!bpf_map_lookup_elem(&tracked_tgids, &tgid))
+	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32 };
+	if (!bpf_map_lookup_elem(&tracked_tgids, &k.tgid))
 		return 0;
 	struct pt_regs *r = user_regs();
 	__u32 fd = ARG(r, di);
-	struct conn_key k;
-	struct conn *c = lookup(fd, &k);
+	k.fd = fd;
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
 	if (!c)
 		return 0;
 	const void *buf = NULL;

@@ -1,4 +1,5 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -143,19 +144,24 @@ export function runCli(args: string[], opts: { timeoutMs?: number; prefix?: stri
 }
 
 /** BPF program ids a process holds, from the kernel's fdinfo of its fds. */
-export function programsOf(pid: number): number[] {
+/** Ids of the BPF objects of one kind (`prog_id`, `map_id`) that process `pid` holds fds of. */
+function fdinfoIds(pid: number, field: 'prog_id' | 'map_id'): number[] {
   const ids = new Set<number>();
+  const re = new RegExp(`^${field}:\\s+(\\d+)$`, 'm');
   for (const fd of fs.readdirSync(`/proc/${pid}/fdinfo`)) {
-    let info: string;
     try {
-      info = fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+      const m = re.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.add(Number(m[1]));
     } catch {
-      continue;
+      // closed meanwhile
     }
-    const m = /^prog_id:\s+(\d+)$/m.exec(info);
-    if (m) ids.add(Number(m[1]));
   }
   return [...ids].sort((a, b) => a - b);
+}
+
+/** Ids of the BPF programs process `pid` holds. */
+export function programsOf(pid: number): number[] {
+  return fdinfoIds(pid, 'prog_id');
 }
 
 /** Every BPF program loaded in the kernel, from bpftool. */
@@ -166,21 +172,37 @@ export function allProgramIds(): Set<number> {
 
 /** Keys of a map the process `pid` holds, by the map's name, from bpftool (hex bytes per key). */
 export function mapKeysOf(pid: number, name: string): Buffer[] {
-  const ids = new Set<number>();
-  for (const fd of fs.readdirSync(`/proc/${pid}/fdinfo`)) {
-    try {
-      const m = /^map_id:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
-      if (m) ids.add(Number(m[1]));
-    } catch {
-      // closed meanwhile
-    }
-  }
   const out: Buffer[] = [];
-  for (const id of ids) {
+  for (const id of fdinfoIds(pid, 'map_id')) {
     const info = JSON.parse(execFileSync('bpftool', ['map', 'show', 'id', String(id), '--json'], { encoding: 'utf8' })) as { name?: string };
     if (info.name !== name) continue;
     const dump = JSON.parse(execFileSync('bpftool', ['map', 'dump', 'id', String(id), '--json'], { encoding: 'utf8', maxBuffer: 64 << 20 })) as Array<{ key: string[] }>;
     for (const e of dump) out.push(Buffer.from(e.key.map((b) => parseInt(b, 16))));
   }
   return out;
+}
+
+/** User plus system CPU seconds a process has used, from /proc. */
+export function cpuSeconds(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const a = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return (Number(a[11]) + Number(a[12])) / 100;
+}
+
+/** Where cgroup v2 is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts. */
+export function cgroup2Mount(): string {
+  const m = fs.readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).find((x) => x[2] === 'cgroup2');
+  if (!m) throw new Error('no cgroup v2 mount');
+  return m[1]!;
+}
+
+/** Runs `kernscope run` on each bad config: each must exit 2 with a stderr matching its pattern. */
+export async function expectConfigErrors(dir: string, cases: Array<[string, RegExp]>): Promise<void> {
+  const f = path.join(dir, 'bad.yaml');
+  for (const [yaml, re] of cases) {
+    fs.writeFileSync(f, yaml);
+    const r = await runCli(['run', '--listen', '127.0.0.1:0', '--config', f], { timeoutMs: 30_000 });
+    assert.equal(r.code, 2, `${yaml}\n${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
 }

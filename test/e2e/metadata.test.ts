@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { eventually, isRoot, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
+import { cgroup2Mount, eventually, isRoot, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
 
 // Container and pod labels: a real process in a cgroup shaped as containerd
 // makes it under Kubernetes, pods from a local server that answers with the
@@ -16,10 +16,6 @@ const UID = '6b2d1b1e-5c3d-4f8a-9e2b-0c1d2e3f4a5b';
 let dir: string;
 let base: string;
 const made: string[] = [];
-
-function cgroup2(): string {
-  return fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')!.split(' ')[1]!;
-}
 
 /** Makes a cgroup path (parents first) to be removed after. */
 function mkcg(rel: string): string {
@@ -44,7 +40,7 @@ async function serverIn(cg: string): Promise<{ child: ChildProcess; port: number
 before(() => {
   assert.ok(isRoot, 'cgroups and the agent need root (CI runs as root)');
   dir = tmpDir('ks-meta');
-  base = cgroup2();
+  base = cgroup2Mount();
 });
 
 after(() => {

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { eventually, freePort, isRoot, runCli, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
+import { eventually, expectConfigErrors, freePort, isRoot, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
 
 // A user's own BPF object (examples/own-object), exported from its maps by
 // the YAML beside it: exact counts from real execs, writes and connects.
@@ -83,11 +83,5 @@ test('mistakes in objects get plain messages and exit 2', async () => {
     [base('{ name: x, type: counter, map: execs }', '    programs: [on_exe]\n'), /no program on_exe \(it has: on_exec, on_write, on_state, on_timer\)/],
     [base('{ name: x, type: counter, map: execs, labels: [{ name: a, size: 4, decoder: ip }] }'), /objects\[0\]\.metrics\[0\]\.labels\[0\]\.decoder: expected one of/],
   ];
-  for (const [yaml, re] of cases) {
-    const f = path.join(dir, 'bad.yaml');
-    fs.writeFileSync(f, yaml);
-    const r = await runCli(['run', '--listen', '127.0.0.1:0', '--config', f], { timeoutMs: 30_000 });
-    assert.equal(r.code, 2, `${yaml}\n${r.stderr}`);
-    assert.match(r.stderr, re);
-  }
+  await expectConfigErrors(dir, cases);
 });

@@ -1,10 +1,9 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { eventually, isRoot, mapKeysOf, sleep, startAgent, sum, type Sample } from '../helpers.js';
+import { cpuSeconds, eventually, isRoot, mapKeysOf, sleep, startAgent, sum, type Sample } from '../helpers.js';
 import { startPeer, type Peer } from '../peers.js';
 
 // The agent's cost controls: in-kernel filters, sampling with exact counts,
@@ -25,11 +24,6 @@ function load(port: number, total: number, conns = 4): number {
   return Number(execFileSync(process.execPath, [LOAD, String(port), String(total), String(conns)], { encoding: 'utf8', timeout: 120_000 }).trim());
 }
 
-function cpuSeconds(pid: number): number {
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const a = f.slice(f.lastIndexOf(')') + 2).split(' ');
-  return (Number(a[11]) + Number(a[12])) / 100;
-}
 
 test('watch list in the kernel: connections of unwatched processes are never tracked', async () => {
   const a = await server();

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { eventually, freePort, isRoot, sleep, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { cgroup2Mount, eventually, freePort, isRoot, sleep, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
 
 // A real Prometheus (Debian's) scraping two agents on this machine, each
 // scoped to its own cgroup as if on two nodes: PromQL across both, the
@@ -16,13 +16,6 @@ let prom: ChildProcess | undefined;
 let promPort = 0;
 const agents: RunningAgent[] = [];
 const cgroups: string[] = [];
-
-/** The cgroup v2 mount: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts. */
-function cgroup2(): string {
-  const m = fs.readFileSync('/proc/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2');
-  assert.ok(m, 'a cgroup v2 mount (this kernel has one)');
-  return m.split(' ')[1]!;
-}
 
 async function query(expr: string, time?: number): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
   const r = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(expr)}${time ? `&time=${time}` : ''}`);
@@ -37,11 +30,10 @@ async function scalar(expr: string, time?: number): Promise<number> {
   return Number(r[0]!.value[1]);
 }
 
-
 before(async () => {
   assert.ok(isRoot, 'the agents need root (CI runs as root)');
   dir = tmpDir('ks-prom');
-  const base = cgroup2();
+  const base = cgroup2Mount();
   for (const node of ['a', 'b']) {
     const cg = `${base}/ks-node-${node}-${process.pid}`;
     fs.mkdirSync(cg);

@@ -172,11 +172,8 @@ interface MetricState {
 }
 
 interface Instance {
-  probe: ProbeConfig;
   obj: BpfObject;
   metrics: MetricState[];
-  /** The arg read as a string, if any: labels from it are in the key's bytes. */
-  strArg: string;
   /** Cumulative count and sum per kernel key at the last collect. */
   last: Map<string, [number, number]>;
 }
@@ -420,7 +417,7 @@ export class CustomCollector implements Collector {
       throw e;
     }
     this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' }, 0);
-    return { probe: p, obj, metrics: states, strArg, last: new Map() };
+    return { obj, metrics: states, last: new Map() };
   }
 
   private attach(obj: BpfObject, p: ProbeConfig, w: Where, first: string, end: string | undefined, bad: (m: string) => never): void {

@@ -323,12 +323,15 @@ export class HttpCollector implements Collector {
   /** Folds the kernel's exact per-process counts into kernscope_http_requests_total. */
   private foldTotals(): void {
     const map = this.obj!.map('http_totals');
+    const alive = new Map<number, boolean>(); // one /proc look per process, not per key
     for (const { key, value } of map.entries()) {
       const hex = key.toString('hex');
       const count = map.field(value, 0);
       const delta = count - (this.lastTotals.get(hex) ?? 0);
       const tgid = key.readUInt32LE(0);
-      const gone = !fs.existsSync(`/proc/${tgid}`);
+      let live = alive.get(tgid);
+      if (live === undefined) alive.set(tgid, (live = fs.existsSync(`/proc/${tgid}`)));
+      const gone = !live;
       if (gone) {
         // Read one last time, then forgotten here and in the kernel.
         map.delete(key);
