@@ -323,6 +323,52 @@ static napi_value object_info(napi_env env, napi_callback_info info)
 	return res;
 }
 
+/* A struct's size and members (byte offsets), or an enum's values, from an
+ * object's BTF: the C headers are the one layout, and user space reads it
+ * here instead of repeating it. null when the object has no such type. */
+static napi_value btf_type(napi_env env, napi_callback_info info)
+{
+	napi_value argv[2], res, list;
+	char name[256];
+	if (!get_args(env, info, 2, argv) || !get_str(env, argv[1], name, sizeof(name)))
+		return throw_err(env, EINVAL, "btfType(handle, name)");
+	struct bpf_object *obj = obj_arg(env, argv[0]);
+	if (!obj)
+		return throw_err(env, EBADF, "btfType: bad object handle");
+	struct btf *btf = bpf_object__btf(obj);
+	int id = btf ? btf__find_by_name_kind(btf, name, BTF_KIND_STRUCT) : -1;
+	bool is_enum = false;
+	if (btf && id < 0) {
+		id = btf__find_by_name_kind(btf, name, BTF_KIND_ENUM);
+		is_enum = id > 0;
+	}
+	if (!btf || id < 0) {
+		napi_get_null(env, &res);
+		return res;
+	}
+	const struct btf_type *t = btf__type_by_id(btf, id);
+	napi_create_object(env, &res);
+	set_prop(env, res, "kind", mk_str(env, is_enum ? "enum" : "struct"));
+	set_prop(env, res, "size", mk_i64(env, t->size));
+	napi_create_object(env, &list);
+	if (is_enum) {
+		const struct btf_enum *e = btf_enum(t);
+		for (int i = 0; i < btf_vlen(t); i++, e++)
+			set_prop(env, list, btf__name_by_offset(btf, e->name_off), mk_i64(env, e->val));
+	} else {
+		const struct btf_member *m = btf_members(t);
+		for (int i = 0; i < btf_vlen(t); i++, m++) {
+			napi_value o;
+			napi_create_object(env, &o);
+			set_prop(env, o, "offset", mk_i64(env, btf_member_bit_offset(t, i) / 8));
+			set_prop(env, o, "size", mk_i64(env, btf__resolve_size(btf, m->type)));
+			set_prop(env, list, btf__name_by_offset(btf, m->name_off), o);
+		}
+	}
+	set_prop(env, res, is_enum ? "values" : "members", list);
+	return res;
+}
+
 static napi_value set_autoload(napi_env env, napi_callback_info info)
 {
 	napi_value argv[3];
@@ -1100,6 +1146,7 @@ static napi_value init(napi_env env, napi_value exports)
 		napi_callback fn;
 	} fns[] = {
 		{ "openObject", open_object },	   { "objectInfo", object_info },
+		{ "btfType", btf_type },
 		{ "setAutoload", set_autoload },   { "setRodata", set_rodata },
 		{ "setMaxEntries", set_max_entries }, { "loadObject", load_object },
 		{ "closeObject", close_object },   { "attach", attach },

@@ -1,9 +1,10 @@
 // HTTP overhead, side by side in one run (`npm run bench:http`; never run by tests).
-// A small Node service pinned to CPU 0, wrk pinned to CPU 1, keep-alive, fixed
-// duration; runs alternate without the agent and with it. Reports req/s,
-// server CPU per request, the agent's own CPU, the share of requests the
-// agent counted, and the BPF run time per program.
-import { execFileSync } from 'node:child_process';
+// nginx (one worker, a small static file) and a small Node service, each
+// pinned to CPU 0, wrk and the agent on CPU 1, keep-alive, fixed duration;
+// runs alternate without the agent and with it. Reports req/s, server CPU
+// per request, the agent's own CPU, the share of requests the agent
+// counted, and the BPF run time per request.
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../src/paths.js';
@@ -14,14 +15,15 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 
-function wrk(port: number): { requests: number; rps: number } {
-  const out = execFileSync('taskset', ['-c', '1', 'wrk', '-t1', '-c16', `-d${SECONDS}s`, `http://127.0.0.1:${port}/users/42`], { encoding: 'utf8' });
+function wrk(url: string): { requests: number; rps: number } {
+  const out = execFileSync('taskset', ['-c', '1', 'wrk', '-t1', '-c32', `-d${SECONDS}s`, url], { encoding: 'utf8' });
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
   return { requests, rps };
 }
 
 interface Row {
+  target: string;
   config: string;
   rps: number;
   serverUsPerReq: number;
@@ -29,15 +31,51 @@ interface Row {
   captured: number;
 }
 
-async function main(): Promise<void> {
+interface Target {
+  name: string;
+  /** service_name the agent gives it. */
+  service: string;
+  url: string;
+  /** The process that serves (nginx's worker), pinned to CPU 0. */
+  pid: number;
+  stop: () => Promise<void>;
+}
+
+/** nginx from Debian's package: one worker, a small static file, no access log. */
+async function nginx(): Promise<Target> {
+  const dir = fs.mkdtempSync('/tmp/ks-bench-nginx-');
+  fs.mkdirSync(path.join(dir, 'www'));
+  fs.writeFileSync(path.join(dir, 'www', 'index.html'), '<h1>hello</h1>\n');
+  const port = 18000 + Math.floor(Math.random() * 1000);
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), `user root;\ndaemon off;\nworker_processes 1;\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log;\nevents { worker_connections 1024; }\nhttp {\n  sendfile on;\n  keepalive_requests 1000000;\n  access_log off;\n  client_body_temp_path ${dir}/body;\n  proxy_temp_path ${dir}/proxy;\n  fastcgi_temp_path ${dir}/fcgi;\n  uwsgi_temp_path ${dir}/uwsgi;\n  scgi_temp_path ${dir}/scgi;\n  server { listen 127.0.0.1:${port}; root ${dir}/www; }\n}\n`);
+  const child = spawn('nginx', ['-c', path.join(dir, 'nginx.conf'), '-p', dir], { stdio: 'ignore' });
+  const url = `http://127.0.0.1:${port}/index.html`;
+  for (let i = 0; i < 50 && !(await fetch(url).then((r) => r.ok, () => false)); i++) await sleep(100);
+  const worker = Number(execFileSync('pgrep', ['-P', String(child.pid)], { encoding: 'utf8' }).trim().split('\n')[0]);
+  execFileSync('taskset', ['-apc', '0', String(child.pid)]);
+  execFileSync('taskset', ['-apc', '0', String(worker)]);
+  return {
+    name: 'nginx', service: 'nginx', url, pid: worker,
+    stop: async () => {
+      process.kill(child.pid!, 'SIGQUIT');
+      await new Promise<void>((r) => child.once('exit', () => r()));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The small Node service of the tests. */
+async function node(): Promise<Target> {
   const script = path.join(fs.mkdtempSync('/tmp/ks-bench-'), 'benchsvc.mjs');
   fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', 'http-server.mjs'), script);
   const server = startPeer(script, []);
   const port = Number((await server.line(/^\d+$/)).trim());
-  const pid = server.child.pid!;
-  execFileSync('taskset', ['-apc', '0', String(pid)]); // the service on CPU 0, alone
-  wrk(port); // warm up the service's JIT
-  const rows: Row[] = [];
+  execFileSync('taskset', ['-apc', '0', String(server.child.pid)]);
+  return { name: 'node', service: 'benchsvc', url: `http://127.0.0.1:${port}/users/42`, pid: server.child.pid!, stop: () => server.end() };
+}
+
+async function measure(t: Target, rows: Row[]): Promise<void> {
+  wrk(t.url); // warm up
   for (let r = 0; r < ROUNDS; r++) {
     for (const config of ['baseline', 'kernscope']) {
       let agent: RunningAgent | undefined;
@@ -46,57 +84,73 @@ async function main(): Promise<void> {
         execFileSync('taskset', ['-apc', '1', String(agent.child.pid)]);
         await sleep(1000);
       }
-      const before = agent ? sum(await agent.scrape(), 'http_server_request_duration_seconds_count', { service_name: 'benchsvc' }) : 0;
-      const c0 = cpuSeconds(pid);
+      const counted = async (): Promise<number> => sum(await agent!.scrape(), 'http_server_request_duration_seconds_count', { service_name: t.service });
+      const before = agent ? await counted() : 0;
+      const c0 = cpuSeconds(t.pid);
       const a0 = agent ? cpuSeconds(agent.child.pid!) : 0;
-      const w = wrk(port);
-      const serverCpu = cpuSeconds(pid) - c0;
+      const w = wrk(t.url);
+      const serverCpu = cpuSeconds(t.pid) - c0;
       const agentCpu = agent ? cpuSeconds(agent.child.pid!) - a0 : 0;
       let captured = NaN;
       if (agent) {
         await sleep(500);
-        captured = (sum(await agent.scrape(), 'http_server_request_duration_seconds_count', { service_name: 'benchsvc' }) - before) / w.requests;
+        captured = ((await counted()) - before) / w.requests;
         await agent.stop();
       }
-      rows.push({ config, rps: w.rps, serverUsPerReq: (serverCpu * 1e6) / w.requests, agentUsPerReq: (agentCpu * 1e6) / w.requests, captured });
+      rows.push({ target: t.name, config, rps: w.rps, serverUsPerReq: (serverCpu * 1e6) / w.requests, agentUsPerReq: (agentCpu * 1e6) / w.requests, captured });
     }
   }
+}
 
-  // BPF run time per program, statistics on for 0.9 s of each second.
+/** BPF run time per request, statistics on for 0.9 s of each second. */
+async function bpfTime(t: Target): Promise<{ lines: string[]; nsPerReq: number }> {
   const agent = await startAgent('bpfStats:\n  intervalSeconds: 1\n  windowSeconds: 0.9\n');
   execFileSync('taskset', ['-apc', '1', String(agent.child.pid)]);
   await sleep(1200);
   const b = await agent.scrape();
-  const w = wrk(port);
+  const w = wrk(t.url);
   await sleep(1200);
   const a = await agent.scrape();
   await agent.stop();
-  await server.end();
-
-  const avg = (config: string, k: keyof Row): number => {
-    const xs = rows.filter((x) => x.config === config).map((x) => x[k] as number);
-    return xs.reduce((s, x) => s + x, 0) / xs.length;
-  };
-  const lines = [`# HTTP overhead, ${new Date().toISOString()}`, '', `Node service on CPU 0, wrk -t1 -c16 -d${SECONDS}s on CPU 1, keep-alive, ${ROUNDS} alternating rounds.`, ''];
-  lines.push('| config | req/s | server CPU µs/req | agent CPU µs/req | requests counted |', '| --- | ---: | ---: | ---: | ---: |');
-  for (const x of rows) lines.push(`| ${x.config} | ${x.rps.toFixed(0)} | ${x.serverUsPerReq.toFixed(1)} | ${x.agentUsPerReq.toFixed(2)} | ${Number.isNaN(x.captured) ? '' : `${(x.captured * 100).toFixed(2)} %`} |`);
-  const rps = avg('kernscope', 'rps') / avg('baseline', 'rps');
-  const cpu = avg('kernscope', 'serverUsPerReq') / avg('baseline', 'serverUsPerReq');
-  lines.push('', `Ratios to the baseline (means): req/s ${rps.toFixed(3)}, server CPU per request ${cpu.toFixed(3)}; agent CPU ${avg('kernscope', 'agentUsPerReq').toFixed(2)} µs per request.`, '');
-  lines.push(`BPF run time per program (${w.requests} requests, statistics on 90 % of the time):`, '', '| program | runs | runs/request | ns/run | ns/request |', '| --- | ---: | ---: | ---: | ---: |');
+  const lines = ['| program | runs/request | ns/run | ns/request |', '| --- | ---: | ---: | ---: |'];
   let total = 0;
   for (const p of [...new Set(a.filter((s) => s.name === 'kernscope_bpf_program_runs_total').map((s) => s.labels.program!))].sort()) {
     const runs = sum(a, 'kernscope_bpf_program_runs_total', { program: p }) - sum(b, 'kernscope_bpf_program_runs_total', { program: p });
     const ns = (sum(a, 'kernscope_bpf_program_run_seconds_total', { program: p }) - sum(b, 'kernscope_bpf_program_run_seconds_total', { program: p })) * 1e9;
     if (!runs) continue;
     total += ns;
-    lines.push(`| ${p} | ${runs} | ${(runs / w.requests).toFixed(2)} | ${(ns / runs).toFixed(0)} | ${(ns / w.requests).toFixed(0)} |`);
+    lines.push(`| ${p} | ${(runs / w.requests).toFixed(2)} | ${(ns / runs).toFixed(0)} | ${(ns / w.requests).toFixed(0)} |`);
   }
-  lines.push('', `Kernel time in programs per request (stats-on estimate): ${(total / w.requests / 0.9).toFixed(0)} ns.`, '');
-  const report = lines.join('\n');
+  return { lines, nsPerReq: total / w.requests / 0.9 };
+}
+
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  const out = [`# HTTP overhead, ${new Date().toISOString()}`, '', `Server on CPU 0 (nginx's one worker; the Node service), wrk -t1 -c32 -d${SECONDS}s and the agent on CPU 1, keep-alive, ${ROUNDS} alternating rounds, all collectors on.`, ''];
+  const summary = ['| server | req/s ratio | server CPU µs/req (without → with) | agent CPU µs/req | BPF ns/req (both ends) | requests counted |', '| --- | ---: | ---: | ---: | ---: | ---: |'];
+  for (const make of [nginx, node]) {
+    const t = await make();
+    try {
+      await measure(t, rows);
+      const bpf = await bpfTime(t);
+      const mine = rows.filter((x) => x.target === t.name);
+      const avg = (config: string, k: keyof Row): number => {
+        const xs = mine.filter((x) => x.config === config).map((x) => x[k] as number);
+        return xs.reduce((s, x) => s + x, 0) / xs.length;
+      };
+      out.push(`## ${t.name}`, '', '| config | req/s | server CPU µs/req | agent CPU µs/req | requests counted |', '| --- | ---: | ---: | ---: | ---: |');
+      for (const x of mine) out.push(`| ${x.config} | ${x.rps.toFixed(0)} | ${x.serverUsPerReq.toFixed(2)} | ${x.agentUsPerReq.toFixed(2)} | ${Number.isNaN(x.captured) ? '' : `${(x.captured * 100).toFixed(2)} %`} |`);
+      out.push('', 'BPF run time (statistics on 90 % of the time):', '', ...bpf.lines, '');
+      const minCaptured = Math.min(...mine.filter((x) => x.config === 'kernscope').map((x) => x.captured));
+      summary.push(`| ${t.name} | ${(avg('kernscope', 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg('kernscope', 'serverUsPerReq').toFixed(2)} | ${avg('kernscope', 'agentUsPerReq').toFixed(2)} | ${bpf.nsPerReq.toFixed(0)} | ${(minCaptured * 100).toFixed(2)} % (lowest round) |`);
+    } finally {
+      await t.stop();
+    }
+  }
+  const report = [...out.slice(0, 4), '## Summary (means of the rounds)', '', ...summary, '', ...out.slice(4)].join('\n');
   process.stdout.write(report);
-  const out = process.argv.indexOf('--out');
-  if (out > 0) fs.writeFileSync(process.argv[out + 1]!, report);
+  const o = process.argv.indexOf('--out');
+  if (o > 0) fs.writeFileSync(process.argv[o + 1]!, report);
 }
 
 main().catch((e) => {

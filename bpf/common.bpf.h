@@ -26,6 +26,14 @@
 			(*v)++;                                              \
 	}
 
+/* Puts an enum's type, with its values, in the object's BTF, where user
+ * space reads them instead of repeating them by hand. */
+#define KS_BTF_ENUM(name) const volatile enum name ks_btf_##name = (enum name)0
+
+/* Puts a struct in the object's BTF when no map or global names it (a ring
+ * buffer record): an 8-byte pointer in .bss that nothing uses. */
+#define KS_BTF_STRUCT(name) struct name *ks_btf_##name __attribute__((unused))
+
 /* Index of the highest set bit: bucket i holds values in [2^i, 2^(i+1)). */
 static __always_inline __u32 log2_u64(__u64 v)
 {

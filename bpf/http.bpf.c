@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
-/* HTTP/1.x requests seen from socket syscalls, with no change to the apps.
+/* HTTP/1.x RED metrics from socket syscalls, aggregated in the kernel.
  *
  * Sockets enter the `conns` table when accept(2) or connect(2) returns;
- * every read and write of any process costs one hash lookup, and exits there
- * unless its (tgid, fd) is a tracked connection. On a tracked connection the
- * kernel only recognises where a request and a response start (a method
- * token, an "HTTP/1." status line) and keeps the time and the request's
- * first bytes; one record per request goes to user space when the response
- * starts, carrying both heads, and user space parses them.
+ * every read and write costs one small lookup and leaves unless its process
+ * has a tracked connection, then one hash lookup by (tgid, fd). On a tracked
+ * connection the kernel recognises where a request and its response start,
+ * parses the request line and the headers it needs (method, route key,
+ * Content-Length, Host) and, when the response's status line is seen, adds
+ * the request to a per-CPU histogram table keyed by process, role, method,
+ * status, route (or host) and port. Nothing per request leaves the kernel;
+ * user space folds the tables at each scrape. Only rare shapes (pipelined
+ * requests, heads the kernel cannot parse, failed connects) send a record
+ * through the ring buffer, and user space counts those into the same series.
  *
  * Each hook is the exit of a syscall (classic tracepoint): the syscall's
  * arguments are still in the task's saved registers there, so one hook per
@@ -19,48 +23,73 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define EINPROGRESS 115
+#define MSG_PEEK 2
 
 char LICENSE[] SEC("license") = "GPL";
 
 KS_DECLARE_DROPS
+
+/* Enum types in BTF, so that user space reads their values from the object. */
+KS_BTF_ENUM(ks_http_role);
+KS_BTF_ENUM(ks_http_method);
+KS_BTF_ENUM(ks_http_end);
+KS_BTF_ENUM(ks_http_drop_reason);
+KS_BTF_ENUM(ks_http_verdict);
+KS_BTF_ENUM(ks_http_name_kind);
+KS_BTF_STRUCT(ks_http_event);
 
 /* The agent's own tgid: its /metrics traffic is not the node's. */
 const volatile __u32 self_tgid = 0;
 
 /* Waking the reader costs microseconds per record; the agent is woken once
  * this many bytes wait, and drains the rest on a timer. */
-const volatile __u64 wakeup_bytes = 32 * sizeof(struct ks_http_event);
+const volatile __u64 wakeup_bytes = 16 * sizeof(struct ks_http_event);
+
+/* Histogram bounds, set at load from the config: durations in ns, body
+ * sizes in bytes, ascending; `*_nbounds` of them are used. */
+const volatile __u64 dur_bounds[HTTP_MAX_BOUNDS] = {};
+const volatile __u32 dur_nbounds = 0;
+const volatile __u64 size_bounds[HTTP_MAX_BOUNDS] = {};
+const volatile __u32 size_nbounds = 0;
+/* Body sizes parsed at all (config collectors.http.bodySizes). */
+const volatile bool body_sizes = true;
 
 struct conn_key {
 	__u32 tgid;
 	__u32 fd;
 };
 
+enum parse_state { PARSE_NONE = 0, PARSE_OK = 1, PARSE_BAD = 2 };
+
 struct conn {
 	__u64 start_ns;
 	__u64 request_bytes;
+	__u64 connect_ns;	/* when a client's connect() returned */
+	__u64 name;		/* route key (server) or host key (client) of the request */
+	__u32 content_length;
+	__u16 head_end;		/* offset past the request head's blank line; 0: not seen */
+	__u16 req_len;		/* valid bytes in req_head */
+	__u16 peer_port;	/* host order */
+	__u16 local_port;	/* host order */
 	__u8 role;
 	__u8 phase;
 	__u8 family;
 	__u8 resp_pre_len;
-	__u16 peer_port;
-	__u16 req_len;
+	__u8 method;
+	__u8 parsed;		/* enum parse_state */
+	__u8 has_length;	/* the request head had a Content-Length */
+	__u8 chunked;
+	__u8 pipelined;		/* pipelined requests wait in user space */
+	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
+	__u8 pad[6];
 	__u8 peer_addr[16];
 	/* A status line that arrives in pieces is gathered here (twice the
-	 * room, as for req_head). */
+	 * room: copies have a fixed size). */
 	__u8 resp_pre[HTTP_RESP_PRE * 2];
 	/* Request bytes gathered across reads, HTTP_REQ_HEAD at most. Reads
 	 * copy a fixed HTTP_REQ_HEAD bytes at an offset below 256, so the
 	 * verifier sees every copy fit; bytes past req_len are not used. */
 	__u8 req_head[HTTP_REQ_HEAD + 256];
-	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
-	__u8 pad2;
-	__u16 local_port;	/* host order */
-	/* Requests the one in flight stands for if recorded; 0: counted only
-	 * (sampled out when it started, so its bytes are not copied). */
-	__u16 weight;
-	__u8 pad3[2];
-	__u64 connect_ns;	/* when a client's connect() returned */
 };
 
 struct {
@@ -69,6 +98,35 @@ struct {
 	__type(key, struct conn_key);
 	__type(value, struct conn);
 } conns SEC(".maps");
+
+/* The aggregation: one histogram set per series and CPU. Allocated as used:
+ * a preallocated per-CPU table would cost its full size on every CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ks_http_agg_key);
+	__type(value, struct ks_http_agg);
+} http_agg SEC(".maps");
+
+/* Where requests go when `http_agg` is full: per (tgid, role, status,
+ * port), so counts and histograms stay exact, without method or route. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ks_http_agg_key);
+	__type(value, struct ks_http_agg);
+} http_agg_overflow SEC(".maps");
+
+/* Route and host keys, with the bytes they stand for: written once per key,
+ * read by user space when a key is new to it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ks_http_name);
+} http_names SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -81,13 +139,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ks_http_config);
 } http_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct ks_http_total_key);
-	__type(value, struct ks_http_total);
-} http_totals SEC(".maps");
 
 /* In-kernel filters, evaluated when a connection is accepted or connected,
  * before anything of it is read: an untracked connection costs each later
@@ -165,6 +216,7 @@ static __always_inline struct conn *lookup(__u32 fd, struct conn_key *k)
 	return bpf_map_lookup_elem(&conns, k);
 }
 
+
 /* First 8 bytes of a buffer; 0 when unreadable. */
 static __always_inline __u64 peek8(const void *buf, long len)
 {
@@ -175,16 +227,37 @@ static __always_inline __u64 peek8(const void *buf, long len)
 }
 
 #define B4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+#define B8(a, b, c, d, e, f, g, h) ((__u64)B4(a, b, c, d) | (__u64)B4(e, f, g, h) << 32)
 
-/* A request line starts with a method; checked on 4 bytes, user space
- * checks the rest. */
+/* A request line starts with a method; checked on 4 bytes here, wholly by
+ * method_of() when the request is parsed. */
 static __always_inline bool is_request(__u64 v)
 {
 	__u32 w = (__u32)v;
 	return w == B4('G', 'E', 'T', ' ') || w == B4('P', 'O', 'S', 'T') ||
 	       w == B4('P', 'U', 'T', ' ') || w == B4('D', 'E', 'L', 'E') ||
 	       w == B4('H', 'E', 'A', 'D') || w == B4('P', 'A', 'T', 'C') ||
-	       w == B4('O', 'P', 'T', 'I');
+	       w == B4('O', 'P', 'T', 'I') || w == B4('C', 'O', 'N', 'N') ||
+	       w == B4('T', 'R', 'A', 'C');
+}
+
+/* The method of a request's first 8 bytes and the length of its token;
+ * OTHER when they are not a known method followed by a space. */
+static __always_inline __u8 method_of(__u64 v, __u32 *len)
+{
+	__u32 w = (__u32)v;
+	__u64 m5 = v & 0xffffffffffULL, m6 = v & 0xffffffffffffULL, m7 = v & 0xffffffffffffffULL;
+	__u64 m8 = v;
+	if (w == B4('G', 'E', 'T', ' ')) { *len = 3; return HTTP_METHOD_GET; }
+	if (w == B4('P', 'U', 'T', ' ')) { *len = 3; return HTTP_METHOD_PUT; }
+	if (m5 == (B8('P', 'O', 'S', 'T', ' ', 0, 0, 0))) { *len = 4; return HTTP_METHOD_POST; }
+	if (m5 == (B8('H', 'E', 'A', 'D', ' ', 0, 0, 0))) { *len = 4; return HTTP_METHOD_HEAD; }
+	if (m6 == (B8('P', 'A', 'T', 'C', 'H', ' ', 0, 0))) { *len = 5; return HTTP_METHOD_PATCH; }
+	if (m6 == (B8('T', 'R', 'A', 'C', 'E', ' ', 0, 0))) { *len = 5; return HTTP_METHOD_TRACE; }
+	if (m7 == (B8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0))) { *len = 6; return HTTP_METHOD_DELETE; }
+	if (m8 == B8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ')) { *len = 7; return HTTP_METHOD_OPTIONS; }
+	if (m8 == B8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ')) { *len = 7; return HTTP_METHOD_CONNECT; }
+	return HTTP_METHOD_OTHER;
 }
 
 /* 'HTTP/1.' at the start of 8 bytes. */
@@ -193,7 +266,497 @@ static __always_inline bool is_status_line(__u64 v)
 	return (__u32)v == B4('H', 'T', 'T', 'P') && ((v >> 32) & 0xffffff) == ('/' | '1' << 8 | '.' << 16);
 }
 
-static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err);
+/* The status code of "HTTP/1.x NNN" (12 bytes at p), 0 if not one. */
+static __always_inline __u16 status_of(const __u8 *p)
+{
+	__u64 v = *(const __u64 *)p;
+	if (!is_status_line(v) || (p[7] != '0' && p[7] != '1') || p[8] != ' ')
+		return 0;
+	__u8 a = p[9] - '0', b = p[10] - '0', c = p[11] - '0';
+	if (a < 1 || a > 5 || b > 9 || c > 9)
+		return 0;
+	return a * 100 + b * 10 + c;
+}
+
+/* ---- Parsing: route keys and headers ----------------------------------
+ * Route keys follow src/collectors/http/route.ts exactly (a test over a
+ * corpus of paths holds the two together): the key is the FNV-1a hash of
+ * the path's template, each id-like segment replaced by '*'. A segment is
+ * an id when it is a number, a UUID, a hex string of 8 or more with a
+ * digit, a token of 16 or more mixing letters and digits, or longer than
+ * 64. A segment with a '%' escape is never collapsed here: its raw bytes
+ * are hashed, and user space decodes and templates the path it is given, so
+ * one key never stands for two templates. */
+
+#define FNV_BASIS 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static __always_inline __u64 fnv(__u64 h, __u8 c)
+{
+	return (h ^ c) * FNV_PRIME;
+}
+
+/* Byte classes, one table lookup per byte so that the walk over a path
+ * has a single branch per byte (the verifier walks every iteration). */
+#define C_DIGIT 0x001
+#define C_ALPHA 0x002
+#define C_HEX 0x004
+#define C_DASH 0x008
+#define C_SIGN 0x010		/* + or - */
+#define C_SEP 0x020		/* . or , */
+#define C_PCT 0x040
+#define C_X 0x080		/* x or X */
+#define C_ZERO 0x100
+#define C_STAR 0x200
+#define C_STOP 0x400		/* ends a segment: '/', ' ', '?', '#', or no target byte */
+
+#define R10(f, b) f(b), f(b + 1), f(b + 2), f(b + 3), f(b + 4), f(b + 5), f(b + 6), f(b + 7), f(b + 8), f(b + 9)
+#define CLS(c)                                                                              \
+	(((c) < 0x21 || (c) > 0x7e || (c) == '/' || (c) == '?' || (c) == '#' ? C_STOP : 0) | \
+	 ((c) >= '0' && (c) <= '9' ? C_DIGIT | C_HEX : 0) |                                    \
+	 (((c) >= 'a' && (c) <= 'z') || ((c) >= 'A' && (c) <= 'Z') ? C_ALPHA : 0) |            \
+	 (((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F') ? C_HEX : 0) |              \
+	 ((c) == '-' ? C_DASH | C_SIGN : 0) | ((c) == '+' ? C_SIGN : 0) |                       \
+	 ((c) == '.' || (c) == ',' ? C_SEP : 0) | ((c) == '%' ? C_PCT : 0) |                    \
+	 ((c) == 'x' || (c) == 'X' ? C_X : 0) | ((c) == '0' ? C_ZERO : 0) | ((c) == '*' ? C_STAR : 0))
+
+static const __u16 ctab[256] = {
+	R10(CLS, 0), R10(CLS, 10), R10(CLS, 20), R10(CLS, 30), R10(CLS, 40), R10(CLS, 50),
+	R10(CLS, 60), R10(CLS, 70), R10(CLS, 80), R10(CLS, 90), R10(CLS, 100), R10(CLS, 110),
+	R10(CLS, 120), R10(CLS, 130), R10(CLS, 140), R10(CLS, 150), R10(CLS, 160), R10(CLS, 170),
+	R10(CLS, 180), R10(CLS, 190), R10(CLS, 200), R10(CLS, 210), R10(CLS, 220), R10(CLS, 230),
+	R10(CLS, 240), CLS(250), CLS(251), CLS(252), CLS(253), CLS(254), CLS(255),
+};
+
+/* One segment's bytes, summed without branches: counts of classes, and
+ * where (below 64) dashes, signs, separators, an x and a zero stood. */
+struct seg {
+	__u64 h;		/* the path's hash with this segment's raw bytes */
+	__u64 h0;		/* the path's hash before this segment */
+	__u64 dash_at, sign_at, sep_at, x_at, zero_at;
+	__u32 len, digits, hexes, signs, seps, alpha, pct, stars;
+};
+
+static __always_inline void seg_start(struct seg *s, __u64 h)
+{
+	__builtin_memset(s, 0, sizeof(*s));
+	s->h = h;
+	s->h0 = h;
+}
+
+static __always_inline void seg_byte(struct seg *s, __u8 c, __u32 cls)
+{
+	__u64 at = 1ULL << (s->len & 63);
+	s->h = fnv(s->h, c);
+	s->len++;
+	s->digits += cls & C_DIGIT;
+	s->hexes += (cls & C_HEX) >> 2;
+	s->signs += (cls & C_SIGN) >> 4;
+	s->seps += (cls & C_SEP) >> 5;
+	s->alpha |= cls & C_ALPHA;
+	s->pct |= cls & C_PCT;
+	s->stars += (cls & C_STAR) >> 9;
+	s->dash_at |= at & -(__u64)((cls & C_DASH) >> 3);
+	s->sign_at |= at & -(__u64)((cls & C_SIGN) >> 4);
+	s->sep_at |= at & -(__u64)((cls & C_SEP) >> 5);
+	s->x_at |= at & -(__u64)((cls & C_X) >> 7);
+	s->zero_at |= at & -(__u64)((cls & C_ZERO) >> 8);
+}
+
+#define UUID_DASHES ((1ULL << 8) | (1ULL << 13) | (1ULL << 18) | (1ULL << 23))
+
+static __always_inline bool seg_is_id(const struct seg *s)
+{
+	__u32 n = s->len;
+	if (n == 1 && s->stars)
+		return true;
+	if (s->pct || n == 0)
+		return false;
+	if (n > 64)
+		return true;
+	/* [+-]?\d+([.,]\d+)? */
+	if (s->digits && s->digits + s->signs + s->seps == n && s->signs <= 1 && s->seps <= 1 &&
+	    (!s->signs || s->sign_at == 1) && (s->sep_at & (1 | (1ULL << (n - 1)) | (s->sign_at << 1))) == 0)
+		return true;
+	/* 8-4-4-4-12 hex */
+	if (n == 36 && s->dash_at == UUID_DASHES && s->hexes == 32)
+		return true;
+	/* (0x)?[0-9a-f]{8,} with a digit */
+	if (s->digits && ((s->hexes == n && n >= 8) ||
+			  (n >= 10 && s->zero_at & 1 && s->x_at == 2 && s->hexes == n - 1)))
+		return true;
+	/* A long token of letters and digits. */
+	return n >= 16 && s->digits && s->alpha;
+}
+
+/* The path's hash once segment `s` ends: its raw bytes, or '*'. */
+static __always_inline __u64 seg_end(const struct seg *s, bool complete)
+{
+	if (!complete || seg_is_id(s))
+		return fnv(s->h0, '*');
+	return s->h;
+}
+
+/* `v & mask`, kept where the compiler would prove the mask useless: the
+ * verifier needs to see it to bound the access. */
+static __always_inline __u32 masked(__u32 v, const __u32 mask)
+{
+	asm volatile("%0 &= %1" : "+r"(v) : "i"(mask));
+	return v;
+}
+
+struct headers {
+	__u32 head_end;		/* 0: not within the bytes */
+	__u32 content_length;
+	__u32 host_off;
+	__u32 host_len;
+	__u64 host;		/* hash of the Host value, lower case, without port */
+	__u8 has_length;
+	__u8 chunked;
+	__u8 pad[6];
+};
+
+enum hdr_state { HDR_SKIP, HDR_LENGTH, HDR_HOST, HDR_HOST_DONE };
+
+/* Per-CPU room for the parsers: the bytes they walk (a request head copied
+ * from its connection, or a response head from the user's buffer) and the
+ * walk's state. The walks are bpf_loop steps whose state lives here, in a
+ * map value, where the verifier tracks no exact values: each step is
+ * verified once, whatever the bytes, instead of once per byte and path. */
+struct scratch {
+	__u8 buf[512];		/* 512 of room: word reads near byte 256 stay inside */
+	struct ks_http_name name;
+	struct seg s;
+	__u64 h;
+	__u32 i, end, segs;
+	__u8 ended, query, capped, bad;
+	/* header walk */
+	__u32 hi, hn, state;
+	__u8 want_host, bracket;
+	__u64 cl, hh;
+	struct headers hd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline struct scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch_map, &zero);
+}
+
+struct walk_ctx {
+	struct scratch *w;
+};
+
+static long path_step(__u32 idx, struct walk_ctx *ctx)
+{
+	struct scratch *w = ctx->w;
+	if (!w)
+		return 1;
+	__u32 i = w->i;
+	if (i >= w->end)
+		return 1;
+	__u8 c = w->buf[masked(i, 0x1ff)];
+	__u32 cls = ctab[c];
+	w->i = i + 1;
+	if (!(cls & C_STOP)) {
+		seg_byte(&w->s, c, cls);
+		return 0;
+	}
+	if (c == ' ' || c == '?' || c == '#') {
+		w->ended = 1;
+		w->query = c != ' ';
+		w->i = i;
+		return 1;
+	}
+	if (c != '/') {
+		w->bad = 1;
+		return 1;
+	}
+	if (w->capped)
+		return 0;
+	w->h = seg_end(&w->s, true);
+	if (w->segs >= HTTP_MAX_SEGMENTS) {
+		w->h = fnv(fnv(fnv(w->h, '/'), '*'), '*');
+		w->capped = 1;
+		return 0;
+	}
+	w->segs++;
+	seg_start(&w->s, fnv(w->h, '/'));
+	return 0;
+}
+
+struct path_out {
+	__u64 name;
+	__u32 path_len;
+	__u32 line_end;		/* where the request line's bytes were left */
+	__u8 complete;
+};
+
+/* The path of the request line in w->buf, from `off` (its '/') within n
+ * valid bytes: its route key. Returns false for a byte no target has. */
+static __always_inline bool scan_path(struct scratch *w, __u32 off, __u32 n, struct path_out *out)
+{
+	struct walk_ctx ctx = { .w = w };
+	w->end = off + HTTP_NAME_MAX < n ? off + HTTP_NAME_MAX : n; /* the name keeps as many */
+	w->i = off + 1;
+	w->segs = 1;
+	w->ended = w->query = w->capped = w->bad = 0;
+	w->h = fnv(FNV_BASIS, '/');
+	seg_start(&w->s, w->h);
+	bpf_loop(HTTP_NAME_MAX, path_step, &ctx, 0);
+	if (w->bad)
+		return false;
+	__u32 i = w->i;
+	__u64 h = w->h;
+	out->path_len = i - off;
+	if (!w->capped)
+		h = seg_end(&w->s, w->ended);
+	out->complete = w->ended || w->capped;
+	/* The version after the target, when within the bytes (after a query
+	 * it is not looked for: the header walk finds the line's end). */
+	if (w->ended && !w->query && i + 10 <= n && i < HTTP_REQ_HEAD) {
+		__u64 v = *(const __u64 *)(w->buf + masked(i + 1, 0xff));
+		if (v != B8('H', 'T', 'T', 'P', '/', '1', '.', '1') && v != B8('H', 'T', 'T', 'P', '/', '1', '.', '0'))
+			return false;
+		if (w->buf[masked(i + 9, 0x1ff)] != '\r')
+			return false;
+	}
+	out->line_end = i;
+	out->name = h | 1; /* never 0 */
+	return true;
+}
+
+#define LOWER8 0x2020202020202020ULL
+
+/* One byte of a head. At each line's start its name is compared a word at
+ * a time; only Content-Length, Transfer-Encoding and (for a client's
+ * request) Host are read. */
+static long hdr_step(__u32 idx, struct walk_ctx *ctx)
+{
+	struct scratch *w = ctx->w;
+	if (!w)
+		return 1;
+	__u32 i = w->hi;
+	if (i >= w->hn || i >= 256)
+		return 1;
+	__u8 c = w->buf[masked(i, 0xff)];
+	w->hi = i + 1;
+	if (c == '\n') {
+		w->state = HDR_SKIP;
+		if (i + 1 >= w->hn)
+			return 1;
+		__u32 q = masked(i + 1, 0xff);
+		if (w->buf[q] == '\r') {
+			if (i + 2 < w->hn && w->buf[masked(i + 2, 0x1ff)] == '\n')
+				w->hd.head_end = i + 3;
+			return 1;
+		}
+		__u64 w0 = *(const __u64 *)(w->buf + q) | LOWER8;
+		__u64 w1 = *(const __u64 *)(w->buf + q + 8) | LOWER8;
+		if (w0 == B8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
+		    (w1 & 0xffffffffffffffULL) == B8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
+			w->state = HDR_LENGTH;
+			w->hd.has_length = 1;
+			w->cl = 0;
+			w->hi = i + 16;
+		} else if (w0 == B8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
+			   w1 == B8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n')) {
+			w->hd.chunked = 1;
+		} else if (w->want_host && (w0 & 0xffffffffffULL) == B8('h', 'o', 's', 't', ':', 0, 0, 0)) {
+			w->state = HDR_HOST;
+			w->hi = i + 6;
+		}
+		return 0;
+	}
+	if (w->state == HDR_LENGTH) {
+		if ((__u8)(c - '0') < 10) {
+			if (w->cl < 0xffffffffULL)
+				w->cl = w->cl * 10 + (c - '0');
+		} else if (c != ' ' && c != '\t') {
+			w->state = HDR_SKIP;
+		}
+	} else if (w->state == HDR_HOST) {
+		__u32 len = w->hd.host_len;
+		if (c == ' ' || c == '\t') {
+			if (len)
+				w->state = HDR_HOST_DONE;
+		} else if ((c == ':' && len && !w->bracket) || c == '\r') {
+			w->state = HDR_HOST_DONE; /* the port, or the line's end */
+		} else {
+			if (!len) {
+				w->hd.host_off = i;
+				w->bracket = c == '[';
+			}
+			w->hd.host_len = len + 1;
+			w->hh = fnv(w->hh, c | ((__u8)(c - 'A') < 26 ? 0x20 : 0));
+			if (c == ']')
+				w->state = HDR_HOST_DONE;
+		}
+	}
+	return 0;
+}
+
+/* Header fields of the head in w->buf (n valid bytes) from `from`, inside
+ * its start line. */
+static __always_inline void scan_headers(struct scratch *w, __u32 from, __u32 n, bool want_host,
+					 struct headers *out)
+{
+	struct walk_ctx ctx = { .w = w };
+	__builtin_memset(&w->hd, 0, sizeof(w->hd));
+	w->hi = from;
+	w->hn = n > 256 ? 256 : n;
+	w->state = HDR_SKIP;
+	w->want_host = want_host;
+	w->bracket = 0;
+	w->cl = 0;
+	w->hh = FNV_BASIS;
+	bpf_loop(256, hdr_step, &ctx, 0);
+	*out = w->hd;
+	out->content_length = w->cl > 0xffffffffULL ? 0xffffffff : w->cl;
+	if (out->host_len)
+		out->host = w->hh | 1;
+}
+
+/* Keeps what a key stands for, once: a lookup when it is known. */
+static __always_inline void remember_name(__u64 key, __u8 kind, const __u8 *src, __u32 len, bool complete)
+{
+	if (bpf_map_lookup_elem(&http_names, &key))
+		return;
+	struct scratch *s = scratch();
+	if (!s)
+		return;
+	s->name.kind = kind;
+	s->name.complete = complete;
+	s->name.len = len > HTTP_NAME_MAX ? HTTP_NAME_MAX : len;
+	bpf_probe_read_kernel(s->name.bytes, HTTP_NAME_MAX, src);
+	if (bpf_map_update_elem(&http_names, &key, &s->name, BPF_NOEXIST) == -7 /* E2BIG */)
+		count_drop(HTTP_DROP_NAMES_FULL);
+}
+
+/* Parses the request gathered in c->req_head: its method and route (or, for
+ * a client, its Host), and what frames its body. */
+static __always_inline void parse_request(struct conn *c, bool final)
+{
+	__u32 n = c->req_len > HTTP_REQ_HEAD ? HTTP_REQ_HEAD : c->req_len, mlen = 0;
+	struct path_out rp = {};
+	struct headers hd;
+	c->parsed = PARSE_BAD;
+	if (n < 8)
+		return;
+	__u8 method = method_of(*(__u64 *)c->req_head, &mlen);
+	if (method == HTTP_METHOD_OTHER)
+		return;
+	/* An absolute or '*' target, CONNECT, a control byte or another
+	 * version: left to user space. */
+	if (method == HTTP_METHOD_CONNECT || c->req_head[(mlen + 1) & 0xf] != '/')
+		return;
+	struct scratch *w = scratch();
+	if (!w)
+		return;
+	__builtin_memcpy(w->buf, c->req_head, HTTP_REQ_HEAD);
+	if (!scan_path(w, mlen + 1, n, &rp))
+		return;
+	bool client = c->role == HTTP_ROLE_CLIENT;
+	scan_headers(w, rp.line_end, n, client, &hd);
+	if (!final && !hd.head_end && n < HTTP_REQ_HEAD) {
+		c->parsed = PARSE_NONE; /* a head in pieces: parsed whole later */
+		return;
+	}
+	c->method = method;
+	c->head_end = hd.head_end;
+	c->content_length = hd.content_length;
+	c->has_length = hd.has_length;
+	c->chunked = hd.chunked;
+	c->parsed = PARSE_OK;
+	if (client) {
+		c->name = hd.host;
+		if (hd.host)
+			remember_name(hd.host, HTTP_NAME_HOST, c->req_head + (hd.host_off & 0xff), hd.host_len, true);
+	} else {
+		c->name = rp.name;
+		remember_name(rp.name, HTTP_NAME_ROUTE, c->req_head + ((mlen + 1) & 0xf), rp.path_len, rp.complete);
+	}
+}
+
+/* ---- Aggregation ------------------------------------------------------- */
+
+static const struct ks_http_agg zero_agg;
+
+static __always_inline __u32 bucket_of(const volatile __u64 *bounds, __u32 n, __u64 v)
+{
+	__u32 i;
+	for (i = 0; i < HTTP_MAX_BOUNDS; i++)
+		if (i >= n || v <= bounds[i])
+			break;
+	return i;
+}
+
+static __always_inline void hist_add(struct ks_http_hist *h, __u32 bucket, __u64 v)
+{
+	h->count++;
+	h->sum += v;
+	h->buckets[bucket & (HTTP_BUCKETS - 1)]++;
+}
+
+/* One request into its series; a full table sends it to the overflow entry
+ * of its (process, role, status, port), so nothing is lost uncounted. */
+static __always_inline void aggregate(struct conn *c, const struct conn_key *k, __u16 status, __u64 duration,
+				      __s64 req_body, __s64 resp_body)
+{
+	struct ks_http_agg_key ak = {
+		.tgid = k->tgid,
+		.role = c->role,
+		.method = c->method,
+		.status = status,
+		.port = c->role == HTTP_ROLE_SERVER ? c->local_port : c->peer_port,
+		.name = c->name,
+	};
+	if (c->role == HTTP_ROLE_CLIENT) {
+		ak.family = c->family;
+		__builtin_memcpy(ak.addr, c->peer_addr, sizeof(ak.addr));
+	}
+	struct ks_http_agg *a = lookup_or_init(&http_agg, &ak, &zero_agg);
+	if (!a) {
+		count_drop(HTTP_DROP_AGG_FULL);
+		ak.method = 0;
+		ak.name = 0;
+		ak.family = 0;
+		ak.overflow = 1;
+		__builtin_memset(ak.addr, 0, sizeof(ak.addr));
+		a = lookup_or_init(&http_agg_overflow, &ak, &zero_agg);
+		if (!a) {
+			count_drop(HTTP_DROP_OVERFLOW_FULL);
+			return;
+		}
+	}
+	hist_add(&a->duration, bucket_of(dur_bounds, dur_nbounds, duration), duration);
+	if (req_body >= 0)
+		hist_add(&a->req_body, bucket_of(size_bounds, size_nbounds, req_body), req_body);
+	if (resp_body >= 0)
+		hist_add(&a->resp_body, bucket_of(size_bounds, size_nbounds, resp_body), resp_body);
+}
+
+/* The request's body size: its Content-Length, else what followed its head
+ * (never known for a chunked body); -1 when unknown. */
+static __always_inline __s64 request_body(const struct conn *c)
+{
+	if (!body_sizes)
+		return -1;
+	if (c->has_length)
+		return c->content_length;
+	if (c->chunked || !c->head_end || c->pipelined)
+		return c->pipelined ? 0 : -1;
+	return c->request_bytes > c->head_end ? c->request_bytes - c->head_end : 0;
+}
+
+/* ---- Records: the slow path -------------------------------------------- */
 
 /* A record, or NULL with the loss counted. */
 static __always_inline struct ks_http_event *reserve(void)
@@ -204,77 +767,46 @@ static __always_inline struct ks_http_event *reserve(void)
 	return e;
 }
 
-/* One request in the exact per-process counts; a full table is counted. */
-static __always_inline void add_total(const struct ks_http_total_key *tk, __u64 duration_ns, bool recorded)
+static __always_inline void submit(struct ks_http_event *e)
 {
-	static const struct ks_http_total none;
-	struct ks_http_total *t = lookup_or_init(&http_totals, tk, &none);
-	if (!t) {
-		count_drop(HTTP_DROP_TOTALS_FULL);
-		return;
-	}
-	t->count++;
-	t->duration_ns += duration_ns;
-	if (recorded)
-		t->recorded++;
+	__u64 waiting = bpf_ringbuf_query(&http_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
-/* Whether the request starting now gets a record: all do unless user space
- * set sample_every, then 1 in sample_every, at random. Decided at the start
- * so that a request sampled out costs no copy of its bytes. Returns the
- * record's weight, 0 for none. */
-static __always_inline __u16 sample_weight(void)
+static __always_inline void fill(struct ks_http_event *e, const struct conn *c, const struct conn_key *k, __u8 end)
 {
-	__u32 zero = 0, every = 1;
-	struct ks_http_config *cfg = bpf_map_lookup_elem(&http_config, &zero);
-	if (cfg && cfg->sample_every > 1)
-		every = cfg->sample_every > 65535 ? 65535 : cfg->sample_every;
-	return every == 1 || bpf_get_prandom_u32() % every == 0 ? every : 0;
-}
-
-/* Counts the request exactly; says with what weight it is recorded (0: not). */
-static __always_inline __u16 count_request(struct conn *c, const struct conn_key *k, __u8 status_class,
-					   __u64 duration_ns)
-{
-	__u16 weight = c->weight;
-	bool record = weight > 0;
-	struct ks_http_total_key tk = {
-		.tgid = k->tgid,
-		.role = c->role,
-		.status_class = status_class,
-		.port = c->role == HTTP_ROLE_SERVER ? c->local_port : c->peer_port,
-	};
-	add_total(&tk, duration_ns, record);
-	return weight;
-}
-
-static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end,
-				 const void *resp, bool resp_in_kernel, long resp_len, char code)
-{
-	__u64 duration = bpf_ktime_get_ns() - c->start_ns;
-	__u8 status_class = code >= '1' && code <= '5' ? code - '0' : 0;
-	__u16 weight = count_request(c, k, status_class, duration);
-	if (!weight)
-		return;
-	struct ks_http_event *e = reserve();
-	if (!e)
-		return;
-	e->weight = weight;
-	e->duration_ns = duration;
+	e->duration_ns = c->start_ns ? bpf_ktime_get_ns() - c->start_ns : 0;
 	e->request_bytes = c->request_bytes;
-	e->response_bytes = resp_len > 0 ? resp_len : 0;
+	e->response_bytes = 0;
 	e->tgid = k->tgid;
 	e->fd = k->fd;
 	e->role = c->role;
 	e->end = end;
 	e->family = c->family;
+	e->error = 0;
 	e->peer_port = c->peer_port;
 	e->local_port = c->local_port;
+	e->weight = 1;
+	e->req_len = 0;
+	e->resp_len = 0;
 	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->req_len = end == HTTP_END_EXTRA ? 0 : c->req_len;
-	__builtin_memcpy(e->req_head, c->req_head, sizeof(e->req_head));
-	e->resp_len = 0;
+}
+
+/* A request the kernel could not parse, or a response to a pipelined one:
+ * both heads go to user space, which parses and counts them. */
+static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 end, const void *resp,
+				 bool resp_in_kernel, long resp_len)
+{
+	struct ks_http_event *e = reserve();
+	if (!e)
+		return;
+	fill(e, c, k, end);
+	e->response_bytes = resp_len > 0 ? resp_len : 0;
+	if (end != HTTP_END_EXTRA) {
+		e->req_len = c->req_len > HTTP_REQ_HEAD ? HTTP_REQ_HEAD : c->req_len;
+		__builtin_memcpy(e->req_head, c->req_head, HTTP_REQ_HEAD);
+	}
 	if (resp_in_kernel) {
 		__builtin_memcpy(e->resp_head, c->resp_pre, HTTP_RESP_PRE);
 		e->resp_len = c->resp_pre_len < HTTP_RESP_PRE ? c->resp_pre_len : HTTP_RESP_PRE;
@@ -284,9 +816,26 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 		    !bpf_probe_read_user(e->resp_head, HTTP_STATUS_MIN, resp))
 			e->resp_len = resp_len > HTTP_RESP_HEAD ? HTTP_RESP_HEAD : resp_len;
 	}
-	__u64 waiting = bpf_ringbuf_query(&http_events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, waiting >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	submit(e);
 }
+
+/* A read (or write) holding several requests: their heads, from the
+ * buffer itself, so that user space can name each later response. */
+static __always_inline void emit_pipeline(struct conn *c, const struct conn_key *k, const void *buf, long len)
+{
+	struct ks_http_event *e = reserve();
+	if (!e)
+		return;
+	fill(e, c, k, HTTP_END_PIPELINE);
+	if (!bpf_probe_read_user(e->req_head, HTTP_PIPE_HEAD, buf))
+		e->req_len = len > HTTP_PIPE_HEAD ? HTTP_PIPE_HEAD : len;
+	else if (!bpf_probe_read_user(e->req_head, HTTP_REQ_HEAD, buf))
+		e->req_len = len > HTTP_REQ_HEAD ? HTTP_REQ_HEAD : len;
+	submit(e);
+	c->pipelined = 1;
+}
+
+/* ---- The request's side ------------------------------------------------ */
 
 /* Appends what fits of `buf` to the request head. The copy has a fixed size
  * (a variable one the verifier cannot always bound); near the end of a
@@ -294,7 +843,7 @@ static __always_inline void emit(struct conn *c, const struct conn_key *k, __u8 
 static __always_inline void append_request(struct conn *c, const void *buf, long len)
 {
 	__u32 off = c->req_len & 0xff;
-	if (off >= HTTP_REQ_HEAD || !buf || len <= 0)
+	if (off >= HTTP_REQ_HEAD || c->req_len >= HTTP_REQ_HEAD || !buf || len <= 0)
 		return;
 	if (bpf_probe_read_user(c->req_head + off, HTTP_REQ_HEAD, buf) &&
 	    bpf_probe_read_user(c->req_head + off, 16, buf))
@@ -305,65 +854,110 @@ static __always_inline void append_request(struct conn *c, const void *buf, long
 
 static __always_inline void start_request(struct conn *c)
 {
-	c->weight = sample_weight();
 	c->start_ns = bpf_ktime_get_ns();
 	c->request_bytes = 0;
 	c->req_len = 0;
 	c->resp_pre_len = 0;
+	c->parsed = PARSE_NONE;
+	c->method = 0;
+	c->name = 0;
+	c->head_end = 0;
+	c->has_length = 0;
+	c->chunked = 0;
 }
 
 /* Data on the request's side: a server reads it, a client writes it.
  * A request may arrive in pieces as small as a byte: fewer than 8 bytes in
- * an idle connection are kept until there are enough to see a method. */
-static __always_inline void request_data(struct conn *c, __u64 head, const void *buf, long len)
+ * an idle connection are kept until there are enough to see a method. The
+ * request is parsed as soon as its head is whole, or at its response. */
+static __always_inline void request_data(struct conn *c, const struct conn_key *k, __u64 head,
+					 const void *buf, long first, long len)
 {
+	if (c->phase == HTTP_OPAQUE)
+		return;
+	bool fresh = false;
 	if (c->phase == HTTP_IDLE) {
-		if (len >= 8 && !is_request(head))
+		if (first >= 8 && !is_request(head))
 			return;
 		start_request(c);
-		c->phase = len >= 8 ? HTTP_REQUEST : HTTP_PARTIAL;
+		c->phase = first >= 8 ? HTTP_REQUEST : HTTP_PARTIAL;
+		fresh = true;
 	}
 	c->request_bytes += len;
-	/* A request sampled out keeps only the 8 bytes that tell it is one. */
-	if (c->weight || c->phase == HTTP_PARTIAL)
-		append_request(c, buf, len);
-	if (c->phase == HTTP_PARTIAL && c->req_len >= 8) {
-		__u64 first = *(__u64 *)c->req_head;
-		c->phase = is_request(first) ? HTTP_REQUEST : HTTP_IDLE;
+	if (c->parsed != PARSE_NONE)
+		return; /* body bytes */
+	append_request(c, buf, first);
+	if (c->phase == HTTP_PARTIAL) {
+		if (c->req_len < 8)
+			return;
+		c->phase = is_request(*(__u64 *)c->req_head) ? HTTP_REQUEST : HTTP_IDLE;
+		if (c->phase == HTTP_IDLE)
+			return;
 	}
+	/* Parse once the head's end may be in: a whole head in one read is the
+	 * common case; a head in pieces waits for its response. */
+	if (!fresh && c->req_len < HTTP_REQ_HEAD)
+		return;
+	parse_request(c, c->req_len >= HTTP_REQ_HEAD);
+	if (c->parsed == PARSE_OK && c->head_end && !c->chunked &&
+	    c->request_bytes > (__u64)c->head_end + c->content_length && buf && fresh)
+		emit_pipeline(c, k, buf, first);
 }
 
-/* What a status line says: 2 final, 1 interim (100 Continue), 0 not one. */
-static __always_inline int status_kind(__u64 head, char code)
+/* ---- The response's side ----------------------------------------------- */
+
+/* The end of a request: into the tables, or to user space when the kernel
+ * could not parse it. `p` holds n bytes of the response's start (NULL if
+ * they came in pieces), `total` its first write. */
+static __always_inline void end_request(struct conn *c, const struct conn_key *k, __u16 status,
+					struct scratch *w, __u32 n, long total, const void *ubuf)
 {
-	if (!is_status_line(head))
-		return 0;
-	if (code >= '2' && code <= '5')
-		return 2;
-	return code == '1' ? 1 : 0;
+	__s64 resp_body = -1;
+	/* The response's head first: parsing the request reuses the room. */
+	if (body_sizes && w && status != 101) {
+		struct headers hd;
+		scan_headers(w, 12, n, false, &hd);
+		if (hd.has_length)
+			resp_body = hd.content_length;
+		else if (!hd.chunked && hd.head_end)
+			resp_body = total > hd.head_end ? total - hd.head_end : 0;
+	}
+	if (c->parsed == PARSE_NONE)
+		parse_request(c, true);
+	if (c->parsed != PARSE_OK) {
+		emit(c, k, HTTP_END_RESPONSE, ubuf, !ubuf, total);
+		return;
+	}
+	aggregate(c, k, status, bpf_ktime_get_ns() - c->start_ns, request_body(c), resp_body);
 }
 
 /* Data on the response's side: a server writes it, a client reads it. */
 static __always_inline void response_data(struct conn *c, const struct conn_key *k, __u64 head,
-					  const void *buf, long len)
+					  const void *buf, long first, long len)
 {
-	char code = 0;
-	if (!buf)
+	if (!buf || c->phase == HTTP_OPAQUE)
 		return; /* sendfile: body bytes */
 	if (c->phase != HTTP_REQUEST) {
 		/* A status line with no request in flight answers a pipelined
 		 * request that came in the same read as an earlier one. */
-		if (c->start_ns && len >= HTTP_STATUS_MIN && is_status_line(head) &&
-		    !bpf_probe_read_user(&code, 1, buf + 9) && status_kind(head, code) == 2)
-			emit(c, k, HTTP_END_EXTRA, buf, false, len, code);
+		if (c->pipelined && first >= HTTP_STATUS_MIN && is_status_line(head))
+			emit(c, k, HTTP_END_EXTRA, buf, false, len);
 		return;
 	}
-	if (c->resp_pre_len == 0 && len >= HTTP_STATUS_MIN) {
-		if (bpf_probe_read_user(&code, 1, buf + 9))
+	if (c->resp_pre_len == 0 && first >= HTTP_STATUS_MIN) {
+		struct scratch *s = scratch();
+		if (!s)
 			return;
-		if (status_kind(head, code) == 2) {
-			emit(c, k, HTTP_END_RESPONSE, buf, false, len, code);
-			c->phase = HTTP_IDLE;
+		__u32 n = first > HTTP_SCAN ? HTTP_SCAN : first;
+		if (bpf_probe_read_user(s->buf, HTTP_SCAN, buf)) {
+			n = HTTP_STATUS_MIN;
+			if (bpf_probe_read_user(s->buf, HTTP_STATUS_MIN + 4, buf))
+				return;
+		}
+		__u16 status = status_of(s->buf);
+		if (status >= 200 || status == 101) {
+			end_request(c, k, status, s, n, len, buf);
+			c->phase = status == 101 ? HTTP_OPAQUE : HTTP_IDLE;
 		}
 		return;
 	}
@@ -376,31 +970,32 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 	    bpf_probe_read_user(c->resp_pre + off, 1, buf))
 		return;
 	__u32 room = HTTP_RESP_PRE - off;
-	c->resp_pre_len = off + (len < room ? len : room);
+	c->resp_pre_len = off + (first < room ? first : room);
 	if (c->resp_pre_len < HTTP_STATUS_MIN)
 		return;
-	if (status_kind(*(__u64 *)c->resp_pre, c->resp_pre[9]) == 2) {
-		emit(c, k, HTTP_END_RESPONSE, NULL, true, len, c->resp_pre[9]);
-		c->phase = HTTP_IDLE;
+	__u16 status = status_of(c->resp_pre);
+	if (status >= 200 || status == 101) {
+		end_request(c, k, status, NULL, 0, len, NULL);
+		c->phase = status == 101 ? HTTP_OPAQUE : HTTP_IDLE;
 	}
 	c->resp_pre_len = 0;
 }
 
 static __always_inline void plain_data(struct conn *c, const struct conn_key *k, const void *buf,
-				       long len, bool is_read)
+				       long first, long len, bool is_read)
 {
-	__u64 head = buf ? peek8(buf, len) : 0;
+	__u64 head = buf ? peek8(buf, first) : 0;
 	bool server = c->role == HTTP_ROLE_SERVER;
 	if (server == is_read)
-		request_data(c, head, buf, len);
+		request_data(c, k, head, buf, first, len);
 	else
-		response_data(c, k, head, buf, len);
+		response_data(c, k, head, buf, first, len);
 }
 
-/* One read or write of `len` bytes at `buf` (NULL for sendfile) on a
- * tracked connection. */
+/* One read or write of `len` bytes, the first `first` of them at `buf`
+ * (NULL for sendfile), on a tracked connection. */
 static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u32 fd, const void *buf,
-				   long len, bool is_read)
+				   long first, long len, bool is_read)
 {
 	if (tls_enabled) {
 		__u64 id = bpf_get_current_pid_tgid();
@@ -408,7 +1003,7 @@ static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u
 	}
 	if (c->tls)
 		return 0; /* ciphertext: the plaintext comes through the uprobes */
-	plain_data(c, k, buf, len, is_read);
+	plain_data(c, k, buf, first, len, is_read);
 	return 0;
 }
 
@@ -424,6 +1019,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u8);
 } tracked_tgids SEC(".maps");
+
+/* The command of each process with a tracked connection, as the kernel saw
+ * it: a process that exits before user space reads the tables (curl, a cron
+ * job) is still named. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, char[16]);
+} proc_comms SEC(".maps");
 
 /* A process seen for the first time with a watch list set: user space is
  * asked once (PENDING marks it) to judge it, so that a process that never
@@ -506,6 +1111,9 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 		return;
 	__u8 one = 1;
 	bpf_map_update_elem(&tracked_tgids, &k.tgid, &one, BPF_ANY);
+	char comm[16];
+	bpf_get_current_comm(comm, sizeof(comm));
+	bpf_map_update_elem(&proc_comms, &k.tgid, comm, BPF_ANY);
 	c->role = role;
 	c->family = family;
 	c->peer_port = port;
@@ -557,27 +1165,17 @@ int http_accept(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-/* A client whose server is down: one record, so it counts as an error. */
+/* A client whose server is down: one record, so it counts as an error
+ * (rare, and each one matters). */
 static __always_inline void emit_failure(struct conn *c, const struct conn_key *k, long err)
 {
-	/* Rare, and each one matters: never sampled out. */
-	struct ks_http_total_key tk = { .tgid = k->tgid, .role = HTTP_ROLE_CLIENT, .port = c->peer_port };
-	add_total(&tk, 0, true);
 	struct ks_http_event *e = reserve();
 	if (!e)
 		return;
-	__builtin_memset(e, 0, sizeof(*e));
-	e->weight = 1;
+	fill(e, c, k, HTTP_END_CONNECT_FAILED);
 	e->duration_ns = bpf_ktime_get_ns() - c->connect_ns;
-	e->tgid = k->tgid;
-	e->fd = k->fd;
 	e->role = HTTP_ROLE_CLIENT;
-	e->end = HTTP_END_CONNECT_FAILED;
 	e->error = err < 0 ? -err : err;
-	e->family = c->family;
-	e->peer_port = c->peer_port;
-	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
@@ -638,8 +1236,24 @@ int http_close(struct sys_exit_ctx *ctx)
 	struct conn *c = lookup(ARG(user_regs(), di), &k);
 	if (!c)
 		return 0;
-	if (c->phase == HTTP_REQUEST)
-		emit(c, &k, HTTP_END_CLOSED, NULL, false, 0, 0);
+	if (c->phase == HTTP_REQUEST) {
+		/* No response: a server's aborted request, a client's error. */
+		if (c->parsed == PARSE_NONE)
+			parse_request(c, true);
+		if (c->parsed == PARSE_OK)
+			aggregate(c, &k, 0, bpf_ktime_get_ns() - c->start_ns, request_body(c), -1);
+		else
+			emit(c, &k, HTTP_END_CLOSED, NULL, false, 0);
+	}
+	/* Pipelined requests still waiting in user space were never answered. */
+	if (c->pipelined) {
+		struct ks_http_event *e = reserve();
+		if (e) {
+			fill(e, c, &k, HTTP_END_CLOSED);
+			e->weight = 0; /* nothing of its own to count */
+			submit(e);
+		}
+	}
 	bpf_map_delete_elem(&conns, &k);
 	return 0;
 }
@@ -649,8 +1263,9 @@ enum buf_kind { BUF_PLAIN, BUF_IOV, BUF_MSG, BUF_NONE };
 /* Every read and write syscall exits through here. The cheap checks come
  * first: a failed or empty call, then the one hash lookup that tells a
  * tracked connection from everything else (pipes, files, untracked or
- * filtered sockets); only then are arguments and payload read. */
-static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind kind, bool is_read)
+ * filtered sockets); only then are arguments and payload read. A peek
+ * (MSG_PEEK) is not a read: the same bytes come again. */
+static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind kind, bool is_read, int flags_arg)
 {
 	long len = ctx->ret;
 	if (len <= 0)
@@ -664,6 +1279,10 @@ static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind ki
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
 	if (!c)
 		return 0;
+	if (flags_arg == 3 && (ARG(r, dx) & MSG_PEEK))
+		return 0;
+	if (flags_arg == 4 && (ARG(r, r10) & MSG_PEEK))
+		return 0;
 	const void *buf = NULL;
 	long first = len;
 	if (kind == BUF_PLAIN)
@@ -672,36 +1291,36 @@ static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind ki
 		buf = first_iov((const struct iovec *)ARG(r, si), &first);
 	else if (kind == BUF_MSG)
 		buf = msg_iov((const struct user_msghdr *)ARG(r, si), &first);
-	return on_data(c, &k, fd, buf, len, is_read);
+	return on_data(c, &k, fd, buf, first, len, is_read);
 }
 
 SEC("tracepoint/syscalls/sys_exit_read")
-int http_read(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, true); }
+int http_read(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, true, 0); }
 
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
-int http_recvfrom(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, true); }
+int http_recvfrom(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, true, 4); }
 
 SEC("tracepoint/syscalls/sys_exit_readv")
-int http_readv(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_IOV, true); }
+int http_readv(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_IOV, true, 0); }
 
 SEC("tracepoint/syscalls/sys_exit_recvmsg")
-int http_recvmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, true); }
+int http_recvmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, true, 3); }
 
 SEC("tracepoint/syscalls/sys_exit_write")
-int http_write(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, false); }
+int http_write(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, false, 0); }
 
 SEC("tracepoint/syscalls/sys_exit_sendto")
-int http_sendto(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, false); }
+int http_sendto(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_PLAIN, false, 0); }
 
 SEC("tracepoint/syscalls/sys_exit_writev")
-int http_writev(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_IOV, false); }
+int http_writev(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_IOV, false, 0); }
 
 SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int http_sendmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, false); }
+int http_sendmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, false, 0); }
 
 /* A body from a file (nginx): bytes only, never a head. */
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
-int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, false); }
+int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, false, 0); }
 
 /* ---- TLS ---------------------------------------------------------------- */
 
@@ -751,7 +1370,7 @@ static __always_inline int tls_return(long ret, bool is_read, bool ex)
 	if (!c)
 		return 0;
 	c->tls = 1;
-	plain_data(c, &k, (const void *)cl.buf, n, is_read);
+	plain_data(c, &k, (const void *)cl.buf, n, n, is_read);
 	return 0;
 }
 

@@ -46,7 +46,12 @@ export type AttachSpec =
   | { kind: 'cgroup'; path: string }
   | { kind: 'perf_event'; cpu: number; frequency?: number };
 
+export type BtfType =
+  | { kind: 'struct'; size: number; members: Record<string, { offset: number; size: number }> }
+  | { kind: 'enum'; size: number; values: Record<string, number> };
+
 export interface Addon {
+  btfType(h: number, name: string): BtfType | null;
   libbpfVersion: string;
   openObject(path: string): number;
   objectInfo(h: number): { programs: ProgramInfo[]; maps: MapInfo[]; rodata: RodataVar[] };

@@ -1,4 +1,4 @@
-import { addon, type AttachSpec, type MapInfo, type ProgramInfo } from './addon.js';
+import { addon, type AttachSpec, type BtfType, type MapInfo, type ProgramInfo } from './addon.js';
 import { KernscopeError } from '../errors.js';
 
 /** Map types whose values are one slot per possible CPU. */
@@ -212,6 +212,37 @@ export class BpfObject {
     const p = this.programs.get(name);
     if (!p) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no loaded program "${name}"`);
     return p;
+  }
+
+  /** A struct or enum of the object's BTF: the C headers' layout, as compiled. */
+  btfType(name: string): BtfType | null {
+    return addon().btfType(this.handle, name);
+  }
+
+  /** A struct's member offsets, checked: every name asked for must be there. */
+  struct<K extends string>(name: string, members: readonly K[]): { size: number } & Record<K, number> {
+    const t = this.btfType(name);
+    if (!t || t.kind !== 'struct') throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no struct ${name} in its BTF`);
+    const out: Record<string, number> = { size: t.size };
+    for (const m of members) {
+      const f = t.members[m];
+      if (!f) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: struct ${name} has no member ${m} (it has ${Object.keys(t.members).join(', ')})`);
+      out[m] = f.offset;
+    }
+    return out as { size: number } & Record<K, number>;
+  }
+
+  /** An enum's values, checked: every name asked for must be there. */
+  enumValues<K extends string>(name: string, names: readonly K[]): Record<K, number> {
+    const t = this.btfType(name);
+    if (!t || t.kind !== 'enum') throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no enum ${name} in its BTF`);
+    const out: Record<string, number> = {};
+    for (const n of names) {
+      const v = t.values[n];
+      if (v === undefined) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: enum ${name} has no ${n} (it has ${Object.keys(t.values).join(', ')})`);
+      out[n] = v;
+    }
+    return out as Record<K, number>;
   }
 
   map(name: string): BpfMap {

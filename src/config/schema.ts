@@ -135,11 +135,12 @@ export interface Config {
       tls: { enabled: boolean; binaries: string[] };
       /** Processes watched: any of these matches (same keys as services[].match); all when empty. */
       watch: ServiceRule['match'][];
-      /** Per-request records for 1 request in this many (1: all); counts stay exact. The overhead budget changes it at run time. */
+      /** Debug records of aggregated requests: 1 in this many (the kernel aggregates every request whatever it is). The overhead budget changes it at run time. */
       sampleEvery: number;
       /** Request and response body size histograms (each triples a label set's series). */
       bodySizes: boolean;
-      maps: { connections: number };
+      /** Kernel tables: tracked connections; aggregated series (more go to a per-process overflow entry). */
+      maps: { connections: number; aggregation: number };
     };
   };
   services: ServiceRule[];
@@ -202,7 +203,7 @@ export const DEFAULT_CONFIG: Config = {
       watch: [],
       sampleEvery: 1,
       bodySizes: true,
-      maps: { connections: 16384 },
+      maps: { connections: 16384, aggregation: 8192 },
     },
   },
   services: [],
@@ -288,7 +289,7 @@ export const CONFIG_SCHEMA = {
                 items: { type: 'string', pattern: '^/[^\\s]*$', maxLength: 1024 },
               },
             },
-            durationBuckets: { type: 'array', minItems: 1, maxItems: 100, items: { type: 'number', exclusiveMinimum: 0 } },
+            durationBuckets: { type: 'array', minItems: 1, maxItems: 15, uniqueItems: true, items: { type: 'number', exclusiveMinimum: 0, maximum: 1e6 } },
             flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
             watch: { type: 'array', maxItems: 10000, items: MATCH_SCHEMA },
             sampleEvery: { type: 'integer', minimum: 1, maximum: 65535 },
@@ -301,7 +302,7 @@ export const CONFIG_SCHEMA = {
                 binaries: { type: 'array', maxItems: 1000, items: { type: 'string', pattern: '^/', maxLength: 4096 } },
               },
             },
-            maps: { type: 'object', additionalProperties: false, properties: { connections: mapSize } },
+            maps: { type: 'object', additionalProperties: false, properties: { connections: mapSize, aggregation: mapSize } },
           },
         },
       },

@@ -35,7 +35,6 @@ export class BucketHistogram implements MetricLike {
     return s;
   }
 
-  /** Adds an observation of `value`, in the bounds' unit. */
   /** One observation of `value`, or `n` of them (a sampled record stands for n). */
   observe(s: Series, value: number, n = 1): void {
     const b = this.bounds;
@@ -49,6 +48,18 @@ export class BucketHistogram implements MetricLike {
     if (lo < b.length) s.counts[lo]! += n;
     s.count += n;
     s.sum += value * n;
+  }
+
+  /**
+   * Adds counts already bucketed elsewhere (the kernel's tables): `buckets[i]`
+   * observations at or below bounds[i] and above the bound before it; any
+   * past the last bound are in `count` only (+Inf).
+   */
+  addBuckets(s: Series, buckets: ArrayLike<number>, count: number, sum: number): void {
+    const n = Math.min(buckets.length, this.bounds.length);
+    for (let i = 0; i < n; i++) s.counts[i]! += buckets[i]!;
+    s.count += count;
+    s.sum += sum;
   }
 
   get seriesCount(): number {

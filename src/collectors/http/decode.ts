@@ -1,22 +1,33 @@
-/** Decoder for struct ks_http_event (bpf/http.h); offsets pinned by a test. */
+/**
+ * The HTTP collector's kernel layouts (bpf/http.h), read from the loaded
+ * object's BTF: offsets, sizes and enum values come from the compiled C, and
+ * a member or value this file needs and the object lacks fails the load.
+ */
+import type { BpfObject } from '../../bpf/object.js';
 
-export const HTTP_REQ_HEAD = 160;
-export const HTTP_RESP_HEAD = 160;
-/** u64 x3, u32 x2, u8 x4, u16 x5, 16-byte address, comm[16], then the heads. */
-const HEADS = 80;
-export const EVENT_SIZE = HEADS + HTTP_REQ_HEAD + HTTP_RESP_HEAD;
+const EVENT_FIELDS = [
+  'duration_ns', 'request_bytes', 'response_bytes', 'tgid', 'fd', 'role', 'end', 'family', 'error',
+  'peer_port', 'req_len', 'resp_len', 'local_port', 'weight', 'peer_addr', 'comm', 'req_head', 'resp_head',
+] as const;
+const KEY_FIELDS = ['tgid', 'role', 'method', 'status', 'port', 'family', 'overflow', 'name', 'addr'] as const;
+const CONN_FIELDS = ['role', 'family', 'peer_port', 'peer_addr', 'local_port'] as const;
+const END_NAMES = ['HTTP_END_RESPONSE', 'HTTP_END_CLOSED', 'HTTP_END_EXTRA', 'HTTP_END_CONNECT_FAILED', 'HTTP_END_JUDGE', 'HTTP_END_PIPELINE'] as const;
+/** Label values of enum ks_http_method, by enumerator. */
+const METHOD_NAMES: Record<string, string> = {
+  HTTP_METHOD_OTHER: '_OTHER', HTTP_METHOD_GET: 'GET', HTTP_METHOD_POST: 'POST', HTTP_METHOD_PUT: 'PUT',
+  HTTP_METHOD_DELETE: 'DELETE', HTTP_METHOD_HEAD: 'HEAD', HTTP_METHOD_PATCH: 'PATCH',
+  HTTP_METHOD_OPTIONS: 'OPTIONS', HTTP_METHOD_CONNECT: 'CONNECT', HTTP_METHOD_TRACE: 'TRACE',
+};
+/** Metric reason labels of enum ks_http_drop_reason, by enumerator. */
+const DROP_NAMES: Record<string, string> = {
+  HTTP_DROP_RINGBUF_FULL: 'ringbuf_full',
+  HTTP_DROP_CONN_TABLE_FULL: 'connection_table_full',
+  HTTP_DROP_AGG_FULL: 'aggregation_table_full',
+  HTTP_DROP_OVERFLOW_FULL: 'overflow_table_full',
+  HTTP_DROP_NAMES_FULL: 'names_table_full',
+};
 
-export const ROLE_SERVER = 1;
-export const ROLE_CLIENT = 2;
-export const END_RESPONSE = 0;
-export const END_CLOSED = 1;
-export const END_EXTRA = 2;
-export const END_CONNECT_FAILED = 3;
-/** Not a request: the kernel asks user space to judge a process (watch list). */
-export const END_JUDGE = 4;
-
-/** enum ks_http_drop_reason, in order. */
-export const DROP_REASONS = ['ringbuf_full', 'connection_table_full'];
+export type End = 'response' | 'closed' | 'extra' | 'connect_failed' | 'judge' | 'pipeline';
 
 export interface HttpEvent {
   durationNs: number;
@@ -25,14 +36,14 @@ export interface HttpEvent {
   tgid: number;
   fd: number;
   role: number;
-  end: number;
+  end: End;
   family: number;
   /** errno of a failed connect. */
   error: number;
   peerPort: number;
   /** The connection's local port (a server's listening port); 0 if unknown. */
   localPort: number;
-  /** Requests this record stands for: 1, or N when the kernel sends 1 in N. */
+  /** Requests this record stands for of its own (0: it only closes pipelined ones). */
   weight: number;
   /** The peer's address ("" for a server's connection: accept does not record it). */
   peerAddr: string;
@@ -41,7 +52,19 @@ export interface HttpEvent {
   respHead: Buffer;
 }
 
-function addr(b: Buffer, family: number): string {
+export interface AggKey {
+  tgid: number;
+  role: number;
+  method: string;
+  status: number;
+  port: number;
+  overflow: boolean;
+  /** Key of the route (server) or Host (client) in http_names, as hex; "" for none. */
+  name: string;
+  addr: string;
+}
+
+export function addr(b: Buffer, family: number): string {
   if (family === 2) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
   if (family !== 10) return '';
   // An IPv4-mapped IPv6 address is shown as IPv4, as clients wrote it.
@@ -52,34 +75,116 @@ function addr(b: Buffer, family: number): string {
 }
 
 /** A u64 as a Number, without a BigInt per field (exact below 2^53). */
-function u64(b: Buffer, off: number): number {
+export function u64(b: Buffer, off: number): number {
   return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
 }
 
-export function decodeEvent(b: Buffer): HttpEvent | undefined {
-  if (b.length < EVENT_SIZE) return undefined;
-  const family = b.readUInt8(34);
-  const reqLen = Math.min(b.readUInt16LE(38), HTTP_REQ_HEAD);
-  const respLen = Math.min(b.readUInt16LE(40), HTTP_RESP_HEAD);
-  const commEnd = b.indexOf(0, 64);
-  return {
-    durationNs: u64(b, 0),
-    requestBytes: u64(b, 8),
-    responseBytes: u64(b, 16),
-    tgid: b.readUInt32LE(24),
-    fd: b.readUInt32LE(28),
-    role: b.readUInt8(32),
-    end: b.readUInt8(33),
-    family,
-    error: b.readUInt8(35),
-    peerPort: b.readUInt16LE(36),
-    localPort: b.readUInt16LE(42),
-    weight: b.readUInt16LE(44) || 1,
-    peerAddr: family ? addr(b.subarray(48, 64), family) : '',
-    comm: b.toString('latin1', 64, commEnd < 0 || commEnd > 80 ? 80 : commEnd),
-    // Views, not copies: the batch Buffer lives as long as this record is
-    // looked at, and nothing keeps a head (parsed requests are kept instead).
-    reqHead: b.subarray(HEADS, HEADS + reqLen),
-    respHead: b.subarray(HEADS + HTTP_REQ_HEAD, HEADS + HTTP_REQ_HEAD + respLen),
-  };
+export class HttpLayout {
+  readonly event;
+  readonly reqHeadSize: number;
+  readonly respHeadSize: number;
+  readonly key;
+  readonly conn;
+  /** u64 slot of each histogram in struct ks_http_agg, and of count, sum, buckets in one. */
+  readonly hist: { duration: number; reqBody: number; respBody: number; count: number; sum: number; buckets: number; nbuckets: number };
+  readonly name;
+  readonly roles: { server: number; client: number };
+  readonly nameKinds: { route: number; host: number };
+  /** Drop reason labels, by the kernel's index. */
+  readonly dropReasons: string[];
+  private readonly methods: string[] = [];
+  private readonly ends: End[] = [];
+
+  constructor(obj: BpfObject) {
+    this.event = obj.struct('ks_http_event', EVENT_FIELDS);
+    const ev = obj.btfType('ks_http_event');
+    if (ev?.kind !== 'struct') throw new Error('unreachable');
+    this.reqHeadSize = ev.members.req_head!.size;
+    this.respHeadSize = ev.members.resp_head!.size;
+    this.key = obj.struct('ks_http_agg_key', KEY_FIELDS);
+    this.conn = obj.struct('conn', CONN_FIELDS);
+    const agg = obj.struct('ks_http_agg', ['duration', 'req_body', 'resp_body'] as const);
+    const h = obj.struct('ks_http_hist', ['count', 'sum', 'buckets'] as const);
+    this.hist = {
+      duration: agg.duration / 8, reqBody: agg.req_body / 8, respBody: agg.resp_body / 8,
+      count: h.count / 8, sum: h.sum / 8, buckets: h.buckets / 8, nbuckets: (h.size - h.buckets) / 8,
+    };
+    this.name = obj.struct('ks_http_name', ['kind', 'complete', 'len', 'bytes'] as const);
+    const roles = obj.enumValues('ks_http_role', ['HTTP_ROLE_SERVER', 'HTTP_ROLE_CLIENT'] as const);
+    this.roles = { server: roles.HTTP_ROLE_SERVER, client: roles.HTTP_ROLE_CLIENT };
+    const kinds = obj.enumValues('ks_http_name_kind', ['HTTP_NAME_ROUTE', 'HTTP_NAME_HOST'] as const);
+    this.nameKinds = { route: kinds.HTTP_NAME_ROUTE, host: kinds.HTTP_NAME_HOST };
+    const methods = obj.enumValues('ks_http_method', Object.keys(METHOD_NAMES));
+    for (const [k, v] of Object.entries(methods)) this.methods[v] = METHOD_NAMES[k]!;
+    const ends = obj.enumValues('ks_http_end', END_NAMES);
+    for (const [k, v] of Object.entries(ends)) this.ends[v] = k.slice('HTTP_END_'.length).toLowerCase() as End;
+    // Every reason the kernel counts must have a label here, and the reverse.
+    const drops = obj.btfType('ks_http_drop_reason');
+    if (drops?.kind !== 'enum') throw new Error(`${obj.path}: no enum ks_http_drop_reason`);
+    this.dropReasons = [];
+    for (const [k, v] of Object.entries(drops.values)) {
+      const label = DROP_NAMES[k];
+      if (!label) throw new Error(`${obj.path}: drop reason ${k} has no metric label in decode.ts`);
+      this.dropReasons[v] = label;
+    }
+    for (const k of Object.keys(DROP_NAMES)) if (drops.values[k] === undefined) throw new Error(`${obj.path}: enum ks_http_drop_reason lacks ${k}`);
+  }
+
+  method(v: number): string {
+    return this.methods[v] ?? '_OTHER';
+  }
+
+  decodeEvent(b: Buffer): HttpEvent | undefined {
+    const o = this.event;
+    if (b.length < o.size) return undefined;
+    const family = b.readUInt8(o.family);
+    const reqLen = Math.min(b.readUInt16LE(o.req_len), this.reqHeadSize);
+    const respLen = Math.min(b.readUInt16LE(o.resp_len), this.respHeadSize);
+    const commEnd = b.indexOf(0, o.comm);
+    const end = this.ends[b.readUInt8(o.end)];
+    if (!end) return undefined;
+    return {
+      durationNs: u64(b, o.duration_ns),
+      requestBytes: u64(b, o.request_bytes),
+      responseBytes: u64(b, o.response_bytes),
+      tgid: b.readUInt32LE(o.tgid),
+      fd: b.readUInt32LE(o.fd),
+      role: b.readUInt8(o.role),
+      end,
+      family,
+      error: b.readUInt8(o.error),
+      peerPort: b.readUInt16LE(o.peer_port),
+      localPort: b.readUInt16LE(o.local_port),
+      weight: b.readUInt16LE(o.weight),
+      peerAddr: family ? addr(b.subarray(o.peer_addr, o.peer_addr + 16), family) : '',
+      comm: b.toString('latin1', o.comm, commEnd < 0 || commEnd > o.comm + 16 ? o.comm + 16 : commEnd),
+      // Views, not copies: the batch Buffer lives as long as this record is
+      // looked at, and nothing keeps a head (parsed requests are kept instead).
+      reqHead: b.subarray(o.req_head, o.req_head + reqLen),
+      respHead: b.subarray(o.resp_head, o.resp_head + respLen),
+    };
+  }
+
+  decodeKey(b: Buffer): AggKey {
+    const o = this.key;
+    const family = b.readUInt8(o.family);
+    const name = b.subarray(o.name, o.name + 8);
+    return {
+      tgid: b.readUInt32LE(o.tgid),
+      role: b.readUInt8(o.role),
+      method: this.method(b.readUInt8(o.method)),
+      status: b.readUInt16LE(o.status),
+      port: b.readUInt16LE(o.port),
+      overflow: b.readUInt8(o.overflow) !== 0,
+      name: name.every((x) => x === 0) ? '' : name.toString('hex'),
+      addr: family ? addr(b.subarray(o.addr, o.addr + 16), family) : '',
+    };
+  }
+
+  /** What a name key stands for: its kind, bytes and whether they end inside the path. */
+  decodeName(b: Buffer): { kind: number; complete: boolean; text: string } {
+    const o = this.name;
+    const len = Math.min(b.readUInt16LE(o.len), b.length - o.bytes);
+    return { kind: b.readUInt8(o.kind), complete: b.readUInt8(o.complete) !== 0, text: b.toString('latin1', o.bytes, o.bytes + len) };
+  }
 }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type client from 'prom-client';
-import { BpfObject, MapUpdate, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
 import { scanSockets } from '../../process/sockets.js';
 import { META_LABELS, ProcessFilter, metadataOn } from '../../process/names.js';
 import { bpfObjectPath } from '../../paths.js';
@@ -12,7 +12,7 @@ import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js'
 import type { HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { DROP_REASONS, END_CLOSED, END_CONNECT_FAILED, END_EXTRA, END_JUDGE, ROLE_CLIENT, ROLE_SERVER, decodeEvent, type HttpEvent } from './decode.js';
+import { HttpLayout, type HttpEvent } from './decode.js';
 import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 import { RouteMatcher, templatePath } from './route.js';
 
@@ -63,6 +63,13 @@ const LIBSSL = ['/usr/lib/x86_64-linux-gnu/libssl.so.3', '/lib/x86_64-linux-gnu/
 /** Body sizes: powers of two from 32 B to 1 MiB, and 0 for empty bodies. */
 const SIZE_BUCKETS = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576];
 
+/** u64 bounds for a rodata array of HTTP_MAX_BOUNDS (bpf/http.h). */
+function bounds(values: readonly number[]): Buffer {
+  const b = Buffer.alloc(15 * 8);
+  values.forEach((v, i) => b.writeBigUInt64LE(BigInt(Math.round(v)), i * 8));
+  return b;
+}
+
 /** Body length from a head: Content-Length, else what follows the blank line. */
 function bodySize(head: Buffer, total: number, contentLength: number | undefined, chunked: boolean): number | undefined {
   if (contentLength !== undefined) return contentLength;
@@ -97,9 +104,12 @@ export class HttpCollector implements Collector {
   /** Binaries whose SSL_read/SSL_write are probed. */
   tlsBinaries: string[] = [];
   private totals!: client.Counter<string>;
+  private layout!: HttpLayout;
+  /** Last cumulative values of each kernel series, by its key's bytes. */
+  private lastAgg = new Map<string, Float64Array>();
+  /** What each route or host key stands for, once read from http_names. */
+  private names = new Map<string, { kind: number; complete: boolean; text: string }>();
   private sampleGauge!: client.Gauge<string>;
-  /** Last cumulative count per http_totals key. */
-  private lastTotals = new Map<string, number>();
   /** Metadata labels of the record at hand (container, pod), {} when off. */
   private meta: Record<string, string> = {};
   private metaKey(): string {
@@ -132,6 +142,7 @@ export class HttpCollector implements Collector {
     const cfg = ctx.config.collectors.http;
     const plan = this.plan(ctx.features, ctx.config);
     if (!plan.runnable) throw new Error(`http collector cannot run: ${plan.reason}`);
+    const durationBounds = [...cfg.durationBuckets].sort((a, b) => a - b);
     const chosen = plan.hooks.filter((h) => h.kind === 'tracepoint');
     const tls = plan.hooks.some((h) => h.kind === 'uprobe');
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
@@ -139,9 +150,20 @@ export class HttpCollector implements Collector {
         ...plan.hooks.filter((h) => !h.kind && h.event.startsWith('sys_')).map((h) => SYSCALLS.find(([e]) => e === h.event)![1]),
         ...(tls ? [] : TLS_PROGRAMS),
       ],
-      rodata: { self_tgid: process.pid, tls_enabled: tls ? 1 : 0, filter_on: cfg.watch.length || ctx.config.scope.cgroup ? 1 : 0 },
-      maxEntries: { conns: cfg.maps.connections },
+      rodata: {
+        self_tgid: process.pid,
+        tls_enabled: tls ? 1 : 0,
+        filter_on: cfg.watch.length || ctx.config.scope.cgroup ? 1 : 0,
+        // Histogram bounds: the kernel counts each request in its bucket.
+        dur_bounds: bounds(durationBounds.map((s) => Math.round(s * 1e9))),
+        dur_nbounds: durationBounds.length,
+        size_bounds: bounds(SIZE_BUCKETS),
+        size_nbounds: SIZE_BUCKETS.length,
+        body_sizes: cfg.bodySizes ? 1 : 0,
+      },
+      maxEntries: { conns: cfg.maps.connections, http_agg: cfg.maps.aggregation },
     });
+    this.layout = new HttpLayout(this.obj);
     for (const [service, routes] of Object.entries(cfg.routes)) this.matchers.set(service, new RouteMatcher(routes));
     // A scope (config scope.cgroup) narrows every watch rule to its cgroup.
     const scope = ctx.config.scope.cgroup;
@@ -152,11 +174,11 @@ export class HttpCollector implements Collector {
       k.writeUInt16LE(port);
       this.obj.map('watch_ports').update(k, Buffer.from([1]));
     }
-    this.totals = ctx.metrics.counter('kernscope_http_requests_total', 'HTTP requests counted in the kernel, exact whatever the sampling: by service, direction and status class (1xx..5xx; "none": no response).', ['service_name', 'direction', 'status_class', ...(metadataOn(ctx.config) ? META_LABELS : [])]);
-    this.sampleGauge = ctx.metrics.gauge('kernscope_http_sample_every', 'Per-request records are sent for 1 request in this many; above 1 the http_* histograms are estimates (each record counts this many times), kernscope_http_requests_total stays exact.');
+    this.totals = ctx.metrics.counter('kernscope_http_requests_total', 'HTTP requests, exact: by service, direction and status class (1xx..5xx; "none": no response).', ['service_name', 'direction', 'status_class', ...(metadataOn(ctx.config) ? META_LABELS : [])]);
+    this.sampleGauge = ctx.metrics.gauge('kernscope_http_sample_every', 'Debug records are sampled 1 in this many requests; the http_* histograms are aggregated in the kernel and exact whatever it is.');
     this.setSampleEvery(cfg.sampleEvery);
 
-    const buckets = [...cfg.durationBuckets].sort((a, b) => a - b);
+    const buckets = durationBounds;
     this.bodySizes = cfg.bodySizes;
     const hist = (name: string, help: string, bounds: number[]): BucketHistogram => {
       const h = new BucketHistogram(name, help, bounds);
@@ -177,7 +199,7 @@ export class HttpCollector implements Collector {
     this.unparsed = ctx.metrics.counter('kernscope_http_unparsed_total', 'Records whose bytes were not a well-formed HTTP/1.x head, ignored.', ['side']);
     this.serverLimiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'http', reason: 'label_overflow' }));
     this.clientLimiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'http', reason: 'label_overflow' }));
-    this.drops = new KernelDrops(this.obj.map('drops'), 'http', DROP_REASONS, ctx.drops, ['label_overflow', 'route_overflow']);
+    this.drops = new KernelDrops(this.obj.map('drops'), 'http', this.layout.dropReasons, ctx.drops, ['label_overflow', 'route_overflow', 'name_lost']);
 
     try {
       if (!this.filter.all) this.judgeRunning();
@@ -212,16 +234,15 @@ export class HttpCollector implements Collector {
       const key = Buffer.alloc(8);
       key.writeUInt32LE(s.tgid, 0);
       key.writeUInt32LE(s.fd, 4);
-      // struct conn (bpf/http.bpf.c): role @16, family @18, peer_port @20,
-      // peer_addr @24, local_port @490
+      const o = this.layout.conn; // struct conn, from the object's BTF
       const v = Buffer.alloc(map.info.valueSize);
       const server = listening.has(`${s.netns}:${s.localPort}`);
-      v.writeUInt8(server ? ROLE_SERVER : ROLE_CLIENT, 16);
-      v.writeUInt16LE(s.localPort, 490);
+      v.writeUInt8(server ? this.layout.roles.server : this.layout.roles.client, o.role);
+      v.writeUInt16LE(s.localPort, o.local_port);
       if (!server) {
-        v.writeUInt8(s.family, 18);
-        v.writeUInt16LE(s.remotePort, 20);
-        s.remoteAddr.copy(v, 24);
+        v.writeUInt8(s.family, o.family);
+        v.writeUInt16LE(s.remotePort, o.peer_port);
+        s.remoteAddr.copy(v, o.peer_addr);
       }
       try {
         map.update(key, v, MapUpdate.NOEXIST);
@@ -320,39 +341,113 @@ export class HttpCollector implements Collector {
     }
   }
 
-  /** Folds the kernel's exact per-process counts into kernscope_http_requests_total. */
-  private foldTotals(): void {
-    const map = this.obj!.map('http_totals');
-    const alive = new Map<number, boolean>(); // one /proc look per process, not per key
+  /** What a route or host key stands for; undefined when the kernel lost it. */
+  private nameOf(hex: string): { kind: number; complete: boolean; text: string } | undefined {
+    let n = this.names.get(hex);
+    if (!n) {
+      const v = this.obj!.map('http_names').lookup(Buffer.from(hex, 'hex'));
+      if (!v) return undefined;
+      n = this.layout.decodeName(v);
+      if (this.names.size >= 65536) this.names.clear(); // a cache: read again when needed
+      this.names.set(hex, n);
+    }
+    return n;
+  }
+
+  /**
+   * Folds the kernel's tables into the exported series: each entry's growth
+   * since the last fold is added to the series its labels name, so several
+   * kernel keys (processes of one service, routes of one template) add up.
+   * Entries of processes that have exited are read a last time and deleted.
+   */
+  private foldAgg(map: BpfMap, overflow: boolean): void {
+    const L = this.layout;
+    const H = L.hist;
+    const fields = map.info.valueSize / 8;
     for (const { key, value } of map.entries()) {
       const hex = key.toString('hex');
-      const count = map.field(value, 0);
-      const delta = count - (this.lastTotals.get(hex) ?? 0);
-      const tgid = key.readUInt32LE(0);
-      let live = alive.get(tgid);
-      if (live === undefined) alive.set(tgid, (live = fs.existsSync(`/proc/${tgid}`)));
-      const gone = !live;
-      if (gone) {
-        // Read one last time, then forgotten here and in the kernel.
+      const cur = new Float64Array(fields);
+      for (let f = 0; f < fields; f++) cur[f] = map.field(value, f);
+      const prev = this.lastAgg.get(hex);
+      const k = L.decodeKey(key);
+      const proc = this.procOf(k.tgid);
+      if (!proc.live) {
         map.delete(key);
-        this.lastTotals.delete(hex);
-      } else this.lastTotals.set(hex, count);
-      if (delta <= 0) continue;
-      const server = key.readUInt8(4) === ROLE_SERVER;
-      const port = key.readUInt16LE(6);
-      if (!this.filter.all && !this.filter.accepts(tgid, '', server ? port : undefined)) continue;
-      const n = this.ctx.namer.names(tgid, '', server ? port || undefined : undefined);
+        this.lastAgg.delete(hex);
+      } else this.lastAgg.set(hex, cur);
+      const d = (f: number): number => cur[f]! - (prev?.[f] ?? 0);
+      const count = d(H.duration + H.count);
+      if (count <= 0) continue;
+      const server = k.role === L.roles.server;
+      if (!this.filter.all && !this.filter.accepts(k.tgid, proc.comm, server ? k.port : undefined)) continue;
+      const n = this.ctx.namer.names(k.tgid, proc.comm, server ? k.port || undefined : undefined);
       if (!n.inScope) continue;
-      const service = n.service;
-      const cls = key.readUInt8(5);
-      const labels = (server ? this.serverLimiter : this.clientLimiter).admit(`t\0${service}\0${server}\0${cls}\0${Object.values(n.meta).join('\0')}`, {
-        service_name: service,
-        direction: server ? 'server' : 'client',
-        status_class: cls ? `${cls}xx` : 'none',
-        ...n.meta,
-      });
-      this.totals.inc(labels, delta);
+      this.meta = n.meta;
+      this.countTotal(n.service, server, k.status, count);
+      const status = k.status ? String(k.status) : '';
+      let b;
+      if (server) {
+        if (!k.status) {
+          this.aborted.inc({ service_name: n.service }, count);
+          continue;
+        }
+        let route = '_overflow';
+        if (!overflow) {
+          const name = k.name ? this.nameOf(k.name) : undefined;
+          if (!name) {
+            this.ctx.drops.inc({ source: 'http', reason: 'name_lost' }, count);
+            route = '_unknown';
+          } else route = this.route(n.service, name.text, name.complete);
+        }
+        b = this.serverBundle(n.service, overflow ? '_OTHER' : k.method, status, route);
+      } else {
+        let address = overflow ? '_overflow' : k.addr;
+        const host = k.name ? this.nameOf(k.name) : undefined;
+        if (host) address = host.text.replace(/^\[(.*)\]$/, '$1');
+        const error = k.status ? (k.status >= 400 ? status : '') : 'connection_closed';
+        b = this.clientBundle(n.service, overflow ? '_OTHER' : k.method, status, address, k.port, error);
+      }
+      const [dh, qh, ph] = server ? [this.serverDuration, this.sizes.serverReq, this.sizes.serverResp] : [this.clientDuration, this.sizes.clientReq, this.sizes.clientResp];
+      const add = (h: BucketHistogram, series: Series, base: number, scale: number): void => {
+        const c = d(base + H.count);
+        if (c <= 0) return;
+        const buckets = new Array<number>(H.nbuckets);
+        for (let i = 0; i < H.nbuckets; i++) buckets[i] = d(base + H.buckets + i);
+        h.addBuckets(series, buckets, c, d(base + H.sum) * scale);
+      };
+      add(dh, b.duration, H.duration, 1e-9);
+      if (this.bodySizes) {
+        add(qh, b.req, H.reqBody, 1);
+        add(ph, b.resp, H.respBody, 1);
+      }
     }
+  }
+
+  /** Per fold: whether a process lives, and its command as the kernel saw it. */
+  private procs = new Map<number, { live: boolean; comm: string }>();
+
+  private procOf(tgid: number): { live: boolean; comm: string } {
+    let p = this.procs.get(tgid);
+    if (!p) {
+      const t = Buffer.alloc(4);
+      t.writeUInt32LE(tgid);
+      const c = this.obj!.map('proc_comms').lookup(t);
+      const end = c ? c.indexOf(0) : -1;
+      p = { live: fs.existsSync(`/proc/${tgid}`), comm: c ? c.toString('latin1', 0, end < 0 ? c.length : end) : '' };
+      this.procs.set(tgid, p);
+    }
+    return p;
+  }
+
+  private countTotal(service: string, server: boolean, status: number, n: number): void {
+    const cls = Math.floor(status / 100);
+    const labels = (server ? this.serverLimiter : this.clientLimiter).admit(`t\0${service}\0${server}\0${cls}\0${Object.values(this.meta).join('\0')}`, {
+      service_name: service,
+      direction: server ? 'server' : 'client',
+      status_class: cls >= 1 && cls <= 5 ? `${cls}xx` : 'none',
+      ...this.meta,
+    });
+    this.totals.inc(labels, n);
   }
 
   private route(service: string, path: string, complete: boolean): string {
@@ -394,121 +489,155 @@ export class HttpCollector implements Collector {
     return b;
   }
 
+  /**
+   * The slow path: records for what the kernel does not aggregate itself
+   * (pipelined requests, heads it could not parse, failed connects), each
+   * counted here into the same series the kernel's tables feed.
+   */
   private onRecord(rec: Buffer): void {
-    const e = decodeEvent(rec);
+    const e = this.layout.decodeEvent(rec);
     if (!e) return;
-    if (e.end === END_JUDGE) {
+    if (e.end === 'judge') {
       this.judged.delete(e.tgid); // asked by the kernel: its verdict was not there
       this.judge(e.tgid, e.comm);
       return;
     }
     if (!this.filter.all && !this.judged.has(e.tgid)) this.judge(e.tgid, e.comm);
-    const server = e.role === ROLE_SERVER;
+    const server = e.role === this.layout.roles.server;
     const side = server ? 'server' : 'client';
-    // The connection's key, built only when pipelined requests are in play.
-    const conn = (): string => `${e.tgid}:${e.fd}`;
-    if (e.end === END_CONNECT_FAILED) {
+    const conn = `${e.tgid}:${e.fd}`;
+    if (e.end === 'pipeline') {
+      // Several requests in one read: the kernel counts the first, the
+      // responses of the others come as 'extra' records, oldest first.
+      const all = splitRequests(e.reqHead);
+      if (this.pending.size >= 10_000) this.pending.clear(); // bounded; stale entries go first
+      if (all.length > 1) this.pending.set(conn, all.slice(1));
+      return;
+    }
+    const port = server ? e.localPort || undefined : undefined;
+    const accepted = (): boolean => this.filter.all || this.filter.accepts(e.tgid, e.comm, port);
+    if (e.end === 'connect_failed') {
       // The server is down: a client request that never left, an error.
-      if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm)) return;
+      if (!accepted()) return;
       const n = this.ctx.namer.names(e.tgid, e.comm);
       this.meta = n.meta;
       this.onClient(e, n.service, { method: '_OTHER', path: '', pathComplete: false, chunked: false }, undefined, e.durationNs / 1e9, CONNECT_ERRORS[e.error] ?? 'connect_error');
       return;
     }
+    const seconds = e.durationNs / 1e9;
+    const n = accepted() ? this.ctx.namer.names(e.tgid, e.comm, port) : undefined;
+    if (n && !n.inScope) return;
+    if (n) this.meta = n.meta;
+    if (e.end === 'closed') {
+      // Closed with requests unanswered: its own (one the kernel could not
+      // parse) and pipelined ones still waiting here.
+      const waiting = this.pending.get(conn) ?? [];
+      this.pending.delete(conn);
+      if (!n) return;
+      const own = e.weight && e.reqHead.length ? splitRequests(e.reqHead).slice(0, 1) : [];
+      if (e.weight && e.reqHead.length && !own.length) this.unparsed.inc({ side });
+      for (const r of [...own, ...waiting]) {
+        if (server) this.onServer(e, n.service, r, undefined, seconds, false);
+        else this.onClient(e, n.service, r, undefined, seconds, undefined, false);
+      }
+      return;
+    }
     let req: RequestHead | undefined;
-    if (e.end === END_EXTRA) {
+    let withBodies = true;
+    if (e.end === 'extra') {
       // A later response on a connection with pipelined requests: the
       // oldest request still waiting is the one it answers.
-      req = this.pending.get(conn())?.shift() ?? { method: '_OTHER', path: '', pathComplete: false, chunked: false };
+      req = this.pending.get(conn)?.shift() ?? { method: '_OTHER', path: '', pathComplete: false, chunked: false };
+      withBodies = false;
     } else {
-      const all = splitRequests(e.reqHead);
-      req = all[0];
+      req = splitRequests(e.reqHead)[0];
       if (!req) {
         this.unparsed.inc({ side });
         return;
       }
-      if (all.length > 1) {
-        if (this.pending.size >= 10_000) this.pending.clear(); // bounded; stale entries go first
-        this.pending.set(conn(), all.slice(1));
-      } else if (this.pending.size) {
-        this.pending.delete(conn());
-      }
     }
-    // A server is named and filtered by its listening port too.
-    const port = server ? e.localPort || undefined : undefined;
-    if (!this.filter.all && !this.filter.accepts(e.tgid, e.comm, port)) return;
-    const n = this.ctx.namer.names(e.tgid, e.comm, port);
-    const service = n.service;
-    this.meta = n.meta;
-    const resp = e.end === END_CLOSED ? undefined : parseResponseHead(e.respHead);
-    if (e.end !== END_CLOSED && !resp) {
+    if (!n) return;
+    const resp = parseResponseHead(e.respHead);
+    if (!resp) {
       this.unparsed.inc({ side });
       return;
     }
-    const seconds = e.durationNs / 1e9;
-    if (server) this.onServer(e, service, req, resp, seconds);
-    else this.onClient(e, service, req, resp, seconds);
-    if (e.end === END_CLOSED) {
-      // Pipelined requests behind it were never answered either.
-      for (const r of this.pending.get(conn()) ?? []) {
-        if (server) this.onServer(e, service, r, undefined, seconds);
-        else this.onClient(e, service, r, undefined, seconds);
-      }
-      this.pending.delete(conn());
-    }
+    if (server) this.onServer(e, n.service, req, resp, seconds, withBodies);
+    else this.onClient(e, n.service, req, resp, seconds, undefined, withBodies);
   }
 
-  private onServer(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number): void {
-    if (!resp) {
-      // Documented rule: a request closed before any response is not a
-      // latency sample; it is counted as aborted.
-      this.aborted.inc({ service_name: service }, e.weight);
-      return;
-    }
-    const route = req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete);
-    const status = resp.status;
+  private serverBundle(service: string, method: string, status: string, route: string): { duration: Series; req: Series; resp: Series } {
     const meta = this.meta;
-    const b = this.bundle(true, `${service}\0${req.method}\0${status}\0${route}${this.metaKey()}`, () => ({
+    return this.bundle(true, `${service}\0${method}\0${status}\0${route}${this.metaKey()}`, () => ({
       service_name: service,
-      http_request_method: req.method,
-      http_response_status_code: String(status),
+      http_request_method: method,
+      http_response_status_code: status,
       http_route: route,
       ...meta,
     }));
-    this.serverDuration.observe(b.duration, seconds, e.weight);
-    const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (this.bodySizes && reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody, e.weight);
-    const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-    if (this.bodySizes && respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody, e.weight);
   }
 
-  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number, failure?: string): void {
-    const address = req.host ? req.host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : e.peerAddr;
-    const status = resp ? String(resp.status) : '';
-    const error = resp ? (resp.status >= 400 ? status : '') : (failure ?? 'connection_closed');
+  private clientBundle(service: string, method: string, status: string, address: string, port: number, error: string): { duration: Series; req: Series; resp: Series } {
     const meta = this.meta;
-    const b = this.bundle(false, `${service}\0${req.method}\0${status}\0${address}\0${e.peerPort}\0${error}${this.metaKey()}`, () => ({
+    return this.bundle(false, `${service}\0${method}\0${status}\0${address}\0${port}\0${error}${this.metaKey()}`, () => ({
       service_name: service,
-      http_request_method: req.method,
+      http_request_method: method,
       http_response_status_code: status,
       server_address: address,
-      server_port: String(e.peerPort),
+      server_port: String(port),
       error_type: error,
       ...meta,
     }));
-    this.clientDuration.observe(b.duration, seconds, e.weight);
-    const reqBody = bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked);
-    if (this.bodySizes && reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody, e.weight);
+  }
+
+  /** A request of the slow path (a record), counted as the kernel would have. */
+  private onServer(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number, withBodies = true): void {
+    this.countTotal(service, true, resp?.status ?? 0, 1);
+    if (!resp) {
+      // Documented rule: a request closed before any response is not a
+      // latency sample; it is counted as aborted.
+      this.aborted.inc({ service_name: service });
+      return;
+    }
+    const route = req.method === '_OTHER' ? '_unknown' : this.route(service, req.path, req.pathComplete);
+    const b = this.serverBundle(service, req.method, String(resp.status), route);
+    this.serverDuration.observe(b.duration, seconds);
+    if (!this.bodySizes) return;
+    const reqBody = withBodies ? bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked) : req.contentLength ?? 0;
+    if (reqBody !== undefined) this.sizes.serverReq.observe(b.req, reqBody);
+    const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
+    if (respBody !== undefined) this.sizes.serverResp.observe(b.resp, respBody);
+  }
+
+  private onClient(e: HttpEvent, service: string, req: RequestHead, resp: ResponseHead | undefined, seconds: number, failure?: string, withBodies = true): void {
+    this.countTotal(service, false, resp?.status ?? 0, 1);
+    const address = req.host ? req.host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1') : e.peerAddr;
+    const status = resp ? String(resp.status) : '';
+    const error = resp ? (resp.status >= 400 ? status : '') : (failure ?? 'connection_closed');
+    const b = this.clientBundle(service, req.method, status, address, e.peerPort, error);
+    this.clientDuration.observe(b.duration, seconds);
+    if (!this.bodySizes) return;
+    const reqBody = withBodies ? bodySize(e.reqHead, e.requestBytes, req.contentLength, req.chunked) : req.contentLength ?? 0;
+    if (reqBody !== undefined) this.sizes.clientReq.observe(b.req, reqBody);
     if (resp) {
       const respBody = bodySize(e.respHead, e.responseBytes, resp.contentLength, resp.chunked);
-      if (this.bodySizes && respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody, e.weight);
+      if (respBody !== undefined) this.sizes.clientResp.observe(b.resp, respBody);
     }
   }
 
   collect(): void {
     if (!this.obj) return;
     this.rb?.consume(); // a scrape sees every request made before it
-    this.foldTotals();
+    this.procs.clear();
+    this.foldAgg(this.obj.map('http_agg'), false);
+    this.foldAgg(this.obj.map('http_agg_overflow'), true);
+    // Processes gone: their tables were read a last time, their names go too.
+    for (const [tgid, p] of this.procs) {
+      if (p.live) continue;
+      const t = Buffer.alloc(4);
+      t.writeUInt32LE(tgid);
+      this.obj.map('proc_comms').delete(t);
+    }
     this.drops.fold();
   }
 
