@@ -113,3 +113,50 @@ end
     fs.rmSync(nginx.dir, { recursive: true, force: true });
   }
 });
+
+test('nginx under wrk at full speed: every request in the histograms, per status as in the access log, no drops', async () => {
+  assert.ok(isRoot, 'nginx and the agent run as root here (CI runs as root)');
+  const nginx = await startNginx();
+  const agent = await startAgent('collectIntervalSeconds: 0.5\n');
+  try {
+    fs.writeFileSync(path.join(nginx.dir, 'access.log'), '');
+    execFileSync('nginx', ['-c', path.join(nginx.dir, 'nginx.conf'), '-p', nginx.dir, '-s', 'reopen']);
+    await sleep(200);
+    const script = path.join(nginx.dir, 'mix.lua');
+    fs.writeFileSync(script, `local paths = {"/index.html", "/index.html", "/index.html", "/missing", "/teapot"}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+`);
+    // As fast as wrk goes, bounded: 32 connections for 3 seconds, loopback only.
+    execFileSync('wrk', ['-t1', '-c32', '-d3s', '-s', script, `http://127.0.0.1:${nginx.port}/`], { stdio: 'pipe' });
+    await sleep(300);
+    const log = fs.readFileSync(path.join(nginx.dir, 'access.log'), 'utf8').trim().split('\n').filter(Boolean);
+    const want: Record<string, number> = {};
+    for (const line of log) {
+      const status = line.split(' ')[0]!;
+      want[status] = (want[status] ?? 0) + 1;
+    }
+    assert.ok(log.length > 5000, `wrk made ${log.length} requests`);
+    const aborted = want['499'] ?? 0;
+    delete want['499'];
+    let m: Sample[] = [];
+    const s = { service_name: 'nginx' };
+    await eventually(async () => sum((m = await agent.scrape()), 'http_server_request_duration_seconds_count', s) + sum(m, 'kernscope_http_server_requests_aborted_total', s) >= log.length, 8000);
+    const got: Record<string, number> = {};
+    for (const x of m) {
+      if (x.name !== 'http_server_request_duration_seconds_count' || x.labels.service_name !== 'nginx') continue;
+      const st = x.labels.http_response_status_code!;
+      got[st] = (got[st] ?? 0) + x.value;
+    }
+    assert.deepEqual(got, want);
+    assert.equal(sum(m, 'kernscope_http_server_requests_aborted_total', s), aborted);
+    assert.equal(sum(m, 'kernscope_events_dropped_total', { source: 'http' }), 0);
+  } finally {
+    await agent.stop();
+    await nginx.stop();
+    fs.rmSync(nginx.dir, { recursive: true, force: true });
+  }
+});

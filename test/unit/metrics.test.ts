@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KernelHistogram } from '../../src/metrics/kernel-histogram.js';
+import { BucketHistogram } from '../../src/metrics/bucket-histogram.js';
 import { LabelLimiter } from '../../src/metrics/label-limiter.js';
 import { MetricsRegistry, wantsOpenMetrics } from '../../src/metrics/registry.js';
 import { decodeKey, encodeOwner, portLabel, sumField } from '../../src/collectors/tcp/decode.js';
@@ -75,4 +76,18 @@ test('per-CPU sums and port labels', () => {
   assert.equal(portLabel(0), 'unknown');
   assert.equal(portLabel(5432), '5432');
   assert.equal(portLabel(40000), '40000');
+});
+
+test('BucketHistogram.addBuckets: counts bucketed in the kernel add up with observations', () => {
+  const h = new BucketHistogram('x_seconds', 'help', [0.1, 1]);
+  const s = h.series('a', { k: 'a' });
+  h.observe(s, 0.05);
+  h.addBuckets(s, [2, 3, 4], 9, 7.5); // 2 at or below 0.1, 3 to 1, 4 past 1 (+Inf)
+  const v = h.get().values;
+  const at = (le: string | number): number => v.find((x) => x.metricName === 'x_seconds_bucket' && x.labels.le === le)!.value;
+  assert.equal(at(0.1), 3);
+  assert.equal(at(1), 6);
+  assert.equal(at('+Inf'), 10);
+  assert.ok(Math.abs(v.find((x) => x.metricName === 'x_seconds_sum')!.value - 7.55) < 1e-9);
+  assert.equal(v.find((x) => x.metricName === 'x_seconds_count')!.value, 10);
 });
