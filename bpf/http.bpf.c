@@ -1036,8 +1036,26 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, char[16]);
+	__type(value, struct ks_http_proc);
 } proc_comms SEC(".maps");
+
+/* Comm and first arguments of the current process. */
+static __always_inline void remember_process(__u32 tgid)
+{
+	struct ks_http_proc p = {};
+	struct task_struct *task = bpf_get_current_task_btf();
+	unsigned long start = BPF_CORE_READ(task, mm, arg_start), end = BPF_CORE_READ(task, mm, arg_end);
+	bpf_get_current_comm(p.comm, sizeof(p.comm));
+	if (end > start) {
+		unsigned long len = end - start;
+		/* Near the end of the stack's mapping the long copy faults: a short one. */
+		if (!bpf_probe_read_user(p.args, HTTP_PROC_ARGS, (void *)start))
+			p.args_len = len > HTTP_PROC_ARGS ? HTTP_PROC_ARGS : len;
+		else if (!bpf_probe_read_user(p.args, 32, (void *)start))
+			p.args_len = len > 32 ? 32 : len;
+	}
+	bpf_map_update_elem(&proc_comms, &tgid, &p, BPF_ANY);
+}
 
 /* A process seen for the first time with a watch list set: user space is
  * asked once (PENDING marks it) to judge it, so that a process that never
@@ -1120,9 +1138,7 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 		return;
 	__u8 one = 1;
 	bpf_map_update_elem(&tracked_tgids, &k.tgid, &one, BPF_ANY);
-	char comm[16];
-	bpf_get_current_comm(comm, sizeof(comm));
-	bpf_map_update_elem(&proc_comms, &k.tgid, comm, BPF_ANY);
+	remember_process(k.tgid);
 	c->role = role;
 	c->family = family;
 	c->peer_port = port;

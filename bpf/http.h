@@ -101,6 +101,17 @@ struct ks_http_name {
 	char bytes[HTTP_NAME_MAX];
 };
 
+#define HTTP_PROC_ARGS 160
+
+/* A process as the kernel saw it at its tracked connections, so that one
+ * gone before user space reads the tables is still named. */
+struct ks_http_proc {
+	char comm[16];
+	__u16 args_len;		/* valid bytes of args: NUL-separated arguments */
+	__u8 pad[6];
+	char args[HTTP_PROC_ARGS];
+};
+
 /* Runtime settings user space may change at any time (array `http_config`). */
 struct ks_http_config {
 	__u32 sample_every;	/* debug stream: a record for 1 request in this many; 0: none */

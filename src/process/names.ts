@@ -113,14 +113,19 @@ export class ServiceNamer {
     this.rules = rules.map((r) => ({ ...r, ...(r.match.cmdline ? { re: new RegExp(r.match.cmdline) } : {}) }));
   }
 
-  names(tgid: number, kernelComm: string, port?: number): ProcessNames {
+  /**
+   * `kernelArgv`: the arguments as the kernel saw them, for a process that
+   * may have exited before it is first named (an interpreter is then still
+   * named after its script).
+   */
+  names(tgid: number, kernelComm: string, port?: number, kernelArgv?: readonly string[]): ProcessNames {
     if (tgid === 0) return { process: 'unknown', service: 'unknown', inScope: !this.scope, meta: this.meta ? this.meta('').labels : {} };
     const key = `${tgid}\0${kernelComm}\0${port ?? ''}`;
     let n = this.cache.get(key);
     // Names whose pod lookup was pending are looked at again a little later.
     if (n?.until !== undefined && Date.now() > n.until) n = undefined;
     if (!n) {
-      n = this.resolve(tgid, kernelComm, port);
+      n = this.resolve(tgid, kernelComm, port, kernelArgv);
       if (this.cache.size >= this.maxCache) this.cache.clear();
       this.cache.set(key, n);
     }
@@ -133,8 +138,8 @@ export class ServiceNamer {
     for (const k of this.cache.keys()) if (k.startsWith(prefix)) this.cache.delete(k);
   }
 
-  private resolve(tgid: number, kernelComm: string, port?: number): ProcessNames & { until?: number } {
-    const info = readProc(tgid);
+  private resolve(tgid: number, kernelComm: string, port?: number, kernelArgv?: readonly string[]): ProcessNames & { until?: number } {
+    const info = readProc(tgid) ?? (kernelArgv?.length ? { comm: kernelComm, exe: '', argv: [...kernelArgv], cgroup: '' } : undefined);
     const comm = info?.comm || kernelComm || 'unknown';
     // A process gone before it was looked at cannot be placed: out of a scope.
     const inScope = !this.scope || (info?.cgroup ?? '').includes(this.scope);

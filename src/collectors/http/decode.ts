@@ -88,6 +88,7 @@ export class HttpLayout {
   /** u64 slot of each histogram in struct ks_http_agg, and of count, sum, buckets in one. */
   readonly hist: { duration: number; reqBody: number; respBody: number; count: number; sum: number; buckets: number; nbuckets: number };
   readonly name;
+  readonly proc;
   readonly roles: { server: number; client: number };
   readonly nameKinds: { route: number; host: number };
   /** Drop reason labels, by the kernel's index. */
@@ -110,6 +111,7 @@ export class HttpLayout {
       count: h.count / 8, sum: h.sum / 8, buckets: h.buckets / 8, nbuckets: (h.size - h.buckets) / 8,
     };
     this.name = obj.struct('ks_http_name', ['kind', 'complete', 'len', 'bytes'] as const);
+    this.proc = obj.struct('ks_http_proc', ['comm', 'args_len', 'args'] as const);
     const roles = obj.enumValues('ks_http_role', ['HTTP_ROLE_SERVER', 'HTTP_ROLE_CLIENT'] as const);
     this.roles = { server: roles.HTTP_ROLE_SERVER, client: roles.HTTP_ROLE_CLIENT };
     const kinds = obj.enumValues('ks_http_name_kind', ['HTTP_NAME_ROUTE', 'HTTP_NAME_HOST'] as const);
@@ -179,6 +181,18 @@ export class HttpLayout {
       name: name.every((x) => x === 0) ? '' : name.toString('hex'),
       addr: family ? addr(b.subarray(o.addr, o.addr + 16), family) : '',
     };
+  }
+
+  /** A process's comm and first arguments as the kernel saw them (a cut last argument is dropped). */
+  decodeProc(b: Buffer): { comm: string; argv: string[] } {
+    const o = this.proc;
+    const end = b.indexOf(0, o.comm);
+    const comm = b.toString('latin1', o.comm, end < 0 || end > o.comm + 16 ? o.comm + 16 : end);
+    const len = Math.min(b.readUInt16LE(o.args_len), b.length - o.args);
+    const parts = b.toString('utf8', o.args, o.args + len).split('\0');
+    if (parts.length && b[o.args + len - 1] !== 0) parts.pop(); // cut inside an argument
+    else if (parts.at(-1) === '') parts.pop();
+    return { comm, argv: parts };
   }
 
   /** What a name key stands for: its kind, bytes and whether they end inside the path. */

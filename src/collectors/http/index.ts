@@ -380,7 +380,7 @@ export class HttpCollector implements Collector {
       if (count <= 0) continue;
       const server = k.role === L.roles.server;
       if (!this.filter.all && !this.filter.accepts(k.tgid, proc.comm, server ? k.port : undefined)) continue;
-      const n = this.ctx.namer.names(k.tgid, proc.comm, server ? k.port || undefined : undefined);
+      const n = this.ctx.namer.names(k.tgid, proc.comm, server ? k.port || undefined : undefined, proc.argv);
       if (!n.inScope) continue;
       this.meta = n.meta;
       this.countTotal(n.service, server, k.status, count);
@@ -424,16 +424,15 @@ export class HttpCollector implements Collector {
   }
 
   /** Per fold: whether a process lives, and its command as the kernel saw it. */
-  private procs = new Map<number, { live: boolean; comm: string }>();
+  private procs = new Map<number, { live: boolean; comm: string; argv: string[] }>();
 
-  private procOf(tgid: number): { live: boolean; comm: string } {
+  private procOf(tgid: number): { live: boolean; comm: string; argv: string[] } {
     let p = this.procs.get(tgid);
     if (!p) {
       const t = Buffer.alloc(4);
       t.writeUInt32LE(tgid);
-      const c = this.obj!.map('proc_comms').lookup(t);
-      const end = c ? c.indexOf(0) : -1;
-      p = { live: fs.existsSync(`/proc/${tgid}`), comm: c ? c.toString('latin1', 0, end < 0 ? c.length : end) : '' };
+      const v = this.obj!.map('proc_comms').lookup(t);
+      p = { live: fs.existsSync(`/proc/${tgid}`), ...(v ? this.layout.decodeProc(v) : { comm: '', argv: [] }) };
       this.procs.set(tgid, p);
     }
     return p;
