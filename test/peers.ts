@@ -11,7 +11,7 @@ import { tmpDir } from './helpers.js';
 export function fixtureCopy(fixture: string, role: string): { script: string; service: string; cleanup: () => void } {
   const dir = tmpDir('ks-peer');
   const service = `ks${role}${process.pid}${Math.floor(Math.random() * 1e6)}`;
-  const script = path.join(dir, `${service}.mjs`);
+  const script = path.join(dir, `${service}${path.extname(fixture)}`);
   fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', fixture), script);
   return { script, service, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
 }

@@ -1,10 +1,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { ROOT } from '../../src/paths.js';
-import { eventually, isRoot, sleep, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { eventually, isRoot, sleep, startAgent, sum, type RunningAgent, type Sample } from '../helpers.js';
 import { fixtureCopy, startPeer } from '../peers.js';
 
 // Shapes real clients and servers produce that a library would hide: a
@@ -21,12 +18,8 @@ after(async () => {
 });
 
 /** The Python peer (test/fixtures/http-shapes.py) under a unique script name: its service_name. */
-function python(): { script: string; service: string; cleanup: () => void } {
-  const dir = tmpDir('ks-py');
-  const service = `kspy${process.pid}${Math.floor(Math.random() * 1e6)}`;
-  const script = path.join(dir, `${service}.py`);
-  fs.copyFileSync(path.join(ROOT, 'test', 'fixtures', 'http-shapes.py'), script);
-  return { script, service, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+function python(): ReturnType<typeof fixtureCopy> {
+  return fixtureCopy('http-shapes.py', 'py');
 }
 
 async function nodeServer(): Promise<{ service: string; port: string; end: () => Promise<void> }> {

@@ -78,7 +78,9 @@ for (const keepAlive of [true, false]) {
         m.find((x) => x.name === name && x.labels.le === le && Object.entries(labels).every(([k, v]) => x.labels[k] === v))!.value;
       const slowLabels = { service_name: srv.service, http_route: '/slow/*' };
       const seen = sum(m, 'http_server_request_duration_seconds_sum', slowLabels);
-      assert.ok(seen >= 0.035 && seen <= slow, `server saw ${seen} s, the client measured ${slow} s`);
+      // Node's timers count from the loop's cached clock, which can be a little
+      // older than the read that started the request: the 35 ms may end early.
+      assert.ok(seen >= 0.03 && seen <= slow, `server saw ${seen} s, the client measured ${slow} s`);
       // The one observation is in the bucket its value belongs to, and not below.
       const bounds = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
       const i = bounds.findIndex((b) => seen <= b);
