@@ -51,6 +51,9 @@ const volatile __u64 dur_bounds[HTTP_MAX_BOUNDS] = {};
 const volatile __u32 dur_nbounds = 0;
 const volatile __u64 size_bounds[HTTP_MAX_BOUNDS] = {};
 const volatile __u32 size_nbounds = 0;
+/* A live stream of sampled requests (config collectors.http.records). */
+const volatile bool sample_records = false;
+
 /* Body sizes parsed at all (config collectors.http.bodySizes). */
 const volatile bool body_sizes = true;
 
@@ -938,6 +941,15 @@ static __always_inline void end_request(struct conn *c, const struct conn_key *k
 		return;
 	}
 	aggregate(c, k, status, bpf_ktime_get_ns() - c->start_ns, request_body(c), resp_body);
+	if (sample_records) {
+		/* 1 in sample_every, at random; the copy is not counted again. */
+		__u32 zero = 0, every = 1;
+		struct ks_http_config *cfg = bpf_map_lookup_elem(&http_config, &zero);
+		if (cfg && cfg->sample_every > 1)
+			every = cfg->sample_every;
+		if (every == 1 || bpf_get_prandom_u32() % every == 0)
+			emit(c, k, HTTP_END_SAMPLE, ubuf, !ubuf, total);
+	}
 }
 
 /* Data on the response's side: a server writes it, a client reads it. */

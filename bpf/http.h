@@ -49,6 +49,7 @@ enum ks_http_end {
 	HTTP_END_CONNECT_FAILED = 3, /* a client's connect failed; errno in `error` */
 	HTTP_END_JUDGE = 4,	/* not a request: a process user space has not judged yet */
 	HTTP_END_PIPELINE = 5,	/* a read with several requests: their heads */
+	HTTP_END_SAMPLE = 6,	/* a copy of an aggregated request for the live stream: not counted */
 };
 
 enum ks_http_drop_reason {
@@ -114,7 +115,7 @@ struct ks_http_proc {
 
 /* Runtime settings user space may change at any time (array `http_config`). */
 struct ks_http_config {
-	__u32 sample_every;	/* debug stream: a record for 1 request in this many; 0: none */
+	__u32 sample_every;	/* live stream: a record for 1 request in this many (0, 1: all) */
 	__u32 pad;
 };
 

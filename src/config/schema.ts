@@ -135,7 +135,9 @@ export interface Config {
       tls: { enabled: boolean; binaries: string[] };
       /** Processes watched: any of these matches (same keys as services[].match); all when empty. */
       watch: ServiceRule['match'][];
-      /** Debug records of aggregated requests: 1 in this many (the kernel aggregates every request whatever it is). The overhead budget changes it at run time. */
+      /** A live stream of sampled requests at /events (off: nothing per request leaves the kernel). */
+      records: boolean;
+      /** The stream's sampling: 1 request in this many. The overhead budget changes it at run time; histograms are exact whatever it is. */
       sampleEvery: number;
       /** Request and response body size histograms (each triples a label set's series). */
       bodySizes: boolean;
@@ -201,6 +203,7 @@ export const DEFAULT_CONFIG: Config = {
       flushIntervalMs: 200,
       tls: { enabled: true, binaries: [] },
       watch: [],
+      records: false,
       sampleEvery: 1,
       bodySizes: true,
       maps: { connections: 16384, aggregation: 8192 },
@@ -292,6 +295,7 @@ export const CONFIG_SCHEMA = {
             durationBuckets: { type: 'array', minItems: 1, maxItems: 15, uniqueItems: true, items: { type: 'number', exclusiveMinimum: 0, maximum: 1e6 } },
             flushIntervalMs: { type: 'integer', minimum: 1, maximum: 60000 },
             watch: { type: 'array', maxItems: 10000, items: MATCH_SCHEMA },
+            records: { type: 'boolean' },
             sampleEvery: { type: 'integer', minimum: 1, maximum: 65535 },
             bodySizes: { type: 'boolean' },
             tls: {

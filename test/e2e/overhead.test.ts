@@ -1,6 +1,7 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
 import { eventually, isRoot, mapKeysOf, sleep, startAgent, sum, type Sample } from '../helpers.js';
@@ -61,9 +62,9 @@ test('watch list in the kernel: connections of unwatched processes are never tra
   }
 });
 
-test('sampling the debug stream leaves the histograms exact', async () => {
+test('sampling the live stream leaves the histograms exact', async () => {
   const s = await server();
-  const agent = await startAgent('collectors:\n  http:\n    sampleEvery: 4\n');
+  const agent = await startAgent('collectors:\n  http:\n    records: true\n    sampleEvery: 4\n');
   try {
     assert.equal(load(s.port, 800), 800);
     let m: Sample[] = [];
@@ -101,6 +102,42 @@ test('a CPU budget: past it the agent turns its sampling up, and the counts and 
     assert.ok(sum(m, 'kernscope_overhead_sampling_changes_total', { direction: 'fewer_records' }) >= 1);
     assert.equal(sum(m, 'kernscope_overhead_budget_cpu_percent'), budget);
   } finally {
+    await agent.stop();
+    await s.peer.end();
+  }
+});
+
+test('the live stream: sampled requests at /events, already counted, with route and status', async () => {
+  const s = await server();
+  const agent = await startAgent('collectIntervalSeconds: 0.5\ncollectors:\n  http:\n    records: true\n');
+  const seen: Array<{ type: string; service_name: string; direction: string; method: string; path: string; status: number }> = [];
+  const req = http.get(`http://127.0.0.1:${agent.port}/events`, (res) => {
+    let buf = '';
+    res.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (ev.startsWith('data: ')) seen.push(JSON.parse(ev.slice(6)));
+      }
+    });
+  });
+  req.on('error', () => {});
+  try {
+    await sleep(200);
+    assert.equal(load(s.port, 40), 40);
+    const mine = (): typeof seen => seen.filter((e) => e.type === 'http_request' && e.service_name === 'http-server' && e.direction === 'server');
+    assert.ok(await eventually(async () => mine().length >= 40, 5000), `saw ${mine().length}`);
+    await sleep(300);
+    // sampleEvery 1: each request once, as the server saw it.
+    assert.equal(mine().length, 40);
+    assert.ok(mine().every((e) => e.method === 'GET' && e.path.startsWith('/users/') && e.status === 200));
+    // Shown, not counted again.
+    const m = await agent.scrape();
+    assert.equal(sum(m, 'http_server_request_duration_seconds_count', { service_name: 'http-server', http_route: '/users/*' }), 40);
+  } finally {
+    req.destroy();
     await agent.stop();
     await s.peer.end();
   }

@@ -11,7 +11,7 @@ const EVENT_FIELDS = [
 ] as const;
 const KEY_FIELDS = ['tgid', 'role', 'method', 'status', 'port', 'family', 'overflow', 'name', 'addr'] as const;
 const CONN_FIELDS = ['role', 'family', 'peer_port', 'peer_addr', 'local_port'] as const;
-const END_NAMES = ['HTTP_END_RESPONSE', 'HTTP_END_CLOSED', 'HTTP_END_EXTRA', 'HTTP_END_CONNECT_FAILED', 'HTTP_END_JUDGE', 'HTTP_END_PIPELINE'] as const;
+const END_NAMES = ['HTTP_END_RESPONSE', 'HTTP_END_CLOSED', 'HTTP_END_EXTRA', 'HTTP_END_CONNECT_FAILED', 'HTTP_END_JUDGE', 'HTTP_END_PIPELINE', 'HTTP_END_SAMPLE'] as const;
 /** Label values of enum ks_http_method, by enumerator. */
 const METHOD_NAMES: Record<string, string> = {
   HTTP_METHOD_OTHER: '_OTHER', HTTP_METHOD_GET: 'GET', HTTP_METHOD_POST: 'POST', HTTP_METHOD_PUT: 'PUT',
@@ -27,7 +27,7 @@ const DROP_NAMES: Record<string, string> = {
   HTTP_DROP_NAMES_FULL: 'names_table_full',
 };
 
-export type End = 'response' | 'closed' | 'extra' | 'connect_failed' | 'judge' | 'pipeline';
+export type End = 'response' | 'closed' | 'extra' | 'connect_failed' | 'judge' | 'pipeline' | 'sample';
 
 export interface HttpEvent {
   durationNs: number;

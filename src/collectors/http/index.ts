@@ -160,6 +160,7 @@ export class HttpCollector implements Collector {
         size_bounds: bounds(SIZE_BUCKETS),
         size_nbounds: SIZE_BUCKETS.length,
         body_sizes: cfg.bodySizes ? 1 : 0,
+        sample_records: cfg.records ? 1 : 0,
       },
       maxEntries: { conns: cfg.maps.connections, http_agg: cfg.maps.aggregation },
     });
@@ -175,7 +176,7 @@ export class HttpCollector implements Collector {
       this.obj.map('watch_ports').update(k, Buffer.from([1]));
     }
     this.totals = ctx.metrics.counter('kernscope_http_requests_total', 'HTTP requests, exact: by service, direction and status class (1xx..5xx; "none": no response).', ['service_name', 'direction', 'status_class', ...(metadataOn(ctx.config) ? META_LABELS : [])]);
-    this.sampleGauge = ctx.metrics.gauge('kernscope_http_sample_every', 'Debug records are sampled 1 in this many requests; the http_* histograms are aggregated in the kernel and exact whatever it is.');
+    this.sampleGauge = ctx.metrics.gauge('kernscope_http_sample_every', 'The live stream of requests (collectors.http.records) shows 1 in this many; the http_* histograms are aggregated in the kernel and exact whatever it is.');
     this.setSampleEvery(cfg.sampleEvery);
 
     const buckets = durationBounds;
@@ -527,6 +528,26 @@ export class HttpCollector implements Collector {
     const n = accepted() ? this.ctx.namer.names(e.tgid, e.comm, port) : undefined;
     if (n && !n.inScope) return;
     if (n) this.meta = n.meta;
+    if (e.end === 'sample') {
+      // The live stream: already counted by the kernel, only shown.
+      if (!n) return;
+      const req = splitRequests(e.reqHead)[0];
+      const resp = parseResponseHead(e.respHead);
+      this.ctx.publish({
+        type: 'http_request',
+        time: new Date().toISOString(),
+        pid: e.tgid,
+        service_name: n.service,
+        direction: side,
+        method: req?.method ?? '_OTHER',
+        path: req?.path ?? '',
+        ...(server ? {} : { server_address: req?.host ?? e.peerAddr, server_port: e.peerPort }),
+        status: resp?.status ?? 0,
+        duration_ms: Math.round(e.durationNs / 1e3) / 1e3,
+        sample_every: this.sampleEvery,
+      });
+      return;
+    }
     if (e.end === 'closed') {
       // Closed with requests unanswered: its own (one the kernel could not
       // parse) and pipelined ones still waiting here.
