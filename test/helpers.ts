@@ -1,6 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -205,4 +206,23 @@ export async function expectConfigErrors(dir: string, cases: Array<[string, RegE
     assert.equal(r.code, 2, `${yaml}\n${r.stderr}`);
     assert.match(r.stderr, re);
   }
+}
+
+/** Reads an agent's live stream (GET /events): each event, parsed, lands in `seen`. */
+export function subscribeEvents<T>(port: number): { seen: T[]; close: () => void } {
+  const seen: T[] = [];
+  const req = http.get(`http://127.0.0.1:${port}/events`, (res) => {
+    let buf = '';
+    res.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (ev.startsWith('data: ')) seen.push(JSON.parse(ev.slice(6)) as T);
+      }
+    });
+  });
+  req.on('error', () => {});
+  return { seen, close: () => req.destroy() };
 }

@@ -1,10 +1,9 @@
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import http from 'node:http';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { eventually, isRoot, mapKeysOf, sleep, startAgent, sum, type Sample } from '../helpers.js';
+import { eventually, isRoot, mapKeysOf, sleep, startAgent, subscribeEvents, sum, type Sample } from '../helpers.js';
 import { startPeer, type Peer } from '../peers.js';
 
 // The agent's cost controls: in-kernel filters, sampling with exact counts,
@@ -110,20 +109,8 @@ test('a CPU budget: past it the agent turns its sampling up, and the counts and 
 test('the live stream: sampled requests at /events, already counted, with route and status', async () => {
   const s = await server();
   const agent = await startAgent('collectIntervalSeconds: 0.5\ncollectors:\n  http:\n    records: true\n');
-  const seen: Array<{ type: string; service_name: string; direction: string; method: string; path: string; status: number }> = [];
-  const req = http.get(`http://127.0.0.1:${agent.port}/events`, (res) => {
-    let buf = '';
-    res.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const ev = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (ev.startsWith('data: ')) seen.push(JSON.parse(ev.slice(6)));
-      }
-    });
-  });
-  req.on('error', () => {});
+  const stream = subscribeEvents<{ type: string; service_name: string; direction: string; method: string; path: string; status: number }>(agent.port);
+  const seen = stream.seen;
   try {
     await sleep(200);
     assert.equal(load(s.port, 40), 40);
@@ -137,7 +124,7 @@ test('the live stream: sampled requests at /events, already counted, with route 
     const m = await agent.scrape();
     assert.equal(sum(m, 'http_server_request_duration_seconds_count', { service_name: 'http-server', http_route: '/users/*' }), 40);
   } finally {
-    req.destroy();
+    stream.close();
     await agent.stop();
     await s.peer.end();
   }

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
-import { eventually, freePort, isRoot, startAgent, sum, tmpDir } from '../helpers.js';
+import { eventually, freePort, isRoot, startAgent, subscribeEvents, sum, tmpDir } from '../helpers.js';
 
 async function runTimes(bin: string, n: number): Promise<number[]> {
   const pids: number[] = [];
@@ -82,27 +82,15 @@ test('webhook: a receiver that stays down costs counted alerts, never the agent'
 test('live stream: GET /events sends each alert as a server-sent event', async () => {
   const { dir, bin, rules } = setup();
   const agent = await startAgent(`security:\n  defaultRules: false\n  rules: [${rules}]\n  output:\n    stdout: false\n`);
-  const seen: Array<{ rule: string; process: { pid: number } }> = [];
-  const req = http.get(`http://127.0.0.1:${agent.port}/events`, (res) => {
-    let buf = '';
-    res.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n\n')) >= 0) {
-        const ev = buf.slice(0, i);
-        buf = buf.slice(i + 2);
-        if (ev.startsWith('data: ')) seen.push(JSON.parse(ev.slice(6)));
-      }
-    });
-  });
-  req.on('error', () => {});
+  const stream = subscribeEvents<{ rule: string; process: { pid: number } }>(agent.port);
+  const seen = stream.seen;
   try {
     await new Promise((r) => setTimeout(r, 200));
     const pids = await runTimes(bin, 3);
     assert.ok(await eventually(async () => seen.length === 3, 5000), `saw ${seen.length}`);
     assert.deepEqual(seen.map((a) => a.process.pid), pids);
   } finally {
-    req.destroy();
+    stream.close();
     await agent.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
