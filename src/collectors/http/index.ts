@@ -107,6 +107,8 @@ export class HttpCollector implements Collector {
   private layout!: HttpLayout;
   /** Last cumulative values of each kernel series, by its key's bytes. */
   private lastAgg = new Map<string, Float64Array>();
+  /** Growth of the entry being folded, one u64 field each: reused. */
+  private delta = new Float64Array(0);
   /** What each route or host key stands for, once read from http_names. */
   private names = new Map<string, { kind: number; complete: boolean; text: string }>();
   private sampleGauge!: client.Gauge<string>;
@@ -365,20 +367,29 @@ export class HttpCollector implements Collector {
     const L = this.layout;
     const H = L.hist;
     const fields = map.info.valueSize / 8;
+    if (this.delta.length !== fields) this.delta = new Float64Array(fields);
+    const d = this.delta;
     for (const { key, value } of map.entries()) {
+      // Most entries have not moved since the last fold: one field tells,
+      // before anything is decoded or allocated.
       const hex = key.toString('hex');
-      const cur = new Float64Array(fields);
-      for (let f = 0; f < fields; f++) cur[f] = map.field(value, f);
       const prev = this.lastAgg.get(hex);
-      const k = L.decodeKey(key);
-      const proc = this.procOf(k.tgid);
+      const proc = this.procOf(key.readUInt32LE(L.key.tgid));
+      const total = map.field(value, H.duration + H.count);
       if (!proc.live) {
-        map.delete(key);
+        map.delete(key); // read a last time below, then forgotten
         this.lastAgg.delete(hex);
-      } else this.lastAgg.set(hex, cur);
-      const d = (f: number): number => cur[f]! - (prev?.[f] ?? 0);
-      const count = d(H.duration + H.count);
+      }
+      if (prev && total === prev[H.duration + H.count]) continue;
+      const cur = new Float64Array(fields);
+      for (let f = 0; f < fields; f++) {
+        cur[f] = map.field(value, f);
+        d[f] = cur[f]! - (prev?.[f] ?? 0);
+      }
+      if (proc.live) this.lastAgg.set(hex, cur);
+      const count = d[H.duration + H.count]!;
       if (count <= 0) continue;
+      const k = L.decodeKey(key);
       const server = k.role === L.roles.server;
       if (!this.filter.all && !this.filter.accepts(k.tgid, proc.comm, server ? k.port : undefined)) continue;
       const n = this.ctx.namer.names(k.tgid, proc.comm, server ? k.port || undefined : undefined, proc.argv);
@@ -409,19 +420,20 @@ export class HttpCollector implements Collector {
         b = this.clientBundle(n.service, overflow ? '_OTHER' : k.method, status, address, k.port, error);
       }
       const [dh, qh, ph] = server ? [this.serverDuration, this.sizes.serverReq, this.sizes.serverResp] : [this.clientDuration, this.sizes.clientReq, this.sizes.clientResp];
-      const add = (h: BucketHistogram, series: Series, base: number, scale: number): void => {
-        const c = d(base + H.count);
-        if (c <= 0) return;
-        const buckets = new Array<number>(H.nbuckets);
-        for (let i = 0; i < H.nbuckets; i++) buckets[i] = d(base + H.buckets + i);
-        h.addBuckets(series, buckets, c, d(base + H.sum) * scale);
-      };
-      add(dh, b.duration, H.duration, 1e-9);
+      this.addDelta(dh, b.duration, H.duration, 1e-9);
       if (this.bodySizes) {
-        add(qh, b.req, H.reqBody, 1);
-        add(ph, b.resp, H.respBody, 1);
+        this.addDelta(qh, b.req, H.reqBody, 1);
+        this.addDelta(ph, b.resp, H.respBody, 1);
       }
     }
+  }
+
+  /** Deltas of one kernel histogram (struct ks_http_hist at u64 slot `base`) into a series. */
+  private addDelta(h: BucketHistogram, series: Series, base: number, scale: number): void {
+    const H = this.layout.hist;
+    const d = this.delta;
+    const c = d[base + H.count]!;
+    if (c > 0) h.addBuckets(series, d.subarray(base + H.buckets, base + H.buckets + H.nbuckets), c, d[base + H.sum]! * scale);
   }
 
   /** Per fold: whether a process lives, and its command as the kernel saw it. */
