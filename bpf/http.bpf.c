@@ -435,7 +435,7 @@ struct scratch {
 	__u8 ended, query, capped, bad;
 	/* header walk */
 	__u32 hi, hn, state;
-	__u8 want_host, bracket;
+	__u8 want_host, bracket, length_only;
 	__u64 cl, hh;
 	struct headers hd;
 };
@@ -538,9 +538,47 @@ static __always_inline bool scan_path(struct scratch *w, __u32 off, __u32 n, str
 
 #define LOWER8 0x2020202020202020ULL
 
-/* One byte of a head. At each line's start its name is compared a word at
- * a time; only Content-Length, Transfer-Encoding and (for a client's
- * request) Host are read. */
+/* A line's start at i + 1 (buf[i] is its '\n'): the head's end, or a field
+ * name compared a word at a time; only Content-Length, Transfer-Encoding
+ * and (for a client's request) Host are read. */
+static __always_inline long line_start(struct scratch *w, __u32 i)
+{
+	w->state = HDR_SKIP;
+	w->hi = i + 1;
+	if (i + 1 >= w->hn)
+		return 1;
+	__u32 q = masked(i + 1, 0xff);
+	if (w->buf[q] == '\r') {
+		if (i + 2 < w->hn && w->buf[masked(i + 2, 0x1ff)] == '\n')
+			w->hd.head_end = i + 3;
+		return 1;
+	}
+	__u64 w0 = *(const __u64 *)(w->buf + q) | LOWER8;
+	__u64 w1 = *(const __u64 *)(w->buf + q + 8) | LOWER8;
+	if (w0 == B8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
+	    (w1 & 0xffffffffffffffULL) == B8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
+		w->state = HDR_LENGTH;
+		w->hd.has_length = 1;
+		w->cl = 0;
+		w->hi = i + 16;
+	} else if (w0 == B8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
+		   w1 == B8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n')) {
+		w->hd.chunked = 1;
+	} else if (w->want_host && (w0 & 0xffffffffffULL) == B8('h', 'o', 's', 't', ':', 0, 0, 0)) {
+		w->state = HDR_HOST;
+		w->hi = i + 6;
+	}
+	return 0;
+}
+
+#define ONES8 0x0101010101010101ULL
+#define HIGH8 0x8080808080808080ULL
+
+/* One step of the header walk. Between the fields it reads, the walk looks
+ * for line ends only, a word at a time: a word without '\n' is skipped
+ * whole, and in one with it the first '\n' is found without a byte loop
+ * (the lowest flagged byte of the zero-byte test is always a true match;
+ * the multiply turns its bit into its index). */
 static long hdr_step(__u32 idx, struct walk_ctx *ctx)
 {
 	struct scratch *w = ctx->w;
@@ -549,52 +587,36 @@ static long hdr_step(__u32 idx, struct walk_ctx *ctx)
 	__u32 i = w->hi;
 	if (i >= w->hn || i >= 256)
 		return 1;
-	/* Between the fields it reads, the walk looks for line ends only: eight
-	 * bytes at a time while none is among them. */
-	if (w->state != HDR_LENGTH && w->state != HDR_HOST && i + 8 <= w->hn) {
-		__u64 x = *(const __u64 *)(w->buf + masked(i, 0xff)) ^ 0x0a0a0a0a0a0a0a0aULL;
-		if (!((x - 0x0101010101010101ULL) & ~x & 0x8080808080808080ULL)) {
-			w->hi = i + 8;
+	if (w->state != HDR_LENGTH && w->state != HDR_HOST) {
+		if (i + 8 <= w->hn) {
+			__u64 x = *(const __u64 *)(w->buf + masked(i, 0xff)) ^ (ONES8 * '\n');
+			__u64 m = (x - ONES8) & ~x & HIGH8;
+			if (!m) {
+				w->hi = i + 8;
+				return 0;
+			}
+			i += (((m & -m) >> 7) * 0x0001020304050607ULL) >> 56;
+		} else if (w->buf[masked(i, 0xff)] != '\n') {
+			w->hi = i + 1;
 			return 0;
 		}
+		return line_start(w, i);
 	}
 	__u8 c = w->buf[masked(i, 0xff)];
 	w->hi = i + 1;
-	if (c == '\n') {
-		w->state = HDR_SKIP;
-		if (i + 1 >= w->hn)
-			return 1;
-		__u32 q = masked(i + 1, 0xff);
-		if (w->buf[q] == '\r') {
-			if (i + 2 < w->hn && w->buf[masked(i + 2, 0x1ff)] == '\n')
-				w->hd.head_end = i + 3;
-			return 1;
-		}
-		__u64 w0 = *(const __u64 *)(w->buf + q) | LOWER8;
-		__u64 w1 = *(const __u64 *)(w->buf + q + 8) | LOWER8;
-		if (w0 == B8('c', 'o', 'n', 't', 'e', 'n', 't', '-') &&
-		    (w1 & 0xffffffffffffffULL) == B8('l', 'e', 'n', 'g', 't', 'h', ':', 0)) {
-			w->state = HDR_LENGTH;
-			w->hd.has_length = 1;
-			w->cl = 0;
-			w->hi = i + 16;
-		} else if (w0 == B8('t', 'r', 'a', 'n', 's', 'f', 'e', 'r') &&
-			   w1 == B8('-', 'e', 'n', 'c', 'o', 'd', 'i', 'n')) {
-			w->hd.chunked = 1;
-		} else if (w->want_host && (w0 & 0xffffffffffULL) == B8('h', 'o', 's', 't', ':', 0, 0, 0)) {
-			w->state = HDR_HOST;
-			w->hi = i + 6;
-		}
-		return 0;
-	}
+	if (c == '\n')
+		return line_start(w, i);
 	if (w->state == HDR_LENGTH) {
 		if ((__u8)(c - '0') < 10) {
 			if (w->cl < 0xffffffffULL)
 				w->cl = w->cl * 10 + (c - '0');
 		} else if (c != ' ' && c != '\t') {
 			w->state = HDR_SKIP;
+			/* A response needs nothing past its length. */
+			if (w->length_only)
+				return 1;
 		}
-	} else if (w->state == HDR_HOST) {
+	} else {
 		__u32 len = w->hd.host_len;
 		if (c == ' ' || c == '\t') {
 			if (len)
@@ -618,7 +640,7 @@ static long hdr_step(__u32 idx, struct walk_ctx *ctx)
 /* Header fields of the head in w->buf (n valid bytes) from `from`, inside
  * its start line. */
 static __always_inline void scan_headers(struct scratch *w, __u32 from, __u32 n, bool want_host,
-					 struct headers *out)
+					 bool length_only, struct headers *out)
 {
 	struct walk_ctx ctx = { .w = w };
 	__builtin_memset(&w->hd, 0, sizeof(w->hd));
@@ -626,6 +648,7 @@ static __always_inline void scan_headers(struct scratch *w, __u32 from, __u32 n,
 	w->hn = n > 256 ? 256 : n;
 	w->state = HDR_SKIP;
 	w->want_host = want_host;
+	w->length_only = length_only;
 	w->bracket = 0;
 	w->cl = 0;
 	w->hh = FNV_BASIS;
@@ -676,7 +699,7 @@ static __always_inline void parse_request(struct conn *c, bool final)
 	if (!scan_path(w, mlen + 1, n, &rp))
 		return;
 	bool client = c->role == HTTP_ROLE_CLIENT;
-	scan_headers(w, rp.line_end, n, client, &hd);
+	scan_headers(w, rp.line_end, n, client, false, &hd);
 	if (!final && !hd.head_end && n < HTTP_REQ_HEAD) {
 		c->parsed = PARSE_NONE; /* a head in pieces: parsed whole later */
 		return;
@@ -928,7 +951,7 @@ static __always_inline void end_request(struct conn *c, const struct conn_key *k
 	/* The response's head first: parsing the request reuses the room. */
 	if (body_sizes && w && status != 101) {
 		struct headers hd;
-		scan_headers(w, 12, n, false, &hd);
+		scan_headers(w, 12, n, false, true, &hd);
 		if (hd.has_length)
 			resp_body = hd.content_length;
 		else if (!hd.chunked && hd.head_end)
@@ -1019,8 +1042,14 @@ static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u
 				   long first, long len, bool is_read)
 {
 	if (tls_enabled) {
+		/* In place when the thread has an entry: an LRU update takes a
+		 * node from the free list even when the key exists (~300 ns). */
 		__u64 id = bpf_get_current_pid_tgid();
-		bpf_map_update_elem(&last_fd, &id, &fd, BPF_ANY);
+		__u32 *last = bpf_map_lookup_elem(&last_fd, &id);
+		if (last)
+			*last = fd;
+		else
+			bpf_map_update_elem(&last_fd, &id, &fd, BPF_ANY);
 	}
 	if (c->tls)
 		return 0; /* ciphertext: the plaintext comes through the uprobes */
