@@ -220,15 +220,6 @@ static __always_inline struct conn *lookup(__u32 fd, struct conn_key *k)
 }
 
 
-/* First 8 bytes of a buffer; 0 when unreadable. */
-static __always_inline __u64 peek8(const void *buf, long len)
-{
-	__u64 v = 0;
-	if (len < 8 || bpf_probe_read_user(&v, sizeof(v), buf))
-		return 0;
-	return v;
-}
-
 #define B4(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
 #define B8(a, b, c, d, e, f, g, h) ((__u64)B4(a, b, c, d) | (__u64)B4(e, f, g, h) << 32)
 
@@ -675,9 +666,10 @@ static __always_inline void remember_name(__u64 key, __u8 kind, const __u8 *src,
 		count_drop(HTTP_DROP_NAMES_FULL);
 }
 
-/* Parses the request gathered in c->req_head: its method and route (or, for
- * a client, its Host), and what frames its body. */
-static __always_inline void parse_request(struct conn *c, bool final)
+/* Parses the request gathered in c->req_head, or already in the scratch
+ * buffer (`w`, a fresh request read whole): its method and route (or, for a
+ * client, its Host), and what frames its body. */
+static __always_inline void parse_request(struct conn *c, bool final, struct scratch *w)
 {
 	__u32 n = c->req_len > HTTP_REQ_HEAD ? HTTP_REQ_HEAD : c->req_len, mlen = 0;
 	struct path_out rp = {};
@@ -685,17 +677,20 @@ static __always_inline void parse_request(struct conn *c, bool final)
 	c->parsed = PARSE_BAD;
 	if (n < 8)
 		return;
-	__u8 method = method_of(*(__u64 *)c->req_head, &mlen);
+	const __u8 *src = w ? w->buf : c->req_head;
+	__u8 method = method_of(*(__u64 *)src, &mlen);
 	if (method == HTTP_METHOD_OTHER)
 		return;
 	/* An absolute or '*' target, CONNECT, a control byte or another
 	 * version: left to user space. */
-	if (method == HTTP_METHOD_CONNECT || c->req_head[(mlen + 1) & 0xf] != '/')
+	if (method == HTTP_METHOD_CONNECT || src[(mlen + 1) & 0xf] != '/')
 		return;
-	struct scratch *w = scratch();
-	if (!w)
-		return;
-	__builtin_memcpy(w->buf, c->req_head, HTTP_REQ_HEAD);
+	if (!w) {
+		w = scratch();
+		if (!w)
+			return;
+		__builtin_memcpy(w->buf, c->req_head, HTTP_REQ_HEAD);
+	}
 	if (!scan_path(w, mlen + 1, n, &rp))
 		return;
 	bool client = c->role == HTTP_ROLE_CLIENT;
@@ -713,10 +708,10 @@ static __always_inline void parse_request(struct conn *c, bool final)
 	if (client) {
 		c->name = hd.host;
 		if (hd.host)
-			remember_name(hd.host, HTTP_NAME_HOST, c->req_head + (hd.host_off & 0xff), hd.host_len, true);
+			remember_name(hd.host, HTTP_NAME_HOST, w->buf + (hd.host_off & 0xff), hd.host_len, true);
 	} else {
 		c->name = rp.name;
-		remember_name(rp.name, HTTP_NAME_ROUTE, c->req_head + ((mlen + 1) & 0xf), rp.path_len, rp.complete);
+		remember_name(rp.name, HTTP_NAME_ROUTE, w->buf + ((mlen + 1) & 0xf), rp.path_len, rp.complete);
 	}
 }
 
@@ -872,19 +867,18 @@ static __always_inline void emit_pipeline(struct conn *c, const struct conn_key 
 
 /* ---- The request's side ------------------------------------------------ */
 
-/* Appends what fits of `buf` to the request head. The copy has a fixed size
- * (a variable one the verifier cannot always bound); near the end of a
- * mapping it falls back to a smaller one. */
-static __always_inline void append_request(struct conn *c, const void *buf, long len)
+/* Appends what fits of the call's bytes (`got` of them copied to `w`) to
+ * the request head. The copy has a fixed size (a variable one the verifier
+ * cannot always bound); bytes past req_len are not used. */
+static __always_inline void append_request(struct conn *c, const struct scratch *w, __u32 got)
 {
 	__u32 off = c->req_len & 0xff;
-	if (off >= HTTP_REQ_HEAD || c->req_len >= HTTP_REQ_HEAD || !buf || len <= 0)
+	if (off >= HTTP_REQ_HEAD || c->req_len >= HTTP_REQ_HEAD || !got)
 		return;
-	if (bpf_probe_read_user(c->req_head + off, HTTP_REQ_HEAD, buf) &&
-	    bpf_probe_read_user(c->req_head + off, 16, buf))
+	if (bpf_probe_read_kernel(c->req_head + off, HTTP_REQ_HEAD, w->buf))
 		return;
 	__u32 room = HTTP_REQ_HEAD - off;
-	c->req_len = off + (len < room ? len : room);
+	c->req_len = off + (got < room ? got : room);
 }
 
 static __always_inline void start_request(struct conn *c)
@@ -901,39 +895,51 @@ static __always_inline void start_request(struct conn *c)
 	c->chunked = 0;
 }
 
-/* Data on the request's side: a server reads it, a client writes it.
- * A request may arrive in pieces as small as a byte: fewer than 8 bytes in
- * an idle connection are kept until there are enough to see a method. The
- * request is parsed as soon as its head is whole, or at its response. */
+/* Data on the request's side: a server reads it, a client writes it; the
+ * call's first `got` bytes are in w->buf. A request may arrive in pieces as
+ * small as a byte: fewer than 8 bytes in an idle connection are kept until
+ * there are enough to see a method. The request is parsed as soon as its
+ * head is whole, or at its response. A request read whole is parsed where
+ * it was copied, and kept in the connection only when something later may
+ * need its bytes (a head in pieces, one the kernel leaves to user space, the
+ * live stream). */
 static __always_inline void request_data(struct conn *c, const struct conn_key *k, __u64 head,
-					 const void *buf, long first, long len)
+					 struct scratch *w, __u32 got, const void *buf, long first, long len)
 {
 	if (c->phase == HTTP_OPAQUE)
 		return;
 	bool fresh = false;
 	if (c->phase == HTTP_IDLE) {
-		if (first >= 8 && !is_request(head))
+		if (got >= 8 && !is_request(head))
 			return;
 		start_request(c);
-		c->phase = first >= 8 ? HTTP_REQUEST : HTTP_PARTIAL;
+		c->phase = got >= 8 ? HTTP_REQUEST : HTTP_PARTIAL;
 		fresh = true;
 	}
 	c->request_bytes += len;
 	if (c->parsed != PARSE_NONE)
 		return; /* body bytes */
-	append_request(c, buf, first);
-	if (c->phase == HTTP_PARTIAL) {
-		if (c->req_len < 8)
+	if (fresh && c->phase == HTTP_REQUEST) {
+		c->req_len = got < HTTP_REQ_HEAD ? got : HTTP_REQ_HEAD;
+		parse_request(c, c->req_len >= HTTP_REQ_HEAD, w);
+		if (c->parsed != PARSE_OK || sample_records) {
+			c->req_len = 0;
+			append_request(c, w, got);
+		}
+	} else {
+		append_request(c, w, got);
+		if (c->phase == HTTP_PARTIAL) {
+			if (c->req_len < 8)
+				return;
+			c->phase = is_request(*(__u64 *)c->req_head) ? HTTP_REQUEST : HTTP_IDLE;
+			if (c->phase == HTTP_IDLE)
+				return;
+		}
+		/* A head in pieces waits for its response, or for the room to fill. */
+		if (!fresh && c->req_len < HTTP_REQ_HEAD)
 			return;
-		c->phase = is_request(*(__u64 *)c->req_head) ? HTTP_REQUEST : HTTP_IDLE;
-		if (c->phase == HTTP_IDLE)
-			return;
+		parse_request(c, c->req_len >= HTTP_REQ_HEAD, NULL);
 	}
-	/* Parse once the head's end may be in: a whole head in one read is the
-	 * common case; a head in pieces waits for its response. */
-	if (!fresh && c->req_len < HTTP_REQ_HEAD)
-		return;
-	parse_request(c, c->req_len >= HTTP_REQ_HEAD);
 	if (c->parsed == PARSE_OK && c->head_end && !c->chunked &&
 	    c->request_bytes > (__u64)c->head_end + c->content_length && buf && fresh)
 		emit_pipeline(c, k, buf, first);
@@ -958,7 +964,7 @@ static __always_inline void end_request(struct conn *c, const struct conn_key *k
 			resp_body = total > hd.head_end ? total - hd.head_end : 0;
 	}
 	if (c->parsed == PARSE_NONE)
-		parse_request(c, true);
+		parse_request(c, true, NULL);
 	if (c->parsed != PARSE_OK) {
 		emit(c, k, HTTP_END_RESPONSE, ubuf, !ubuf, total);
 		return;
@@ -977,30 +983,21 @@ static __always_inline void end_request(struct conn *c, const struct conn_key *k
 
 /* Data on the response's side: a server writes it, a client reads it. */
 static __always_inline void response_data(struct conn *c, const struct conn_key *k, __u64 head,
-					  const void *buf, long first, long len)
+					  struct scratch *w, __u32 got, const void *buf, long first, long len)
 {
 	if (!buf || c->phase == HTTP_OPAQUE)
 		return; /* sendfile: body bytes */
 	if (c->phase != HTTP_REQUEST) {
 		/* A status line with no request in flight answers a pipelined
 		 * request that came in the same read as an earlier one. */
-		if (c->pipelined && first >= HTTP_STATUS_MIN && is_status_line(head))
+		if (c->pipelined && got >= HTTP_STATUS_MIN && is_status_line(head))
 			emit(c, k, HTTP_END_EXTRA, buf, false, len);
 		return;
 	}
-	if (c->resp_pre_len == 0 && first >= HTTP_STATUS_MIN) {
-		struct scratch *s = scratch();
-		if (!s)
-			return;
-		__u32 n = first > HTTP_SCAN ? HTTP_SCAN : first;
-		if (bpf_probe_read_user(s->buf, HTTP_SCAN, buf)) {
-			n = HTTP_STATUS_MIN;
-			if (bpf_probe_read_user(s->buf, HTTP_STATUS_MIN + 4, buf))
-				return;
-		}
-		__u16 status = status_of(s->buf);
+	if (c->resp_pre_len == 0 && got >= HTTP_STATUS_MIN) {
+		__u16 status = status_of(w->buf);
 		if (status >= 200 || status == 101) {
-			end_request(c, k, status, s, n, len, buf);
+			end_request(c, k, status, w, got, len, buf);
 			c->phase = status == 101 ? HTTP_OPAQUE : HTTP_IDLE;
 		}
 		return;
@@ -1010,11 +1007,10 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 	__u32 off = c->resp_pre_len & 0xf;
 	if (off >= HTTP_STATUS_MIN)
 		off = 0;
-	if (bpf_probe_read_user(c->resp_pre + off, HTTP_RESP_PRE, buf) &&
-	    bpf_probe_read_user(c->resp_pre + off, 1, buf))
+	if (!got || bpf_probe_read_kernel(c->resp_pre + off, HTTP_RESP_PRE, w->buf))
 		return;
 	__u32 room = HTTP_RESP_PRE - off;
-	c->resp_pre_len = off + (first < room ? first : room);
+	c->resp_pre_len = off + (got < room ? got : room);
 	if (c->resp_pre_len < HTTP_STATUS_MIN)
 		return;
 	__u16 status = status_of(c->resp_pre);
@@ -1025,15 +1021,44 @@ static __always_inline void response_data(struct conn *c, const struct conn_key 
 	c->resp_pre_len = 0;
 }
 
+/* The call's first bytes into the scratch buffer, in one fixed-size copy
+ * (near the end of a mapping, a short one): how many are valid. */
+static __always_inline __u32 copy_call(struct scratch *w, const void *buf, long first)
+{
+	if (!buf || first <= 0)
+		return 0;
+	if (!bpf_probe_read_user(w->buf, HTTP_SCAN, buf))
+		return first < HTTP_SCAN ? first : HTTP_SCAN;
+	if (!bpf_probe_read_user(w->buf, 16, buf))
+		return first < 16 ? first : 16;
+	return 0;
+}
+
 static __always_inline void plain_data(struct conn *c, const struct conn_key *k, const void *buf,
 				       long first, long len, bool is_read)
 {
-	__u64 head = buf ? peek8(buf, first) : 0;
 	bool server = c->role == HTTP_ROLE_SERVER;
+	if (c->phase == HTTP_OPAQUE)
+		return;
+	/* Body bytes (sendfile, later reads and writes) need no copy. */
+	if (server == is_read) {
+		if (!buf || (c->phase == HTTP_REQUEST && c->parsed != PARSE_NONE)) {
+			if (c->phase != HTTP_IDLE)
+				c->request_bytes += len;
+			return;
+		}
+	} else if (!buf || (c->phase != HTTP_REQUEST && !c->pipelined)) {
+		return;
+	}
+	struct scratch *w = scratch();
+	if (!w)
+		return;
+	__u32 got = copy_call(w, buf, first);
+	__u64 head = got >= 8 ? *(__u64 *)w->buf : 0;
 	if (server == is_read)
-		request_data(c, k, head, buf, first, len);
+		request_data(c, k, head, w, got, buf, first, len);
 	else
-		response_data(c, k, head, buf, first, len);
+		response_data(c, k, head, w, got, buf, first, len);
 }
 
 /* One read or write of `len` bytes, the first `first` of them at `buf`
@@ -1305,7 +1330,7 @@ int http_close(struct sys_exit_ctx *ctx)
 	if (c->phase == HTTP_REQUEST) {
 		/* No response: a server's aborted request, a client's error. */
 		if (c->parsed == PARSE_NONE)
-			parse_request(c, true);
+			parse_request(c, true, NULL);
 		if (c->parsed == PARSE_OK)
 			aggregate(c, &k, 0, bpf_ktime_get_ns() - c->start_ns, request_body(c), -1);
 		else
@@ -1387,6 +1412,77 @@ int http_sendmsg(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_MSG, fal
 /* A body from a file (nginx): bytes only, never a head. */
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, false, 0); }
+
+/* ---- Socket tracepoints: the cheaper data hooks ------------------------
+ * sock:sock_recv_length and sock:sock_send_length (Linux 6.3+) fire inside
+ * the socket layer only, so reads and writes of files and pipes pay nothing
+ * and a tp_btf program costs less than a syscall tracepoint's. The buffer
+ * is the syscall's: its number and arguments are in the task's user
+ * registers. Calls from elsewhere (io_uring, the kernel's own sockets) are
+ * left alone. */
+
+#if defined(__TARGET_ARCH_arm64)
+#define NR_READ 63
+#define NR_WRITE 64
+#define NR_READV 65
+#define NR_WRITEV 66
+#define NR_SENDFILE 71
+#define NR_SENDTO 206
+#define NR_RECVFROM 207
+#define NR_SENDMSG 211
+#define NR_RECVMSG 212
+#define REG_NR syscallno
+#else
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDFILE 40
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+#define REG_NR orig_ax
+#endif
+
+#define IPPROTO_TCP 6
+
+static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
+{
+	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	/* A typed pointer here: registers are plain loads, not helper calls. */
+	struct pt_regs *r = user_regs();
+	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = r->di };
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (!c)
+		return 0;
+	long nr = r->REG_NR, first = ret;
+	const void *buf = NULL;
+	if (nr == NR_READ || nr == NR_RECVFROM || nr == NR_WRITE || nr == NR_SENDTO)
+		buf = (const void *)r->si;
+	else if (nr == NR_READV || nr == NR_WRITEV)
+		buf = first_iov((const struct iovec *)r->si, &first);
+	else if (nr == NR_RECVMSG || nr == NR_SENDMSG)
+		buf = msg_iov((const struct user_msghdr *)r->si, &first);
+	else if (nr != NR_SENDFILE) /* a body from a file: bytes only */
+		return 0;
+	return on_data(c, &k, k.fd, buf, first, ret, is_read);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(http_sock_recv, struct sock *sk, int ret, int flags)
+{
+	if (flags & MSG_PEEK)
+		return 0; /* not a read: the same bytes come again */
+	return on_sock(sk, ret, true);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(http_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock(sk, ret, false);
+}
 
 /* ---- TLS ---------------------------------------------------------------- */
 

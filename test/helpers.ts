@@ -5,6 +5,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import YAML from 'yaml';
 import { ROOT } from '../src/paths.js';
 
 export const isRoot = process.getuid?.() === 0;
@@ -68,11 +69,24 @@ export interface RunningAgent {
 }
 
 /** Starts `kernscope run` as a child and waits until it serves metrics. */
+/**
+ * A suite re-run on a fallback sets KS_TEST_HTTP_HOOKS (see
+ * test/e2e/http-syscalls.test.ts): every agent it starts is forced onto it.
+ */
+function withForcedHooks(configYaml: string): string {
+  const hooks = process.env.KS_TEST_HTTP_HOOKS;
+  if (!hooks) return configYaml;
+  const doc = (YAML.parse(configYaml) ?? {}) as { collectors?: { http?: Record<string, unknown> } };
+  doc.collectors ??= {};
+  doc.collectors.http = { ...doc.collectors.http, hooks };
+  return YAML.stringify(doc);
+}
+
 export async function startAgent(configYaml = '', extraArgs: string[] = []): Promise<RunningAgent> {
   const port = await freePort();
   const dir = tmpDir('ks-agent');
   const cfg = path.join(dir, 'config.yaml');
-  fs.writeFileSync(cfg, configYaml);
+  fs.writeFileSync(cfg, withForcedHooks(configYaml));
   const child = spawn(process.execPath, [KERNSCOPE, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

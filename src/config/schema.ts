@@ -143,6 +143,8 @@ export interface Config {
       bodySizes: boolean;
       /** Kernel tables: tracked connections; aggregated series (more go to a per-process overflow entry). */
       maps: { connections: number; aggregation: number };
+      /** Data hooks: the socket tracepoints (Linux 6.3+), the syscall tracepoints, or the cheapest present. */
+      hooks: 'auto' | 'socket' | 'syscalls';
     };
   };
   services: ServiceRule[];
@@ -207,6 +209,7 @@ export const DEFAULT_CONFIG: Config = {
       sampleEvery: 1,
       bodySizes: true,
       maps: { connections: 16384, aggregation: 8192 },
+      hooks: 'auto',
     },
   },
   services: [],
@@ -307,6 +310,7 @@ export const CONFIG_SCHEMA = {
               },
             },
             maps: { type: 'object', additionalProperties: false, properties: { connections: mapSize, aggregation: mapSize } },
+            hooks: { enum: ['auto', 'socket', 'syscalls'] },
           },
         },
       },

@@ -84,11 +84,13 @@ test('SIGTERM detaches every program and exits 0', async () => {
   let ids: number[];
   try {
     ids = programsOf(agent.child.pid!);
-    // TCP: state, retransmit, send and receive reset, destroy; HTTP: 14
-    // syscall exits and 6 TLS uprobe programs; process: exec, fork, exit,
+    // TCP: state, retransmit, send and receive reset, destroy; HTTP: 5
+    // syscall exits (accept, accept4, connect, close, getsockopt), the 2
+    // socket tracepoints for reads and writes and 6 TLS uprobe programs;
+    // process: exec, fork, exit,
     // openat, openat2, connect, ptrace and the 3 setuid calls (the default
     // rules use them all).
-    assert.equal(ids.length, 5 + 14 + 6 + 10, `programs held by the agent: ${ids}`);
+    assert.equal(ids.length, 5 + 7 + 6 + 10, `programs held by the agent: ${ids}`);
     for (const id of ids) assert.ok(allProgramIds().has(id));
   } finally {
     assert.equal(await agent.stop(), 0);
@@ -104,7 +106,7 @@ test('SIGINT too', async () => {
   assert.equal(await agent.exited, 0);
   await agent.stop();
   assert.match(agent.stderr(), /SIGINT: detaching and exiting/);
-  assert.equal(ids.length, 5 + 14 + 6 + 10);
+  assert.equal(ids.length, 5 + 7 + 6 + 10);
   // The kernel frees programs after an RCU grace period: allow it a moment.
   assert.ok(await eventually(async () => ids.every((id) => !allProgramIds().has(id)), 3000));
 });
@@ -134,6 +136,14 @@ test('doctor reports features, hook costs and plans', async () => {
     'tcp_send_reset=tp_btf',
     'tcp_receive_reset=tp_btf',
     'tcp_destroy_sock=tp_btf',
+  ]);
+  // HTTP's reads and writes: the socket tracepoints, present here (6.3+).
+  const http = rep.collectors.find((c) => c.collector === 'http')!;
+  assert.equal(http.runnable, true);
+  assert.deepEqual(http.hooks.filter((h) => !h.event.startsWith('sys_exit_')).map((h) => `${h.event}=${h.kind}`), [
+    'sock_recv_length=tp_btf',
+    'sock_send_length=tp_btf',
+    'SSL_read/SSL_write=uprobe',
   ]);
 
   const text = await runCli(['doctor', '--no-measure']);

@@ -24,6 +24,10 @@ const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_accept', 'http_accept'],
   ['sys_exit_connect', 'http_connect'],
   ['sys_exit_close', 'http_close'],
+  ['sys_exit_getsockopt', 'http_getsockopt'],
+];
+/** Where reads and writes are seen without the socket tracepoints. */
+const DATA_SYSCALLS: Array<[string, string]> = [
   ['sys_exit_read', 'http_read'],
   ['sys_exit_recvfrom', 'http_recvfrom'],
   ['sys_exit_readv', 'http_readv'],
@@ -33,8 +37,14 @@ const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_writev', 'http_writev'],
   ['sys_exit_sendmsg', 'http_sendmsg'],
   ['sys_exit_sendfile64', 'http_sendfile'],
-  ['sys_exit_getsockopt', 'http_getsockopt'],
 ];
+/** The socket layer's tracepoints (Linux 6.3+): only socket I/O pays for them. */
+const DATA_SOCKET: Array<[string, string]> = [
+  ['sock_recv_length', 'http_sock_recv'],
+  ['sock_send_length', 'http_sock_send'],
+];
+/** Hooks the collector runs without. */
+const OPTIONAL = ['sys_exit_accept', 'sys_exit_sendfile64', 'sys_exit_getsockopt', 'SSL_read/SSL_write'];
 
 /** error_type of a client whose connect failed, by errno. */
 const CONNECT_ERRORS: Record<number, string> = {
@@ -126,15 +136,22 @@ export class HttpCollector implements Collector {
   private bodySizes = true;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
-    const hooks: HookChoice[] = SYSCALLS.map(([event, program]) =>
-      f.hasTracepoint(event) ? { event, kind: 'tracepoint', program } : { event, kind: null, reason: 'tracepoint not in this kernel (or tracefs not mounted)' },
-    ) as HookChoice[];
+    const tracepoint = ([event, program]: [string, string]): HookChoice =>
+      f.hasTracepoint(event) ? { event, kind: 'tracepoint', program } : { event, kind: null, reason: 'tracepoint not in this kernel (or tracefs not mounted)' };
+    // Reads and writes: the socket tracepoints where the kernel has them,
+    // else the syscall exits; collectors.http.hooks forces either.
+    const want = config.collectors.http.hooks;
+    const socketOk = f.tpBtf && DATA_SOCKET.every(([event]) => f.hasBtfType(`btf_trace_${event}`));
+    const data: HookChoice[] = want === 'syscalls' || (want === 'auto' && !socketOk)
+      ? DATA_SYSCALLS.map(tracepoint)
+      : DATA_SOCKET.map(([event, program]) => (socketOk ? { event, kind: 'tp_btf', program } : { event, kind: null, reason: f.tpBtf ? 'tracepoint not in this kernel (Linux 6.3+)' : 'tp_btf programs cannot be loaded' }));
+    const hooks: HookChoice[] = [...SYSCALLS.map(tracepoint), ...data];
     if (config.collectors.http.tls.enabled) {
       hooks.push(f.uprobe.ok ? { event: 'SSL_read/SSL_write', kind: 'uprobe' } : { event: 'SSL_read/SSL_write', kind: null, reason: f.uprobe.detail ?? 'uprobes unavailable' });
     }
     if (!config.collectors.http.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     if (!f.tracepoint) return { collector: this.name, runnable: false, reason: 'tracepoint programs cannot be loaded', hooks };
-    const missing = hooks.filter((h) => !h.kind && !['sys_exit_accept', 'sys_exit_sendfile64', 'sys_exit_getsockopt', 'SSL_read/SSL_write'].includes(h.event));
+    const missing = hooks.filter((h) => !h.kind && !OPTIONAL.includes(h.event));
     if (missing.length) return { collector: this.name, runnable: false, reason: `${missing[0]!.event}: ${missing[0]!.reason}`, hooks };
     return { collector: this.name, runnable: true, hooks };
   }
@@ -145,11 +162,12 @@ export class HttpCollector implements Collector {
     const plan = this.plan(ctx.features, ctx.config);
     if (!plan.runnable) throw new Error(`http collector cannot run: ${plan.reason}`);
     const durationBounds = [...cfg.durationBuckets].sort((a, b) => a - b);
-    const chosen = plan.hooks.filter((h) => h.kind === 'tracepoint');
+    const chosen = plan.hooks.filter((h) => h.kind === 'tracepoint' || h.kind === 'tp_btf');
     const tls = plan.hooks.some((h) => h.kind === 'uprobe');
+    const used = new Set(chosen.map((h) => h.program));
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
       skipPrograms: [
-        ...plan.hooks.filter((h) => !h.kind && h.event.startsWith('sys_')).map((h) => SYSCALLS.find(([e]) => e === h.event)![1]),
+        ...[...SYSCALLS, ...DATA_SYSCALLS, ...DATA_SOCKET].map(([, program]) => program).filter((p) => !used.has(p)),
         ...(tls ? [] : TLS_PROGRAMS),
       ],
       rodata: {
