@@ -710,14 +710,33 @@ static napi_value map_delete(napi_env env, napi_callback_info info)
 
 /* Reads every entry: one batch syscall where the map type allows it, else
  * get_next_key + lookup. Returns { keys, values, count, batched }. */
+/* Sums each entry's per-CPU slots (u64 words) into one slot, in place: the
+ * fold reads one value per entry instead of one per CPU. */
+static void sum_slots(char *vals, uint32_t count, int64_t vs, int64_t slot)
+{
+	int64_t cpus = vs / slot, words = slot / 8;
+	for (uint32_t i = 0; i < count; i++) {
+		const uint64_t *in = (const uint64_t *)(vals + (size_t)i * vs);
+		uint64_t *out = (uint64_t *)(vals + (size_t)i * slot);
+		for (int64_t w = 0; w < words; w++) {
+			uint64_t sum = 0;
+			for (int64_t c = 0; c < cpus; c++)
+				sum += in[c * words + w];
+			out[w] = sum; /* out trails in: entry i's sums land at or before its input */
+		}
+	}
+}
+
 static napi_value map_dump(napi_env env, napi_callback_info info)
 {
-	napi_value argv[4], res, kb, vb;
-	int64_t fd, ks, vs, max;
-	if (!get_args(env, info, 4, argv) || !get_i64(env, argv[0], &fd) ||
-	    !get_i64(env, argv[1], &ks) || !get_i64(env, argv[2], &vs) ||
-	    !get_i64(env, argv[3], &max) || ks <= 0 || vs <= 0 || max <= 0)
-		return throw_err(env, EINVAL, "mapDump(fd, keySize, valueSize, maxEntries)");
+	napi_value argv[5], res, kb, vb;
+	int64_t fd, ks, vs, max, slot = 0;
+	size_t argc = 5;
+	if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 ||
+	    !get_i64(env, argv[0], &fd) || !get_i64(env, argv[1], &ks) || !get_i64(env, argv[2], &vs) ||
+	    !get_i64(env, argv[3], &max) || ks <= 0 || vs <= 0 || max <= 0 ||
+	    (argc >= 5 && (!get_i64(env, argv[4], &slot) || slot < 0 || (slot && (slot % 8 || vs % slot)))))
+		return throw_err(env, EINVAL, "mapDump(fd, keySize, valueSize, maxEntries[, sumSlot])");
 	char *keys = malloc(ks * max), *vals = malloc(vs * max);
 	if (!keys || !vals) {
 		free(keys);
@@ -774,6 +793,10 @@ static napi_value map_dump(napi_env env, napi_callback_info info)
 		free(keys);
 		free(vals);
 		return throw_err(env, err, "map dump");
+	}
+	if (slot && slot < vs) {
+		sum_slots(vals, count, vs, slot);
+		vs = slot;
 	}
 	napi_create_buffer_copy(env, count * ks, keys, NULL, &kb);
 	napi_create_buffer_copy(env, count * vs, vals, NULL, &vb);

@@ -71,6 +71,8 @@ export interface Addon {
     keySize: number,
     valueSize: number,
     maxEntries: number,
+    /** Per-CPU values: sum each entry's slots of this many bytes (u64 words) into one. */
+    sumSlot?: number,
   ): { keys: Buffer; values: Buffer; count: number; batched: boolean };
   ringbufOpen(h: number, mapFd: number, cb: (batch: Buffer, count: number) => void): number;
   ringbufClose(rb: number): void;

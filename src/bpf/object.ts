@@ -72,6 +72,24 @@ export class BpfMap {
     return out;
   }
 
+  /**
+   * Every entry with its per-CPU value summed in the addon (u64 words): one
+   * value per entry. The same as entries() for other maps.
+   */
+  summedEntries(): MapEntry[] {
+    if (!this.percpu) return this.entries();
+    const { keySize, maxEntries } = this.info;
+    const d = addon().mapDump(this.info.fd, keySize, this.valueBytes, maxEntries, this.slotSize);
+    const out: MapEntry[] = new Array(d.count);
+    for (let i = 0; i < d.count; i++) {
+      out[i] = {
+        key: d.keys.subarray(i * keySize, (i + 1) * keySize),
+        value: d.values.subarray(i * this.slotSize, (i + 1) * this.slotSize),
+      };
+    }
+    return out;
+  }
+
   /** Sums a per-CPU value's u64 fields into one Buffer of the value's size. */
   sumPerCpu(value: Buffer): Buffer {
     if (!this.percpu) return value;
