@@ -195,6 +195,14 @@ export class BpfObject {
     }
   }
 
+  /**
+   * Opens an object without loading it: its BTF (the C headers' layouts)
+   * can be read, and nothing reaches the kernel, so no privilege is needed.
+   */
+  static openUnloaded(path: string): BpfObject {
+    return new BpfObject(path, addon().openObject(path));
+  }
+
   private static loadOnce(path: string, opts: LoadOptions): BpfObject {
     const a = addon();
     const h = a.openObject(path);
