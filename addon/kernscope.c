@@ -8,6 +8,7 @@
  * never a dangling pointer. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -456,6 +457,9 @@ static napi_value load_object(napi_env env, napi_callback_info info)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	int err = bpf_object__load(obj);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	/* A load parses the kernel's BTF (megabytes) and frees it: give those
+	 * pages back, or the agent keeps them resident for its whole life. */
+	malloc_trim(0);
 	if (err)
 		return throw_err(env, err, "load %s", bpf_object__name(obj));
 	return NULL;
@@ -710,21 +714,58 @@ static napi_value map_delete(napi_env env, napi_callback_info info)
 
 /* Reads every entry: one batch syscall where the map type allows it, else
  * get_next_key + lookup. Returns { keys, values, count, batched }. */
-/* Sums each entry's per-CPU slots (u64 words) into one slot, in place: the
- * fold reads one value per entry instead of one per CPU. */
-static void sum_slots(char *vals, uint32_t count, int64_t vs, int64_t slot)
+/* Entries read so far, grown as they come: a dump holds what the map has,
+ * not its capacity (a large per-CPU table's capacity is megabytes that
+ * would stay resident in the heap). */
+struct dump {
+	char *keys, *vals;
+	uint32_t count, cap;
+	int64_t ks, vs;
+};
+
+static bool dump_room(struct dump *d, uint32_t more)
 {
-	int64_t cpus = vs / slot, words = slot / 8;
-	for (uint32_t i = 0; i < count; i++) {
-		const uint64_t *in = (const uint64_t *)(vals + (size_t)i * vs);
-		uint64_t *out = (uint64_t *)(vals + (size_t)i * slot);
-		for (int64_t w = 0; w < words; w++) {
-			uint64_t sum = 0;
-			for (int64_t c = 0; c < cpus; c++)
-				sum += in[c * words + w];
-			out[w] = sum; /* out trails in: entry i's sums land at or before its input */
+	if (d->count + more <= d->cap)
+		return true;
+	uint32_t cap = d->cap ? d->cap : 64;
+	while (cap < d->count + more)
+		cap *= 2;
+	char *k = realloc(d->keys, (size_t)cap * d->ks);
+	if (!k)
+		return false;
+	d->keys = k;
+	char *v = realloc(d->vals, (size_t)cap * d->vs);
+	if (!v)
+		return false;
+	d->vals = v;
+	d->cap = cap;
+	return true;
+}
+
+/* Appends n entries (values of `vs` bytes each), summing each value's
+ * per-CPU slots into one of d->vs bytes when they differ. */
+static bool dump_add(struct dump *d, const char *keys, const char *vals, uint32_t n, int64_t vs)
+{
+	if (!dump_room(d, n))
+		return false;
+	memcpy(d->keys + (size_t)d->count * d->ks, keys, (size_t)n * d->ks);
+	if (vs == d->vs) {
+		memcpy(d->vals + (size_t)d->count * d->vs, vals, (size_t)n * vs);
+	} else {
+		int64_t cpus = vs / d->vs, words = d->vs / 8;
+		for (uint32_t i = 0; i < n; i++) {
+			const uint64_t *in = (const uint64_t *)(vals + (size_t)i * vs);
+			uint64_t *out = (uint64_t *)(d->vals + (size_t)(d->count + i) * d->vs);
+			for (int64_t w = 0; w < words; w++) {
+				uint64_t sum = 0;
+				for (int64_t c = 0; c < cpus; c++)
+					sum += in[c * words + w];
+				out[w] = sum;
+			}
 		}
 	}
+	d->count += n;
+	return true;
 }
 
 static napi_value map_dump(napi_env env, napi_callback_info info)
@@ -737,75 +778,88 @@ static napi_value map_dump(napi_env env, napi_callback_info info)
 	    !get_i64(env, argv[3], &max) || ks <= 0 || vs <= 0 || max <= 0 ||
 	    (argc >= 5 && (!get_i64(env, argv[4], &slot) || slot < 0 || (slot && (slot % 8 || vs % slot)))))
 		return throw_err(env, EINVAL, "mapDump(fd, keySize, valueSize, maxEntries[, sumSlot])");
-	char *keys = malloc(ks * max), *vals = malloc(vs * max);
-	if (!keys || !vals) {
-		free(keys);
-		free(vals);
-		return throw_err(env, ENOMEM, "map dump");
-	}
-	uint32_t count = 0;
-	bool batched = false;
-
-	/* Batch: in/out batch tokens are opaque, sized like a key for hashes. */
-	char *token = malloc(ks < 8 ? 8 : ks);
-	bool first = true;
+	struct dump d = { .ks = ks, .vs = slot ? slot : vs };
+	/* Batches of `chunk` entries; a hash bucket larger than that is ENOSPC:
+	 * the chunk doubles and the batch is tried again. */
+	uint32_t chunk = max < 256 ? (uint32_t)max : 256;
+	char *keys = malloc((size_t)ks * chunk), *vals = malloc((size_t)vs * chunk);
+	char *token = malloc(ks < 8 ? 8 : ks), *next = malloc(ks < 8 ? 8 : ks);
+	bool batched = false, first = true;
 	int err = 0;
-	while (count < max) {
-		uint32_t n = max - count;
+	if (!keys || !vals || !token || !next)
+		err = ENOMEM;
+	while (!err && d.count < max) {
+		uint32_t n = chunk;
 		LIBBPF_OPTS(bpf_map_batch_opts, bo);
-		err = bpf_map_lookup_batch((int)fd, first ? NULL : token, token,
-					   keys + count * ks, vals + count * vs, &n, &bo);
-		if (err && errno != ENOENT) {
+		int r = bpf_map_lookup_batch((int)fd, first ? NULL : token, next, keys, vals, &n, &bo);
+		if (r && errno == ENOSPC && !n && chunk < max) {
+			char *k2 = realloc(keys, (size_t)ks * chunk * 2), *v2 = k2 ? realloc(vals, (size_t)vs * chunk * 2) : NULL;
+			if (k2)
+				keys = k2;
+			if (!k2 || !v2) {
+				err = ENOMEM;
+				break;
+			}
+			vals = v2;
+			chunk *= 2;
+			continue;
+		}
+		if (r && errno != ENOENT) {
 			err = errno;
 			break;
 		}
-		count += n;
-		first = false;
-		batched = true;
-		if (err) { /* ENOENT: that was the last batch */
-			err = 0;
+		if (!dump_add(&d, keys, vals, n, vs)) {
+			err = ENOMEM;
 			break;
 		}
+		memcpy(token, next, ks < 8 ? 8 : ks);
+		first = false;
+		batched = true;
+		if (r) /* ENOENT: that was the last batch */
+			break;
 	}
 	free(token);
+	free(next);
 	if (err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP || err == 524 /* ENOTSUPP */) {
+		/* No batch ops for this map type: key by key. */
 		batched = false;
-		count = 0;
 		err = 0;
-		char *prev = NULL;
-		while (count < max) {
-			char *cur = keys + count * ks;
+		d.count = 0;
+		char *prev = NULL, *cur = malloc(ks), *last = malloc(ks);
+		if (!cur || !last)
+			err = ENOMEM;
+		while (!err && d.count < max) {
 			if (bpf_map_get_next_key((int)fd, prev, cur))
 				break;
-			if (bpf_map_lookup_elem((int)fd, cur, vals + count * vs)) {
-				if (errno == ENOENT) { /* deleted meanwhile: skip it */
-					prev = cur;
+			memcpy(last, cur, ks);
+			prev = last;
+			if (bpf_map_lookup_elem((int)fd, cur, vals)) {
+				if (errno == ENOENT) /* deleted meanwhile: skip it */
 					continue;
-				}
 				err = errno;
 				break;
 			}
-			prev = cur;
-			count++;
+			if (!dump_add(&d, cur, vals, 1, vs))
+				err = ENOMEM;
 		}
+		free(cur);
+		free(last);
 	}
-	if (err) {
-		free(keys);
-		free(vals);
-		return throw_err(env, err, "map dump");
-	}
-	if (slot && slot < vs) {
-		sum_slots(vals, count, vs, slot);
-		vs = slot;
-	}
-	napi_create_buffer_copy(env, count * ks, keys, NULL, &kb);
-	napi_create_buffer_copy(env, count * vs, vals, NULL, &vb);
 	free(keys);
 	free(vals);
+	if (err) {
+		free(d.keys);
+		free(d.vals);
+		return throw_err(env, err, "map dump");
+	}
+	napi_create_buffer_copy(env, (size_t)d.count * d.ks, d.keys, NULL, &kb);
+	napi_create_buffer_copy(env, (size_t)d.count * d.vs, d.vals, NULL, &vb);
+	free(d.keys);
+	free(d.vals);
 	napi_create_object(env, &res);
 	set_prop(env, res, "keys", kb);
 	set_prop(env, res, "values", vb);
-	set_prop(env, res, "count", mk_i64(env, count));
+	set_prop(env, res, "count", mk_i64(env, d.count));
 	set_prop(env, res, "batched", mk_bool(env, batched));
 	return res;
 }

@@ -15,7 +15,7 @@ const volatile __u64 wakeup_bytes = 16 * sizeof(struct ks_proc_exec);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 8 << 20);
+	__uint(max_entries, 2 << 20);
 } proc_events SEC(".maps");
 
 /* Watched path prefixes: index -> NUL-terminated prefix; empty ends the list. */
