@@ -6,6 +6,7 @@ import { ProgramStatsSampler } from './bpf/stats.js';
 import { detectFeatures, ensureTracefs, type KernelFeatures } from './capabilities/features.js';
 import { TcpCollector } from './collectors/tcp/index.js';
 import { HttpCollector } from './collectors/http/index.js';
+import { ResourcesCollector } from './collectors/resources/index.js';
 import { ProcessCollector } from './collectors/process/index.js';
 import { CustomCollector } from './collectors/custom/index.js';
 import { ObjectsCollector } from './collectors/objects/index.js';
@@ -22,7 +23,7 @@ import { KernscopeError } from './errors.js';
 export function allCollectors(): Collector[] {
   // Custom probes first: a mistake in them stops the agent before the
   // others have loaded anything.
-  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), new ProcessCollector()];
+  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), new ProcessCollector(), new ResourcesCollector()];
 }
 
 export type Log = (msg: string) => void;

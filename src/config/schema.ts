@@ -119,6 +119,8 @@ export interface Config {
       maps: { sockets: number; stats: number; histograms: number; listeners: number };
     };
     process: { enabled: boolean };
+    /** What each service costs the node (CPU, memory, disk, threads, run-queue wait; its cgroups' memory, limits, OOM kills, throttling), from /proc and cgroupfs. */
+    resources: { enabled: boolean; maxSeries: number };
     http: {
       enabled: boolean;
       /** Distinct label sets per metric family; more fold into "_overflow". */
@@ -195,6 +197,7 @@ export const DEFAULT_CONFIG: Config = {
       maps: { sockets: 65536, stats: 16384, histograms: 65536, listeners: 16384 },
     },
     process: { enabled: true },
+    resources: { enabled: true, maxSeries: 2000 },
     http: {
       enabled: true,
       maxSeries: 5000,
@@ -280,6 +283,7 @@ export const CONFIG_SCHEMA = {
           },
         },
         process: { type: 'object', additionalProperties: false, properties: { enabled: { type: 'boolean' } } },
+        resources: { type: 'object', additionalProperties: false, properties: { enabled: { type: 'boolean' }, maxSeries: { type: 'integer', minimum: 1, maximum: 1000000 } } },
         http: {
           type: 'object',
           additionalProperties: false,

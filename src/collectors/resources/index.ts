@@ -1,0 +1,329 @@
+/**
+ * What each service costs the node, from /proc and cgroupfs (no BPF: files
+ * are cheaper here than any hook). At each collection, at most once a
+ * second, every process's stat, statm, io and schedstat are read once into
+ * one reused buffer; counters grow by each process's delta since the last
+ * walk and are summed per service (no pid in any label). Processes that
+ * were running when the agent started count from then on; one that starts
+ * later counts whole. The cgroups of those processes give memory in use,
+ * the limit, OOM kills and CPU throttling, on cgroup v2 or v1 alike.
+ * Names follow OpenTelemetry's process conventions, as Beyla's do.
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import type client from 'prom-client';
+import type { Config } from '../../config/schema.js';
+import type { KernelFeatures } from '../../capabilities/features.js';
+import { META_LABELS, metadataOn } from '../../process/names.js';
+import { LabelLimiter } from '../../metrics/label-limiter.js';
+import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
+import { FileReader, parseCgroupV2, parseKeyValues, parseLimit, parseSchedstat, parseStat, parseStatmResident } from './procfs.js';
+
+/** What the last walk saw of one process. */
+interface Proc {
+  start: number;
+  utime: number;
+  stime: number;
+  readBytes: number;
+  writeBytes: number;
+  waitNs: number;
+  /** Its memory and cpu cgroup paths (read once per process). */
+  memCg: string | undefined;
+  cpuCg: string | undefined;
+}
+
+/** Where a controller's files are, and which names they have. */
+interface Controller {
+  root: string;
+  v2: boolean;
+}
+
+interface Cgroup {
+  service: string;
+  meta: Record<string, string>;
+  oomKills?: number;
+  throttledPeriods?: number;
+  throttledNs?: number;
+}
+
+/** A v1 limit this large is no limit (the page-rounded LONG_MAX). */
+const V1_NO_LIMIT = 2 ** 62;
+
+function getconf(name: string, fallback: number): number {
+  try {
+    return Number(execFileSync('getconf', [name], { encoding: 'utf8' }).trim()) || fallback;
+  } catch {
+    return fallback;
+  }
+}
+
+/** The memory and cpu controllers: in the v2 hierarchy when it has them, else their v1 mounts. */
+function controllers(): { memory?: Controller; cpu?: Controller; v1Names: Map<string, string> } {
+  const out: { memory?: Controller; cpu?: Controller; v1Names: Map<string, string> } = { v1Names: new Map() };
+  let mountinfo = '';
+  try {
+    mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of mountinfo.split('\n')) {
+    const [pre, post] = line.split(' - ');
+    if (!pre || !post) continue;
+    const mnt = pre.split(' ')[4]!;
+    const [type, , opts = ''] = post.split(' ');
+    if (type === 'cgroup2') {
+      let have: string[] = [];
+      try {
+        have = fs.readFileSync(`${mnt}/cgroup.controllers`, 'utf8').trim().split(/\s+/);
+      } catch {
+        // no controllers file: nothing here
+      }
+      if (have.includes('memory')) out.memory = { root: mnt, v2: true };
+      if (have.includes('cpu')) out.cpu = { root: mnt, v2: true };
+    } else if (type === 'cgroup') {
+      const o = opts.split(',');
+      if (o.includes('memory') && !out.memory) out.memory = { root: mnt, v2: false };
+      if (o.includes('cpu') && !out.cpu) out.cpu = { root: mnt, v2: false };
+      for (const c of ['memory', 'cpu']) if (o.includes(c)) out.v1Names.set(c, o.filter((x) => ['memory', 'cpu', 'cpuacct'].includes(x)).join(','));
+    }
+  }
+  return out;
+}
+
+/** A process's path in a controller's hierarchy, from /proc/PID/cgroup. */
+function cgroupOf(text: string, c: Controller | undefined, v1Name: string | undefined): string | undefined {
+  if (!c) return undefined;
+  if (c.v2) return parseCgroupV2(text);
+  for (const line of text.split('\n')) {
+    const [, names, path] = line.split(':');
+    if (names && path !== undefined && names === v1Name) return path;
+  }
+  return undefined;
+}
+
+export class ResourcesCollector implements Collector {
+  readonly name = 'resources';
+  private ctx!: CollectorContext;
+  private reader = new FileReader();
+  private procs = new Map<number, Proc>();
+  private cgroups = new Map<string, Cgroup>();
+  private first = true;
+  private lastWalk = 0;
+  private tick = 100;
+  private page = 4096;
+  private ctl: ReturnType<typeof controllers> = { v1Names: new Map() };
+  private limiter!: LabelLimiter;
+  private m!: {
+    cpu: client.Counter<string>;
+    memory: client.Gauge<string>;
+    disk: client.Counter<string>;
+    threads: client.Gauge<string>;
+    processes: client.Gauge<string>;
+    wait: client.Counter<string>;
+    cgMemory: client.Gauge<string>;
+    cgLimit: client.Gauge<string>;
+    cgOom: client.Counter<string>;
+    cgThrottledPeriods: client.Counter<string>;
+    cgThrottled: client.Counter<string>;
+    walkSeconds: client.Gauge<string>;
+    walkFiles: client.Gauge<string>;
+  };
+
+  plan(_f: KernelFeatures, config: Config): CollectorPlan {
+    const hooks: CollectorPlan['hooks'] = []; // files only: /proc and cgroupfs
+    if (!config.collectors.resources.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
+    return { collector: this.name, runnable: true, hooks };
+  }
+
+  start(ctx: CollectorContext): void {
+    this.ctx = ctx;
+    this.tick = getconf('CLK_TCK', 100);
+    this.page = getconf('PAGESIZE', 4096);
+    this.ctl = controllers();
+    this.limiter = new LabelLimiter(ctx.config.collectors.resources.maxSeries, () => ctx.drops.inc({ source: 'resources', reason: 'label_overflow' }));
+    ctx.drops.inc({ source: 'resources', reason: 'label_overflow' }, 0);
+    const meta = metadataOn(ctx.config) ? META_LABELS : [];
+    const svc = ['service_name', ...meta];
+    const cg = ['cgroup', 'service_name', ...meta];
+    const M = ctx.metrics;
+    this.m = {
+      cpu: M.counter('process_cpu_time_seconds_total', 'CPU time of the service\'s processes, by mode (user, system).', [...svc, 'cpu_mode']),
+      memory: M.gauge('process_memory_usage_bytes', 'Resident memory of the service\'s processes (RSS, summed).', svc),
+      disk: M.counter('process_disk_io_bytes_total', 'Bytes the service\'s processes read from and wrote to storage (write: as they are dirtied in the page cache).', [...svc, 'disk_io_direction']),
+      threads: M.gauge('process_thread_count', 'Threads of the service\'s processes.', svc),
+      processes: M.gauge('kernscope_service_processes', 'Processes of the service.', svc),
+      wait: M.counter('kernscope_process_cpu_wait_seconds_total', 'Time the service\'s threads waited on a run queue for a CPU (schedstat).', svc),
+      cgMemory: M.gauge('kernscope_cgroup_memory_usage_bytes', 'Memory charged to the cgroup (v2 memory.current, v1 memory.usage_in_bytes).', cg),
+      cgLimit: M.gauge('kernscope_cgroup_memory_limit_bytes', 'The cgroup\'s memory limit (memory.max, memory.limit_in_bytes); absent when unlimited.', cg),
+      cgOom: M.counter('kernscope_cgroup_oom_kills_total', 'Processes the OOM killer killed in the cgroup.', cg),
+      cgThrottledPeriods: M.counter('kernscope_cgroup_cpu_throttled_periods_total', 'CFS periods in which the cgroup was throttled (cpu.stat nr_throttled).', cg),
+      cgThrottled: M.counter('kernscope_cgroup_cpu_throttled_seconds_total', 'Time the cgroup\'s tasks were throttled by its CPU quota.', cg),
+      walkSeconds: M.gauge('kernscope_resources_collection_seconds', 'How long the last walk over /proc and cgroupfs took.'),
+      walkFiles: M.gauge('kernscope_resources_collection_files', 'Files the last walk read.'),
+    };
+    this.collect();
+  }
+
+  programs(): [] {
+    return [];
+  }
+
+  collect(): void {
+    const now = Date.now();
+    if (now - this.lastWalk < 1000) return; // scrapes and the interval share one walk a second
+    this.lastWalk = now;
+    const t0 = process.hrtime.bigint();
+    this.reader.files = 0;
+    this.walk();
+    this.walkCgroups();
+    this.first = false;
+    this.m.walkSeconds.set(Number(process.hrtime.bigint() - t0) / 1e9);
+    this.m.walkFiles.set(this.reader.files);
+  }
+
+  private walk(): void {
+    const r = this.reader;
+    const gauges = new Map<string, { labels: Record<string, string>; rss: number; threads: number; procs: number }>();
+    const cgCount = new Map<string, Map<string, { n: number; meta: Record<string, string> }>>();
+    const seen = new Set<number>();
+    let entries: string[];
+    try {
+      entries = fs.readdirSync('/proc');
+    } catch {
+      return;
+    }
+    for (const d of entries) {
+      const c0 = d.charCodeAt(0);
+      if (c0 < 48 || c0 > 57) continue;
+      const pid = Number(d);
+      if (pid === 2) continue;
+      const statText = r.read(`/proc/${pid}/stat`);
+      const st = statText && parseStat(statText);
+      if (!st) continue;
+      // Kernel threads (children of kthreadd) belong to no service.
+      if (statText.slice(statText.lastIndexOf(')') + 2).split(' ', 3)[1] === '2') continue;
+      const n = this.ctx.namer.names(pid, st.comm);
+      if (!n.inScope) continue;
+      seen.add(pid);
+      const io = parseKeyValues(r.read(`/proc/${pid}/io`) ?? '');
+      const sched = parseSchedstat(r.read(`/proc/${pid}/schedstat`) ?? '');
+      const rss = parseStatmResident(r.read(`/proc/${pid}/statm`) ?? '') ?? 0;
+      let p = this.procs.get(pid);
+      const fresh = !p || p.start !== st.start;
+      const cur: Proc = {
+        start: st.start,
+        utime: st.utime,
+        stime: st.stime,
+        readBytes: io.get('read_bytes') ?? 0,
+        writeBytes: io.get('write_bytes') ?? 0,
+        waitNs: sched?.waitNs ?? 0,
+        memCg: p && !fresh ? p.memCg : undefined,
+        cpuCg: p && !fresh ? p.cpuCg : undefined,
+      };
+      if (fresh) {
+        const cgText = r.read(`/proc/${pid}/cgroup`) ?? '';
+        cur.memCg = cgroupOf(cgText, this.ctl.memory, this.ctl.v1Names.get('memory'));
+        cur.cpuCg = cgroupOf(cgText, this.ctl.cpu, this.ctl.v1Names.get('cpu'));
+      }
+      // Running when the agent started: counted from now on. Started since: whole.
+      const base: Proc | undefined = !fresh ? p : this.first ? cur : undefined;
+      this.procs.set(pid, cur);
+      p = base;
+      const labels = this.limiter.admit(`${n.service}\0${Object.values(n.meta).join('\0')}`, { service_name: n.service, ...n.meta });
+      const add = (c: client.Counter<string>, extra: Record<string, string>, v: number): void => {
+        if (v > 0) c.inc({ ...labels, ...extra }, v);
+      };
+      add(this.m.cpu, { cpu_mode: 'user' }, (cur.utime - (p?.utime ?? 0)) / this.tick);
+      add(this.m.cpu, { cpu_mode: 'system' }, (cur.stime - (p?.stime ?? 0)) / this.tick);
+      add(this.m.disk, { disk_io_direction: 'read' }, cur.readBytes - (p?.readBytes ?? 0));
+      add(this.m.disk, { disk_io_direction: 'write' }, cur.writeBytes - (p?.writeBytes ?? 0));
+      add(this.m.wait, {}, (cur.waitNs - (p?.waitNs ?? 0)) / 1e9);
+      const key = Object.values(labels).join('\0');
+      let g = gauges.get(key);
+      if (!g) gauges.set(key, (g = { labels, rss: 0, threads: 0, procs: 0 }));
+      g.rss += rss * this.page;
+      g.threads += st.threads;
+      g.procs++;
+      for (const path of new Set([cur.memCg, cur.cpuCg])) {
+        if (!path || path === '/') continue;
+        let m = cgCount.get(path);
+        if (!m) cgCount.set(path, (m = new Map()));
+        const e = m.get(n.service);
+        if (e) e.n++;
+        else m.set(n.service, { n: 1, meta: n.meta });
+      }
+    }
+    for (const pid of this.procs.keys()) if (!seen.has(pid)) this.procs.delete(pid);
+    // Gauges are what is now: services gone since the last walk vanish.
+    this.m.memory.reset();
+    this.m.threads.reset();
+    this.m.processes.reset();
+    for (const g of gauges.values()) {
+      this.m.memory.set(g.labels, g.rss);
+      this.m.threads.set(g.labels, g.threads);
+      this.m.processes.set(g.labels, g.procs);
+    }
+    // A cgroup is named once, after the service with most processes in it.
+    for (const [path, services] of cgCount) {
+      if (this.cgroups.has(path)) continue;
+      if (this.cgroups.size >= this.ctx.config.collectors.resources.maxSeries) {
+        this.ctx.drops.inc({ source: 'resources', reason: 'label_overflow' });
+        continue;
+      }
+      const [service, e] = [...services.entries()].sort((a, b) => b[1].n - a[1].n)[0]!;
+      this.cgroups.set(path, { service, meta: e.meta });
+    }
+  }
+
+  /** Every cgroup a service ran in, while its directory lives (an OOM kill may have emptied it). */
+  private walkCgroups(): void {
+    const r = this.reader;
+    const { memory, cpu } = this.ctl;
+    this.m.cgMemory.reset();
+    this.m.cgLimit.reset();
+    for (const [path, cg] of this.cgroups) {
+      const labels = { cgroup: path, service_name: cg.service, ...cg.meta };
+      let alive = false;
+      if (memory) {
+        const dir = memory.root + path;
+        const usage = parseLimit(r.read(`${dir}/${memory.v2 ? 'memory.current' : 'memory.usage_in_bytes'}`));
+        if (usage !== undefined) {
+          alive = true;
+          this.m.cgMemory.set(labels, usage);
+          const limit = parseLimit(r.read(`${dir}/${memory.v2 ? 'memory.max' : 'memory.limit_in_bytes'}`));
+          if (limit !== undefined && limit < V1_NO_LIMIT) this.m.cgLimit.set(labels, limit);
+          const ev = parseKeyValues(r.read(`${dir}/${memory.v2 ? 'memory.events' : 'memory.oom_control'}`) ?? '');
+          const kills = ev.get('oom_kill');
+          if (kills !== undefined) {
+            if (cg.oomKills !== undefined && kills > cg.oomKills) this.m.cgOom.inc(labels, kills - cg.oomKills);
+            else this.m.cgOom.inc(labels, 0);
+            cg.oomKills = kills;
+          }
+        }
+      }
+      if (cpu) {
+        const st = r.read(`${cpu.root + path}/cpu.stat`);
+        if (st !== undefined) {
+          alive = true;
+          const kv = parseKeyValues(st);
+          const periods = kv.get('nr_throttled');
+          const ns = cpu.v2 ? (kv.get('throttled_usec') ?? NaN) * 1000 : kv.get('throttled_time');
+          if (periods !== undefined) {
+            this.m.cgThrottledPeriods.inc(labels, cg.throttledPeriods !== undefined ? Math.max(0, periods - cg.throttledPeriods) : 0);
+            cg.throttledPeriods = periods;
+          }
+          if (ns !== undefined && Number.isFinite(ns)) {
+            this.m.cgThrottled.inc(labels, cg.throttledNs !== undefined ? Math.max(0, ns - cg.throttledNs) / 1e9 : 0);
+            cg.throttledNs = ns;
+          }
+        }
+      }
+      if (!alive) this.cgroups.delete(path);
+    }
+  }
+
+  stop(): void {
+    this.procs.clear();
+    this.cgroups.clear();
+  }
+}

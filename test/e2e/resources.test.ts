@@ -1,0 +1,150 @@
+// What each service costs the node, checked against truths known from
+// outside: CPU a child burns (and /proc's own figure), memory it holds and
+// frees, bytes dd writes, a memory-limited cgroup's limit and its OOM kill.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { eventually, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { fixtureCopy, startPeer, type Peer } from '../peers.js';
+
+let agent: RunningAgent;
+before(async () => {
+  assert.ok(isRoot, 'the agent needs root (CI runs as root)');
+  agent = await startAgent('collectIntervalSeconds: 0.5\n');
+});
+after(async () => {
+  assert.equal(await agent.stop(), 0);
+});
+
+const TICK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+function python(): { peer: Peer; service: string; cleanup: () => void } {
+  const f = fixtureCopy('resources.py', 'res');
+  return { peer: startPeer('/usr/bin/python3', [f.script], undefined, true), service: f.service, cleanup: f.cleanup };
+}
+
+/** A scrape once the agent has walked /proc after `since` (its walks are a second apart at most). */
+async function freshScrape(check: (m: Sample[]) => boolean, ms = 10_000): Promise<Sample[]> {
+  let m: Sample[] = [];
+  assert.ok(await eventually(async () => check((m = await agent.scrape())), ms), 'the agent never showed it');
+  return m;
+}
+
+function procCpuSeconds(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').slice(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / TICK;
+}
+
+test('CPU a child burns: at least that, within a tick of /proc', async () => {
+  const { peer, service, cleanup } = python();
+  try {
+    peer.send('burn 300\n');
+    const burnt = Number((await peer.line(/^burnt/)).split(' ')[1]) / 1000;
+    assert.ok(burnt >= 0.3);
+    const truth = procCpuSeconds(peer.child.pid!); // idle from here on: it waits on stdin
+    const m = await freshScrape((s) => sum(s, 'process_cpu_time_seconds_total', { service_name: service }) >= truth - 1e-9);
+    const shown = sum(m, 'process_cpu_time_seconds_total', { service_name: service });
+    assert.ok(shown >= 0.3, `shown ${shown}`);
+    assert.ok(Math.abs(shown - truth) <= 1 / TICK + 1e-9, `shown ${shown}, /proc ${truth}`);
+    assert.ok(sum(m, 'process_cpu_time_seconds_total', { service_name: service, cpu_mode: 'user' }) > 0);
+    assert.equal(sum(m, 'kernscope_service_processes', { service_name: service }), 1);
+    assert.ok(sum(m, 'process_thread_count', { service_name: service }) >= 1);
+  } finally {
+    await peer.end();
+    cleanup();
+  }
+});
+
+test('200 MiB held shows as in use, and less once freed', async () => {
+  const { peer, service, cleanup } = python();
+  const MiB = 1 << 20;
+  try {
+    peer.send('alloc 200\n');
+    await peer.line(/^allocated/);
+    await freshScrape((s) => sum(s, 'process_memory_usage_bytes', { service_name: service }) >= 200 * MiB);
+    peer.send('free\n');
+    await peer.line(/^freed/);
+    const m = await freshScrape((s) => {
+      const v = sum(s, 'process_memory_usage_bytes', { service_name: service });
+      return v > 0 && v < 100 * MiB;
+    });
+    assert.ok(sum(m, 'process_memory_usage_bytes', { service_name: service }) > 1 * MiB); // python itself
+  } finally {
+    await peer.end();
+    cleanup();
+  }
+});
+
+test('dd of 64 MiB to a file shows 64 MiB written', async () => {
+  // dd reads a FIFO the test keeps open, so it is still running when scraped.
+  const dir = tmpDir('ks-dd');
+  const fifo = path.join(dir, 'in');
+  spawnSync('mkfifo', [fifo]);
+  const before = await agent.scrape();
+  const dd = spawn('dd', [`if=${fifo}`, `of=${path.join(dir, 'out')}`, 'bs=1M'], { stdio: 'ignore' });
+  const w = fs.openSync(fifo, 'w');
+  try {
+    const chunk = Buffer.alloc(1 << 20, 7);
+    for (let i = 0; i < 64; i++) fs.writeSync(w, chunk);
+    const written = (s: Sample[]): number => sum(s, 'process_disk_io_bytes_total', { service_name: 'dd', disk_io_direction: 'write' }) - sum(before, 'process_disk_io_bytes_total', { service_name: 'dd', disk_io_direction: 'write' });
+    const m = await freshScrape((s) => written(s) >= 64 << 20);
+    assert.ok(written(m) < 65 << 20, `dd wrote ${written(m)} bytes`);
+  } finally {
+    fs.closeSync(w);
+    await new Promise((r) => (dd.exitCode !== null ? r(null) : dd.once('exit', r)));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The memory controller: the v2 hierarchy when it has it, else v1's. */
+function memoryRoot(): { root: string; v2: boolean } | undefined {
+  for (const v2 of ['/sys/fs/cgroup', '/sys/fs/cgroup/unified']) {
+    try {
+      if (fs.readFileSync(`${v2}/cgroup.controllers`, 'utf8').split(/\s+/).includes('memory')) return { root: v2, v2: true };
+    } catch {
+      // not a v2 root
+    }
+  }
+  return fs.existsSync('/sys/fs/cgroup/memory/memory.limit_in_bytes') ? { root: '/sys/fs/cgroup/memory', v2: false } : undefined;
+}
+
+test('a memory-limited cgroup shows its limit and its OOM kill', async (t) => {
+  const mem = memoryRoot();
+  if (!mem) {
+    t.skip('no memory cgroup controller on this kernel');
+    return;
+  }
+  const name = `/ks-oom-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+  const dir = mem.root + name;
+  fs.mkdirSync(dir);
+  const LIMIT = 64 << 20;
+  const { peer, service, cleanup } = python();
+  try {
+    fs.writeFileSync(`${dir}/${mem.v2 ? 'memory.max' : 'memory.limit_in_bytes'}`, String(LIMIT));
+    if (mem.v2) fs.writeFileSync(`${dir}/memory.swap.max`, '0');
+    else if (fs.existsSync(`${dir}/memory.swappiness`)) fs.writeFileSync(`${dir}/memory.swappiness`, '0');
+    fs.writeFileSync(`${dir}/cgroup.procs`, String(peer.child.pid));
+    const labels = { cgroup: name, service_name: service };
+    let m = await freshScrape((s) => sum(s, 'kernscope_cgroup_memory_limit_bytes', labels) === LIMIT);
+    // Usage is there (v1 leaves a moved process's old pages where they were charged: it may be 0).
+    assert.ok(m.some((x) => x.name === 'kernscope_cgroup_memory_usage_bytes' && x.labels.cgroup === name));
+    assert.equal(sum(m, 'kernscope_cgroup_oom_kills_total', labels), 0);
+    peer.send('alloc 200\n');
+    await new Promise((r) => (peer.child.exitCode !== null || peer.child.signalCode !== null ? r(null) : peer.child.once('exit', r)));
+    assert.equal(peer.child.signalCode, 'SIGKILL');
+    m = await freshScrape((s) => sum(s, 'kernscope_cgroup_oom_kills_total', labels) >= 1);
+    assert.equal(sum(m, 'kernscope_cgroup_oom_kills_total', labels), 1);
+  } finally {
+    await peer.end();
+    cleanup();
+    for (let i = 0; i < 50 && fs.existsSync(dir); i++) {
+      try {
+        fs.rmdirSync(dir);
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+});
