@@ -148,3 +148,21 @@ test('a memory-limited cgroup shows its limit and its OOM kill', async (t) => {
     }
   }
 });
+
+test('10,000 sleeping processes: every walk completes, and says what it cost', async (t) => {
+  const f = fixtureCopy('sleepers.py', 'crowd');
+  const crowd = startPeer('/usr/bin/python3', [f.script, '10000'], undefined, true);
+  try {
+    await crowd.line(/^ready 10000/);
+    const m = await freshScrape((s) => sum(s, 'kernscope_service_processes', { service_name: 'sleep' }) >= 10000, 60_000);
+    const seconds = sum(m, 'kernscope_resources_collection_seconds');
+    const files = sum(m, 'kernscope_resources_collection_files');
+    assert.ok(seconds > 0);
+    assert.ok(files >= 4 * 10000, `files ${files}`); // stat, statm, io, schedstat of each
+    assert.ok(sum(m, 'process_thread_count', { service_name: 'sleep' }) >= 10000);
+    t.diagnostic(`a walk over ${files} files took ${seconds.toFixed(3)} s`);
+  } finally {
+    await crowd.end();
+    f.cleanup();
+  }
+});
