@@ -6,6 +6,8 @@
 #include <bpf/bpf_endian.h>
 #include "proc.h"
 
+KS_BTF_STRUCT(ks_proc_exit);
+
 char LICENSE[] SEC("license") = "GPL";
 
 KS_DECLARE_DROPS
@@ -145,11 +147,22 @@ static __always_inline int on_exit(struct task_struct *t)
 	/* The process ends with its leader; other threads' exits are not. */
 	if (BPF_CORE_READ(t, pid) != BPF_CORE_READ(t, tgid))
 		return 0;
-	struct ks_proc_head *e = reserve(sizeof(*e));
+	struct ks_proc_exit *e = reserve(sizeof(*e));
 	if (!e)
 		return 0;
-	fill_head(e, PROC_EXIT, t);
-	e->exit_code = BPF_CORE_READ(t, exit_code);
+	fill_head(&e->h, PROC_EXIT, t);
+	e->h.exit_code = BPF_CORE_READ(t, exit_code);
+	/* Dead threads' times and I/O are in signal_struct; the leader's own
+	 * are not folded in until it is released. */
+	struct signal_struct *sig = BPF_CORE_READ(t, signal);
+	e->utime_ns = BPF_CORE_READ(t, utime) + BPF_CORE_READ(sig, utime);
+	e->stime_ns = BPF_CORE_READ(t, stime) + BPF_CORE_READ(sig, stime);
+	e->read_bytes = 0;
+	e->write_bytes = 0;
+	if (bpf_core_field_exists(t->ioac)) {
+		e->read_bytes = BPF_CORE_READ(t, ioac.read_bytes) + BPF_CORE_READ(sig, ioac.read_bytes);
+		e->write_bytes = BPF_CORE_READ(t, ioac.write_bytes) + BPF_CORE_READ(sig, ioac.write_bytes);
+	}
 	submit(e);
 	return 0;
 }

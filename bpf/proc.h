@@ -28,6 +28,18 @@ struct ks_proc_head {
 	char comm[16];
 }; /* 56 bytes */
 
+/* A process's end, with what it used in all: its threads, alive and dead,
+ * as the kernel has summed them when its leader exits. Read by the
+ * resources collector for what its last walk of /proc could not see (a
+ * process shorter than a walk's interval). */
+struct ks_proc_exit {
+	struct ks_proc_head h;
+	__u64 utime_ns;
+	__u64 stime_ns;
+	__u64 read_bytes;	/* storage I/O, as /proc/PID/io counts it */
+	__u64 write_bytes;
+};
+
 struct ks_proc_exec {
 	struct ks_proc_head h;
 	__u16 args_len;		/* bytes in args: NUL-separated argv */

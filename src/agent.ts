@@ -23,7 +23,11 @@ import { KernscopeError } from './errors.js';
 export function allCollectors(): Collector[] {
   // Custom probes first: a mistake in them stops the agent before the
   // others have loaded anything.
-  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), new ProcessCollector(), new ResourcesCollector()];
+  const proc = new ProcessCollector();
+  const resources = new ResourcesCollector();
+  // What a process used after the last walk of /proc comes with its exit.
+  proc.onExit((e) => resources.exited(e));
+  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), proc, resources];
 }
 
 export type Log = (msg: string) => void;

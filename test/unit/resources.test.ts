@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseCgroupV2, parseKeyValues, parseLimit, parseSchedstat, parseStat, parseStatmResident } from '../../src/collectors/resources/procfs.js';
+import { parseCgroupV2, parseKeyValues, parseLimit, parseSchedstat, parseStat } from '../../src/collectors/resources/procfs.js';
 
 test('/proc/PID/stat: a comm with spaces and parentheses does not shift the fields', () => {
   const rest = 'S 1 100 100 0 -1 4194560 500 0 0 0 1234 567 0 0 20 0 7 0 98765 1000000 250 18446744073709551615';
@@ -10,13 +10,12 @@ test('/proc/PID/stat: a comm with spaces and parentheses does not shift the fiel
   assert.equal(s.stime, 567);
   assert.equal(s.threads, 7);
   assert.equal(s.start, 98765);
+  assert.equal(s.rss, 250);
   assert.equal(parseStat('garbage'), undefined);
   assert.equal(parseStat('1 (x) S 1'), undefined);
 });
 
-test('statm, io, schedstat, cgroup and limits', () => {
-  assert.equal(parseStatmResident('2571 713 520 1 0 196 0\n'), 713);
-  assert.equal(parseStatmResident(''), undefined);
+test('io, schedstat, cgroup and limits', () => {
   const io = parseKeyValues('rchar: 100\nwchar: 200\nsyscr: 3\nread_bytes: 4096\nwrite_bytes: 67108864\ncancelled_write_bytes: 0\n');
   assert.equal(io.get('read_bytes'), 4096);
   assert.equal(io.get('write_bytes'), 67108864);

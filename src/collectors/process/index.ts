@@ -12,7 +12,7 @@ import { JsonlFile } from '../../security/jsonl-file.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { DROP_REASONS, KIND_CONNECT, KIND_EXEC, KIND_OPEN, KIND_PTRACE, KIND_SETUID, decodeProcEvent, type ProcEvent } from './decode.js';
+import { DROP_REASONS, KIND_CONNECT, KIND_EXEC, KIND_EXIT, KIND_OPEN, KIND_PTRACE, KIND_SETUID, decodeProcEvent, type ProcEvent } from './decode.js';
 import { ProcessTable, type ProcInfo } from './table.js';
 
 const OBJECT = 'proc.bpf.o';
@@ -40,9 +40,32 @@ export function configuredRules(config: Config): Rule[] {
  * Process executions with their ancestry, matched against the security
  * rules. Alerts go out as JSON lines and as metrics.
  */
+/** A process's end and what it used in all, as the kernel summed it. */
+export interface ProcessExit {
+  pid: number;
+  comm: string;
+  argv: string[];
+  utimeSeconds: number;
+  stimeSeconds: number;
+  readBytes: number;
+  writeBytes: number;
+}
+
+function u64(b: Buffer, off: number): number {
+  return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
+}
+
 export class ProcessCollector implements Collector {
   readonly name = 'process';
   private obj: BpfObject | undefined;
+  /** struct ks_proc_exit's usage fields, from the object's BTF. */
+  private exitLayout: { size: number; utime_ns: number; stime_ns: number; read_bytes: number; write_bytes: number } | undefined;
+  private exitListeners: Array<(e: ProcessExit) => void> = [];
+
+  /** Called at each process's end with what it used in all (the resources collector's last delta). */
+  onExit(fn: (e: ProcessExit) => void): void {
+    this.exitListeners.push(fn);
+  }
   private rb: RingBuffer | undefined;
   private ctx!: CollectorContext;
   private drops!: KernelDrops;
@@ -87,6 +110,7 @@ export class ProcessCollector implements Collector {
     this.table.seedFromProc();
     const chosen = plan.hooks.filter((h) => h.kind);
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
+    this.exitLayout = this.obj.struct('ks_proc_exit', ['utime_ns', 'stime_ns', 'read_bytes', 'write_bytes'] as const);
     this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
     try {
       this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
@@ -207,6 +231,21 @@ export class ProcessCollector implements Collector {
     return yes;
   };
 
+  private exited(rec: Buffer, e: ProcEvent, p: ProcInfo | undefined): void {
+    const L = this.exitLayout;
+    if (!L || rec.length < L.size || !this.exitListeners.length) return;
+    const x: ProcessExit = {
+      pid: e.pid,
+      comm: e.comm,
+      argv: p?.args ?? [],
+      utimeSeconds: u64(rec, L.utime_ns) / 1e9,
+      stimeSeconds: u64(rec, L.stime_ns) / 1e9,
+      readBytes: u64(rec, L.read_bytes),
+      writeBytes: u64(rec, L.write_bytes),
+    };
+    for (const fn of this.exitListeners) fn(x);
+  }
+
   private onRecord(rec: Buffer): void {
     const e = decodeProcEvent(rec);
     if (!e) return;
@@ -224,6 +263,7 @@ export class ProcessCollector implements Collector {
       ev = e.kind === KIND_OPEN ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0 } : { event: 'connect', port: e.port! };
     } else {
       p = this.table.apply(e);
+      if (e.kind === KIND_EXIT) this.exited(rec, e, p);
       if (!p) return;
       if (this.ctx.config.security.output.processEvents && e.kind !== 2) {
         // exec and exit as events of their own; an exit's status is the wait(2) one.

@@ -1,13 +1,16 @@
 /**
  * What each service costs the node, from /proc and cgroupfs (no BPF: files
  * are cheaper here than any hook). At each collection, at most once a
- * second, every process's stat, statm, io and schedstat are read once into
+ * second, every process's stat, io and schedstat are read once into
  * one reused buffer; counters grow by each process's delta since the last
  * walk and are summed per service (no pid in any label). Processes that
  * were running when the agent started count from then on; one that starts
  * later counts whole. The cgroups of those processes give memory in use,
  * the limit, OOM kills and CPU throttling, on cgroup v2 or v1 alike.
- * Names follow OpenTelemetry's process conventions, as Beyla's do.
+ * What a process used after the last walk comes with its exit record (the
+ * process collector's sched_process_exit hook), so a process shorter than
+ * the interval is counted too. Names follow OpenTelemetry's process
+ * conventions, as Beyla's do.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -17,13 +20,18 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import { META_LABELS, metadataOn } from '../../process/names.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
-import { FileReader, parseCgroupV2, parseKeyValues, parseLimit, parseSchedstat, parseStat, parseStatmResident } from './procfs.js';
+import type { ProcessExit } from '../process/index.js';
+import { FileReader, parseCgroupV2, parseKeyValues, parseLimit, parseSchedstat, parseStat } from './procfs.js';
 
-/** What the last walk saw of one process. */
+/** What the last walk saw of one process (CPU in seconds). */
 interface Proc {
   start: number;
   utime: number;
   stime: number;
+  /** When a walk first missed it: kept a while for its exit record. */
+  gone?: number;
+  /** Its exit record has been counted: nothing more to add. */
+  ended?: boolean;
   readBytes: number;
   writeBytes: number;
   waitNs: number;
@@ -109,6 +117,7 @@ export class ResourcesCollector implements Collector {
   private cgroups = new Map<string, Cgroup>();
   private first = true;
   private lastWalk = 0;
+  private gapMs = 1000;
   private tick = 100;
   private page = 4096;
   private ctl: ReturnType<typeof controllers> = { v1Names: new Map() };
@@ -170,14 +179,18 @@ export class ResourcesCollector implements Collector {
 
   collect(): void {
     const now = Date.now();
-    if (now - this.lastWalk < 1000) return; // scrapes and the interval share one walk a second
+    // Scrapes and the interval share one walk a second at most, and a walk
+    // that costs more is spaced so that walking takes at most 2 % of a core.
+    if (now - this.lastWalk < this.gapMs) return;
     this.lastWalk = now;
     const t0 = process.hrtime.bigint();
     this.reader.files = 0;
     this.walk();
     this.walkCgroups();
     this.first = false;
-    this.m.walkSeconds.set(Number(process.hrtime.bigint() - t0) / 1e9);
+    const took = Number(process.hrtime.bigint() - t0) / 1e9;
+    this.gapMs = Math.max(1000, took * 50 * 1000);
+    this.m.walkSeconds.set(took);
     this.m.walkFiles.set(this.reader.files);
   }
 
@@ -200,20 +213,23 @@ export class ResourcesCollector implements Collector {
       const statText = r.read(`/proc/${pid}/stat`);
       const st = statText && parseStat(statText);
       if (!st) continue;
-      // Kernel threads (children of kthreadd) belong to no service.
-      if (statText.slice(statText.lastIndexOf(')') + 2).split(' ', 3)[1] === '2') continue;
+      // Kernel threads (children of kthreadd) belong to no service; a
+      // zombie's last figures come with its exit record.
+      const [state, ppid] = statText.slice(statText.lastIndexOf(')') + 2).split(' ', 2);
+      if (ppid === '2' || state === 'Z' || state === 'X') continue;
       const n = this.ctx.namer.names(pid, st.comm);
       if (!n.inScope) continue;
       seen.add(pid);
       const io = parseKeyValues(r.read(`/proc/${pid}/io`) ?? '');
       const sched = parseSchedstat(r.read(`/proc/${pid}/schedstat`) ?? '');
-      const rss = parseStatmResident(r.read(`/proc/${pid}/statm`) ?? '') ?? 0;
+      const rss = Number.isFinite(st.rss) ? st.rss : 0;
       let p = this.procs.get(pid);
+      if (p?.ended && p.start === st.start) continue;
       const fresh = !p || p.start !== st.start;
       const cur: Proc = {
         start: st.start,
-        utime: st.utime,
-        stime: st.stime,
+        utime: st.utime / this.tick,
+        stime: st.stime / this.tick,
         readBytes: io.get('read_bytes') ?? 0,
         writeBytes: io.get('write_bytes') ?? 0,
         waitNs: sched?.waitNs ?? 0,
@@ -233,8 +249,8 @@ export class ResourcesCollector implements Collector {
       const add = (c: client.Counter<string>, extra: Record<string, string>, v: number): void => {
         if (v > 0) c.inc({ ...labels, ...extra }, v);
       };
-      add(this.m.cpu, { cpu_mode: 'user' }, (cur.utime - (p?.utime ?? 0)) / this.tick);
-      add(this.m.cpu, { cpu_mode: 'system' }, (cur.stime - (p?.stime ?? 0)) / this.tick);
+      add(this.m.cpu, { cpu_mode: 'user' }, cur.utime - (p?.utime ?? 0));
+      add(this.m.cpu, { cpu_mode: 'system' }, cur.stime - (p?.stime ?? 0));
       add(this.m.disk, { disk_io_direction: 'read' }, cur.readBytes - (p?.readBytes ?? 0));
       add(this.m.disk, { disk_io_direction: 'write' }, cur.writeBytes - (p?.writeBytes ?? 0));
       add(this.m.wait, {}, (cur.waitNs - (p?.waitNs ?? 0)) / 1e9);
@@ -253,7 +269,13 @@ export class ResourcesCollector implements Collector {
         else m.set(n.service, { n: 1, meta: n.meta });
       }
     }
-    for (const pid of this.procs.keys()) if (!seen.has(pid)) this.procs.delete(pid);
+    // Missed: its exit record may still be on its way; forgotten after 10 s.
+    const now = Date.now();
+    for (const [pid, p] of this.procs) {
+      if (seen.has(pid)) continue;
+      p.gone ??= now;
+      if (now - p.gone > 10_000) this.procs.delete(pid);
+    }
     // Gauges are what is now: services gone since the last walk vanish.
     this.m.memory.reset();
     this.m.threads.reset();
@@ -273,6 +295,24 @@ export class ResourcesCollector implements Collector {
       const [service, e] = [...services.entries()].sort((a, b) => b[1].n - a[1].n)[0]!;
       this.cgroups.set(path, { service, meta: e.meta });
     }
+  }
+
+  /** A process has ended: what it used since the last walk (all of it, if no walk saw it). */
+  exited(x: ProcessExit): void {
+    if (!this.m) return;
+    const p = this.procs.get(x.pid);
+    if (p?.ended) return;
+    const n = this.ctx.namer.names(x.pid, x.comm, undefined, x.argv);
+    this.procs.set(x.pid, { start: p?.start ?? -1, utime: x.utimeSeconds, stime: x.stimeSeconds, readBytes: x.readBytes, writeBytes: x.writeBytes, waitNs: p?.waitNs ?? 0, memCg: undefined, cpuCg: undefined, ended: true, gone: p?.gone ?? Date.now() });
+    if (!n.inScope) return;
+    const labels = this.limiter.admit(`${n.service}\0${Object.values(n.meta).join('\0')}`, { service_name: n.service, ...n.meta });
+    const add = (c: client.Counter<string>, extra: Record<string, string>, v: number): void => {
+      if (v > 0) c.inc({ ...labels, ...extra }, v);
+    };
+    add(this.m.cpu, { cpu_mode: 'user' }, x.utimeSeconds - (p?.utime ?? 0));
+    add(this.m.cpu, { cpu_mode: 'system' }, x.stimeSeconds - (p?.stime ?? 0));
+    add(this.m.disk, { disk_io_direction: 'read' }, x.readBytes - (p?.readBytes ?? 0));
+    add(this.m.disk, { disk_io_direction: 'write' }, x.writeBytes - (p?.writeBytes ?? 0));
   }
 
   /** Every cgroup a service ran in, while its directory lives (an OOM kill may have emptied it). */

@@ -46,6 +46,8 @@ export interface ProcStat {
   utime: number;
   stime: number;
   threads: number;
+  /** Resident pages. */
+  rss: number;
   /** Clock ticks after boot at which it started: with the pid, it names one process. */
   start: number;
 }
@@ -55,17 +57,11 @@ export function parseStat(text: string): ProcStat | undefined {
   const open = text.indexOf('(');
   const close = text.lastIndexOf(')');
   if (open < 0 || close < open) return undefined;
-  // Fields after comm, from field 3 (state): utime is 14, stime 15, num_threads 20, starttime 22.
+  // Fields after comm, from field 3 (state): utime is 14, stime 15, num_threads 20, starttime 22, rss 24.
   const f = text.slice(close + 2).split(' ');
   const num = (i: number): number => Number(f[i - 3]);
-  const s = { comm: text.slice(open + 1, close), utime: num(14), stime: num(15), threads: num(20), start: num(22) };
+  const s = { comm: text.slice(open + 1, close), utime: num(14), stime: num(15), threads: num(20), start: num(22), rss: num(24) };
   return Number.isFinite(s.utime) && Number.isFinite(s.stime) && Number.isFinite(s.start) ? s : undefined;
-}
-
-/** /proc/PID/statm: resident pages (the second field). */
-export function parseStatmResident(text: string): number | undefined {
-  const v = Number(text.split(' ')[1]);
-  return Number.isFinite(v) ? v : undefined;
 }
 
 /** "key value" lines (/proc/PID/io, memory.events, cpu.stat, memory.stat). */
