@@ -31,6 +31,8 @@ KS_DECLARE_DROPS
 
 /* Enum types in BTF, so that user space reads their values from the object. */
 KS_BTF_ENUM(ks_http_role);
+KS_BTF_ENUM(ks_sock_op);
+KS_BTF_STRUCT(ks_sock_err_key);
 KS_BTF_ENUM(ks_http_method);
 KS_BTF_ENUM(ks_http_end);
 KS_BTF_ENUM(ks_http_drop_reason);
@@ -206,6 +208,37 @@ struct {
 	__type(key, struct ssl_key);
 	__type(value, __u32);
 } ssl_fds SEC(".maps");
+
+/* Socket errors per (tgid, op, errno); counts, summed by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ks_sock_err_key);
+	__type(value, __u64);
+} sock_errors SEC(".maps");
+
+#define EAGAIN 11
+#define EINTR 4
+#define EBADF 9
+
+/* Counted unless the call only has to be made again. */
+static __always_inline void count_sock_error(__u16 op, long ret)
+{
+	if (ret == -EAGAIN || ret == -EINTR || ret == -EINPROGRESS || ret >= 0 || ret < -4095)
+		return;
+	struct ks_sock_err_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .op = op, .err = -ret };
+	if (k.tgid == self_tgid)
+		return;
+	__u64 *v = bpf_map_lookup_elem(&sock_errors, &k);
+	if (v) {
+		(*v)++;
+		return;
+	}
+	__u64 one = 1;
+	if (bpf_map_update_elem(&sock_errors, &k, &one, BPF_NOEXIST))
+		count_drop(HTTP_DROP_SOCK_ERRORS_FULL);
+}
 
 static __always_inline struct pt_regs *user_regs(void)
 {
@@ -1245,6 +1278,8 @@ int http_accept4(struct sys_exit_ctx *ctx)
 {
 	if (ctx->ret >= 0)
 		track(ctx->ret, HTTP_ROLE_SERVER, NULL);
+	else
+		count_sock_error(SOCK_OP_ACCEPT, ctx->ret);
 	return 0;
 }
 
@@ -1253,6 +1288,8 @@ int http_accept(struct sys_exit_ctx *ctx)
 {
 	if (ctx->ret >= 0)
 		track(ctx->ret, HTTP_ROLE_SERVER, NULL);
+	else
+		count_sock_error(SOCK_OP_ACCEPT, ctx->ret);
 	return 0;
 }
 
@@ -1281,6 +1318,7 @@ SEC("tracepoint/syscalls/sys_exit_connect")
 int http_connect(struct sys_exit_ctx *ctx)
 {
 	long ret = ctx->ret;
+	count_sock_error(SOCK_OP_CONNECT, ret);
 	/* Non-blocking connects (Node, curl, nginx) return -EINPROGRESS and
 	 * learn a failure from getsockopt(SO_ERROR); blocking ones here. */
 	if (ret != 0 && ret != -EINPROGRESS && !is_connect_error(ret))
@@ -1315,6 +1353,7 @@ int http_getsockopt(struct sys_exit_ctx *ctx)
 	int err = 0;
 	if (bpf_probe_read_user(&err, sizeof(err), (void *)ARG(r, r10)) || !is_connect_error(-(long)err))
 		return 0;
+	count_sock_error(SOCK_OP_CONNECT, -(long)err);
 	emit_failure(c, &k, err);
 	bpf_map_delete_elem(&conns, &k);
 	return 0;
@@ -1359,8 +1398,14 @@ enum buf_kind { BUF_PLAIN, BUF_IOV, BUF_MSG, BUF_NONE };
 static __always_inline int on_syscall(struct sys_exit_ctx *ctx, enum buf_kind kind, bool is_read, int flags_arg)
 {
 	long len = ctx->ret;
-	if (len <= 0)
+	if (len <= 0) {
+		/* The syscall exits see what the socket layer never does: an fd
+		 * that is not open. Other errors are counted for sockets only. */
+		struct conn_key ek;
+		if (len == -EBADF || (len < 0 && lookup(ARG(user_regs(), di), &ek)))
+			count_sock_error(is_read ? SOCK_OP_RECV : SOCK_OP_SEND, len);
 		return 0;
+	}
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32 };
 	if (!bpf_map_lookup_elem(&tracked_tgids, &k.tgid))
 		return 0;
@@ -1449,8 +1494,12 @@ int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, f
 
 static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
 {
-	if (ret <= 0 || sk->sk_protocol != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	if (ret <= 0) {
+		count_sock_error(is_read ? SOCK_OP_RECV : SOCK_OP_SEND, ret);
+		return 0;
+	}
 	/* A typed pointer here: registers are plain loads, not helper calls. */
 	struct pt_regs *r = user_regs();
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = r->di };

@@ -58,6 +58,7 @@ enum ks_http_drop_reason {
 	HTTP_DROP_AGG_FULL = 2,		/* counted in the overflow table instead */
 	HTTP_DROP_OVERFLOW_FULL = 3,	/* the overflow table too: lost */
 	HTTP_DROP_NAMES_FULL = 4,	/* a path or host not kept: labelled "_unknown" */
+	HTTP_DROP_SOCK_ERRORS_FULL = 5,	/* a socket error's series not counted */
 };
 
 /* Verdicts user space gives a process when a watch list is set. */
@@ -139,6 +140,19 @@ struct ks_http_event {
 	char comm[16];
 	__u8 req_head[HTTP_PIPE_HEAD];
 	__u8 resp_head[HTTP_RESP_HEAD];
+};
+
+/* Socket errors, counted in the kernel per process, operation and errno:
+ * a write to a socket already closed or reset (EPIPE, ECONNRESET), a read
+ * on one not connected (ENOTCONN), a connect refused, an accept that
+ * failed; and, where the syscall exits are hooked, a read or write on an fd
+ * that is not open (EBADF: the use-after-close of a connection pool). */
+enum ks_sock_op { SOCK_OP_SEND = 1, SOCK_OP_RECV = 2, SOCK_OP_CONNECT = 3, SOCK_OP_ACCEPT = 4 };
+
+struct ks_sock_err_key {
+	__u32 tgid;
+	__u16 op;		/* enum ks_sock_op */
+	__u16 err;		/* errno, positive */
 };
 
 #endif

@@ -25,6 +25,7 @@ const DROP_NAMES: Record<string, string> = {
   HTTP_DROP_AGG_FULL: 'aggregation_table_full',
   HTTP_DROP_OVERFLOW_FULL: 'overflow_table_full',
   HTTP_DROP_NAMES_FULL: 'names_table_full',
+  HTTP_DROP_SOCK_ERRORS_FULL: 'socket_errors_table_full',
 };
 
 export type End = 'response' | 'closed' | 'extra' | 'connect_failed' | 'judge' | 'pipeline' | 'sample';

@@ -18,6 +18,8 @@ import { HttpExport } from './export.js';
 import { HttpFold, type ProcInfo } from './fold.js';
 import { HttpKernel, planHooks } from './kernel.js';
 import { HttpRecords } from './records.js';
+import { SocketErrors } from './sockerr.js';
+import { META_LABELS, metadataOn } from '../../process/names.js';
 
 export class HttpCollector implements Collector {
   readonly name = 'http';
@@ -26,6 +28,7 @@ export class HttpCollector implements Collector {
   private fold!: HttpFold;
   private records!: HttpRecords;
   private drops!: KernelDrops;
+  private sockErrors!: SocketErrors;
   private drain: NodeJS.Timeout | undefined;
   private filter!: ProcessFilter;
   /** What each route or host key stands for, once read from http_names. */
@@ -86,6 +89,7 @@ export class HttpCollector implements Collector {
         sampleEvery: () => this.sampleEvery,
       });
       this.drops = new KernelDrops(kernel.obj.map('drops'), 'http', kernel.layout.dropReasons, ctx.drops, ['label_overflow', 'route_overflow', 'name_lost']);
+      this.sockErrors = new SocketErrors(kernel.obj, ctx.metrics, metadataOn(ctx.config) ? META_LABELS : [], cfg.maxSeries, () => ctx.drops.inc({ source: 'http', reason: 'label_overflow' }), ctx.namer);
       this.kernel = kernel;
       this.setSampleEvery(cfg.sampleEvery);
       if (!this.filter.all) this.judgeRunning();
@@ -167,6 +171,7 @@ export class HttpCollector implements Collector {
     this.procs.clear();
     this.fold.fold(k.table(false), false);
     this.fold.fold(k.table(true), true);
+    this.sockErrors.fold(k.socketErrors(), (tgid) => this.procOf(tgid), (key) => k.forgetSocketError(key));
     // Processes gone: their tables were read a last time, their names go too.
     for (const [tgid, p] of this.procs) if (!p.live) k.forgetProc(tgid);
     this.drops.fold();

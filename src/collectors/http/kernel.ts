@@ -248,6 +248,15 @@ export class HttpKernel {
     return this.obj.map(overflow ? 'http_agg_overflow' : 'http_agg').summedEntries();
   }
 
+  /** sock_errors, summed over CPUs. */
+  socketErrors(): MapEntry[] {
+    return this.obj.map('sock_errors').summedEntries();
+  }
+
+  forgetSocketError(key: Buffer): void {
+    this.obj.map('sock_errors').delete(key);
+  }
+
   forget(key: Buffer, overflow: boolean): void {
     this.obj.map(overflow ? 'http_agg_overflow' : 'http_agg').delete(key);
   }
