@@ -579,6 +579,8 @@ static napi_value attach(napi_env env, napi_callback_info info)
 		link = bpf_program__attach_perf_event(p, pfd);
 		if (libbpf_get_error(link))
 			close(pfd); /* on success the link owns and closes it */
+	} else if (!strcmp(kind, "iter")) {
+		link = bpf_program__attach_iter(p, NULL);
 	} else {
 		return throw_err(env, EINVAL, "attach %s: unknown kind %s", name, kind);
 	}
@@ -590,6 +592,36 @@ static napi_value attach(napi_env env, napi_callback_info info)
 	links[h] = link;
 	link_owner[h] = (int)oh;
 	return mk_i64(env, h);
+}
+
+/* Runs an iterator link once: its program sees every object (a TCP socket,
+ * a task) and does its work in maps; what it prints is read and counted,
+ * not kept. Returns the bytes printed. */
+static napi_value iter_run(napi_env env, napi_callback_info info)
+{
+	int64_t h = handle_arg(env, info, (void **)links);
+	if (h < 0)
+		return throw_err(env, EBADF, "iterRun: bad link handle");
+	int fd = bpf_iter_create(bpf_link__fd(links[h]));
+	if (fd < 0)
+		return throw_err(env, errno, "iterRun: bpf_iter_create");
+	char buf[4096];
+	int64_t total = 0;
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int err = errno;
+			close(fd);
+			return throw_err(env, err, "iterRun: read");
+		}
+		if (n == 0)
+			break;
+		total += n;
+	}
+	close(fd);
+	return mk_i64(env, total);
 }
 
 static napi_value detach(napi_env env, napi_callback_info info)
@@ -1228,6 +1260,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "setMaxEntries", set_max_entries }, { "loadObject", load_object },
 		{ "closeObject", close_object },   { "attach", attach },
 		{ "detach", detach },		   { "detachAsync", detach_async },
+		{ "iterRun", iter_run },
 		{ "mapLookup", map_lookup },
 		{ "mapUpdate", map_update },	   { "mapDelete", map_delete },
 		{ "mapDump", map_dump },	   { "ringbufOpen", ringbuf_open },

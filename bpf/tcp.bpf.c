@@ -37,6 +37,8 @@ struct ks_sock_info {
 	__u64 start_ns;		/* SYN sent, or established for inbound */
 	__u64 established_ns;	/* 0 until the handshake completes */
 	__u64 rtt_last_ns;	/* last RTT sample, for rtt_mode 2 */
+	__u64 live_sent;	/* payload bytes already counted while open (tcp_live_bytes) */
+	__u64 live_received;
 };
 
 struct {
@@ -146,6 +148,12 @@ static __always_inline void on_close(const struct sock *sk, int old)
 	if ((BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received)
 		received--;
 	c->closed++;
+	/* What the iterator counted while the connection was open is not
+	 * counted again. */
+	if (info) {
+		acked = acked > info->live_sent ? acked - info->live_sent : 0;
+		received = received > info->live_received ? received - info->live_received : 0;
+	}
 	c->sent_bytes += acked;
 	c->received_bytes += received;
 	if (info) {
@@ -357,3 +365,46 @@ int BPF_PROG(tcp_receive_reset_raw, const struct sock *sk)
 SEC("raw_tp/tcp_destroy_sock")
 int BPF_PROG(tcp_destroy_raw, const struct sock *sk)
 { return handle_destroy(sk); }
+
+/* Bytes of open connections, at each collection: the TCP socket iterator
+ * walks every socket once, and each one this object saw open adds what it
+ * sent and received since the last walk. Nothing runs per packet, and a
+ * long-lived connection's traffic shows while it lasts. Only ESTABLISHED
+ * and CLOSE_WAIT are read here; the states around a FIN are left to the
+ * close, which counts the rest. */
+SEC("iter/tcp")
+int tcp_live_bytes(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	int state = skc->skc_state;
+	if (state != TCP_ESTABLISHED && state != TCP_CLOSE_WAIT)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	__u64 addr = (__u64)skc;
+	struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
+	if (!info || !info->established_ns)
+		return 0;
+	__u64 acked = tp->bytes_acked, received = tp->bytes_received;
+	if (info->key.dir == TCP_DIR_OUTBOUND && acked)
+		acked--; /* our SYN */
+	if (state == TCP_CLOSE_WAIT && received)
+		received--; /* their FIN */
+	if (acked <= info->live_sent && received <= info->live_received)
+		return 0;
+	struct ks_tcp_counters *c = stats_for(&info->key);
+	if (!c)
+		return 0;
+	if (acked > info->live_sent) {
+		c->sent_bytes += acked - info->live_sent;
+		info->live_sent = acked;
+	}
+	if (received > info->live_received) {
+		c->received_bytes += received - info->live_received;
+		info->live_received = received;
+	}
+	return 0;
+}

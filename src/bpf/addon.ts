@@ -44,7 +44,8 @@ export type AttachSpec =
   | { kind: 'uprobe' | 'uretprobe'; binary: string; symbol?: string; offset?: number; pid?: number }
   | { kind: 'usdt'; binary: string; provider: string; name: string; pid?: number }
   | { kind: 'cgroup'; path: string }
-  | { kind: 'perf_event'; cpu: number; frequency?: number };
+  | { kind: 'perf_event'; cpu: number; frequency?: number }
+  | { kind: 'iter' };
 
 export type BtfType =
   | { kind: 'struct'; size: number; members: Record<string, { offset: number; size: number }> }
@@ -62,6 +63,8 @@ export interface Addon {
   closeObject(h: number): void;
   attach(h: number, program: string, spec: AttachSpec): number;
   detach(link: number): void;
+  /** Runs an iterator link once; the bytes its program printed. */
+  iterRun(link: number): number;
   detachAsync(link: number): Promise<void>;
   mapLookup(fd: number, key: Buffer, valueSize: number): Buffer | null;
   mapUpdate(fd: number, key: Buffer, value: Buffer, flags: number): void;

@@ -151,6 +151,12 @@ export class Link {
     await addon().detachAsync(this.id);
   }
 
+  /** An iterator link: runs its program over every object once; the bytes it printed. */
+  run(): number {
+    if (!this.live) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.program}: link detached`);
+    return addon().iterRun(this.id);
+  }
+
   /** The object was closed, which detached this link in the addon. */
   forget(): void {
     this.live = false;

@@ -112,7 +112,7 @@ test('OpenMetrics on request, self-metrics present', async () => {
   assert.ok(sum(m, 'process_resident_memory_bytes') > 1e6);
   assert.equal(sum(m, 'kernscope_collector_up', { collector: 'tcp' }), 1);
   const progs = m.filter((x) => x.name === 'kernscope_bpf_program_runs_total' && x.labels.collector === 'tcp').map((x) => x.labels.program).sort();
-  assert.deepEqual(progs, ['tcp_destroy_btf', 'tcp_receive_reset_btf', 'tcp_retransmit_btf', 'tcp_send_reset_btf', 'tcp_state_btf']);
+  assert.deepEqual(progs, ['tcp_destroy_btf', 'tcp_live_bytes', 'tcp_receive_reset_btf', 'tcp_retransmit_btf', 'tcp_send_reset_btf', 'tcp_state_btf']);
   const health = await fetch(`http://127.0.0.1:${agent.port}/healthz`);
   assert.equal(await health.text(), 'ok\n');
   assert.equal((await fetch(`http://127.0.0.1:${agent.port}/nope`)).status, 404);
@@ -138,6 +138,46 @@ test('rtt: segments samples incoming segments, at most once per socket and inter
     await client.end();
     await server.end();
     assert.equal(await seg.stop(), 0);
+    srv.cleanup();
+    cli.cleanup();
+  }
+});
+
+test('50 MB over one open connection shows within a collection, and is not counted again at close', async () => {
+  const BYTES = 50_000_000;
+  const srv = peerScript('streamsrv');
+  const cli = peerScript('streamcli');
+  const server = startPeer(srv.script, ['server', '127.0.0.1', '0']);
+  const port = (await server.line(/^\d+$/)).trim();
+  const client = startPeer(cli.script, ['hold', '127.0.0.1', port, String(BYTES)]);
+  const c = { service: cli.service, direction: 'outbound', port };
+  const s = { service: srv.service, direction: 'inbound', port };
+  try {
+    await client.line(/^connected$/);
+    client.send('send\n');
+    await client.line(/^written$/);
+    // Still open: scraped mid-stream, the bytes are there.
+    let m: Sample[] = [];
+    const live = await eventually(async () => {
+      m = await agent.scrape();
+      return sum(m, 'kernscope_tcp_sent_bytes_total', c) === BYTES && sum(m, 'kernscope_tcp_received_bytes_total', s) === BYTES;
+    });
+    assert.ok(live, `open: sent ${sum(m, 'kernscope_tcp_sent_bytes_total', c)}, received ${sum(m, 'kernscope_tcp_received_bytes_total', s)}`);
+    assert.equal(sum(m, 'kernscope_tcp_connections_closed_total', c), 0);
+  } finally {
+    await client.end();
+  }
+  try {
+    let m: Sample[] = [];
+    const closed = await eventually(async () => {
+      m = await agent.scrape();
+      return sum(m, 'kernscope_tcp_connections_closed_total', c) === 1 && sum(m, 'kernscope_tcp_connections_closed_total', s) === 1;
+    });
+    assert.ok(closed);
+    assert.equal(sum(m, 'kernscope_tcp_sent_bytes_total', c), BYTES);
+    assert.equal(sum(m, 'kernscope_tcp_received_bytes_total', s), BYTES);
+  } finally {
+    await server.end();
     srv.cleanup();
     cli.cleanup();
   }

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import type client from 'prom-client';
-import { BpfObject, MapUpdate, type BpfMap, type BpfProgram } from '../../bpf/object.js';
+import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type Link } from '../../bpf/object.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -57,6 +57,8 @@ const HISTOGRAMS = [
 export class TcpCollector implements Collector {
   readonly name = 'tcp';
   private obj: BpfObject | undefined;
+  /** The TCP socket iterator that counts open connections' bytes at each collection. */
+  private live: Link | undefined;
   private ctx!: CollectorContext;
   private counters = new Map<CounterField, client.Counter<string>>();
   private histograms: KernelHistogram[] = [];
@@ -80,8 +82,11 @@ export class TcpCollector implements Collector {
     const plan = this.plan(ctx.features, ctx.config);
     if (!plan.runnable) throw new Error(`tcp collector cannot run: ${plan.reason}`);
     const chosen = plan.hooks.filter((h) => h.kind);
+    // Open connections' bytes at each collection, where the kernel has the
+    // TCP socket iterator; elsewhere bytes count at close only.
+    const iter = ctx.features.hasBtfType('bpf_iter__tcp');
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), {
-      skipPrograms: unchosenPrograms(TCP_HOOKS, chosen),
+      skipPrograms: [...unchosenPrograms(TCP_HOOKS, chosen), ...(iter ? [] : ['tcp_live_bytes'])],
       rodata: {
         keep_until_destroy: chosen.some((h) => h.event === 'tcp_destroy_sock') ? 1 : 0,
         rtt_mode: { off: 0, close: 1, segments: 2 }[cfg.rtt],
@@ -97,6 +102,7 @@ export class TcpCollector implements Collector {
     try {
       this.seedListeners();
       for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
+      if (iter) this.live = this.obj.attach('tcp_live_bytes', { kind: 'iter' });
     } catch (e) {
       this.obj.close();
       this.obj = undefined;
@@ -149,6 +155,7 @@ export class TcpCollector implements Collector {
 
   collect(): void {
     if (!this.obj) return;
+    this.live?.run(); // open connections' bytes into the tables, then read as usual
     const alive = new Map<number, boolean>();
     const isAlive = (tgid: number): boolean => {
       let a = alive.get(tgid);
