@@ -72,6 +72,15 @@ struct {
 	__type(value, struct ks_tcp_hist_value);
 } tcp_hist SEC(".maps");
 
+/* Open connections per series, counted afresh by each walk of the socket
+ * iterator: user space reads and empties it at each collection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ks_tcp_key);
+	__type(value, __u64);
+} tcp_open SEC(".maps");
+
 static const struct ks_tcp_counters zero_counters;
 static const struct ks_tcp_hist_value zero_hist;
 /* Connections whose start we did not see (opened before the agent). */
@@ -388,6 +397,13 @@ int tcp_live_bytes(struct bpf_iter__tcp *ctx)
 	struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
 	if (!info || !info->established_ns)
 		return 0;
+	__u64 *open = bpf_map_lookup_elem(&tcp_open, &info->key);
+	if (open) {
+		(*open)++; /* the iterator runs one walk at a time */
+	} else {
+		__u64 one = 1;
+		bpf_map_update_elem(&tcp_open, &info->key, &one, BPF_NOEXIST);
+	}
 	__u64 acked = tp->bytes_acked, received = tp->bytes_received;
 	if (info->key.dir == TCP_DIR_OUTBOUND && acked)
 		acked--; /* our SYN */

@@ -164,6 +164,8 @@ test('50 MB over one open connection shows within a collection, and is not count
     });
     assert.ok(live, `open: sent ${sum(m, 'kernscope_tcp_sent_bytes_total', c)}, received ${sum(m, 'kernscope_tcp_received_bytes_total', s)}`);
     assert.equal(sum(m, 'kernscope_tcp_connections_closed_total', c), 0);
+    assert.equal(sum(m, 'kernscope_tcp_connections_open', c), 1);
+    assert.equal(sum(m, 'kernscope_tcp_connections_open', s), 1);
   } finally {
     await client.end();
   }
@@ -176,6 +178,7 @@ test('50 MB over one open connection shows within a collection, and is not count
     assert.ok(closed);
     assert.equal(sum(m, 'kernscope_tcp_sent_bytes_total', c), BYTES);
     assert.equal(sum(m, 'kernscope_tcp_received_bytes_total', s), BYTES);
+    assert.ok(await eventually(async () => sum(await agent.scrape(), 'kernscope_tcp_connections_open', c) === 0));
   } finally {
     await server.end();
     srv.cleanup();

@@ -59,6 +59,7 @@ export class TcpCollector implements Collector {
   private obj: BpfObject | undefined;
   /** The TCP socket iterator that counts open connections' bytes at each collection. */
   private live: Link | undefined;
+  private openGauge!: client.Gauge<string>;
   private ctx!: CollectorContext;
   private counters = new Map<CounterField, client.Counter<string>>();
   private histograms: KernelHistogram[] = [];
@@ -112,6 +113,7 @@ export class TcpCollector implements Collector {
     const m = ctx.metrics;
     const labelNames = metadataOn(ctx.config) ? [...LABELS, ...META_LABELS] : [...LABELS];
     for (const f of COUNTER_FIELDS) this.counters.set(f, m.counter(COUNTERS[f][0], COUNTERS[f][1], labelNames));
+    this.openGauge = m.gauge('kernscope_tcp_connections_open', 'TCP connections open now (established, or closed by the peer only), as of the last collection; where the kernel has the TCP socket iterator.', labelNames);
     this.histograms = HISTOGRAMS.map((h) => {
       const hist = new KernelHistogram(h.name, h.help, labelNames, h.min, h.max, 1e-6);
       m.register(hist);
@@ -155,7 +157,18 @@ export class TcpCollector implements Collector {
 
   collect(): void {
     if (!this.obj) return;
-    this.live?.run(); // open connections' bytes into the tables, then read as usual
+    if (this.live) {
+      // Open connections' bytes into the tables, then read as usual; the
+      // walk counts open connections afresh.
+      const open = this.obj.map('tcp_open');
+      for (const { key } of open.entries()) open.delete(Buffer.from(key));
+      this.live.run();
+      this.openGauge.reset();
+      for (const { key, value } of open.entries()) {
+        const named = this.labels(key);
+        if (named) this.openGauge.inc(named.labels, open.field(value, 0));
+      }
+    }
     const alive = new Map<number, boolean>();
     const isAlive = (tgid: number): boolean => {
       let a = alive.get(tgid);
