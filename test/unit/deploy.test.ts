@@ -119,7 +119,7 @@ test('dashboards: Grafana JSON with a PromQL target on every panel', () => {
   const dir = path.join(DEPLOY, 'grafana');
   const uids = new Set<string>();
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.json'));
-  assert.deepEqual(files.sort(), ['kernscope-agent.json', 'kernscope-network.json', 'kernscope-red.json', 'kernscope-security.json']);
+  assert.deepEqual(files.sort(), ['kernscope-agent.json', 'kernscope-network.json', 'kernscope-red.json', 'kernscope-resources.json', 'kernscope-security.json']);
   for (const f of files) {
     const d = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { uid: string; panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
     assert.ok(!uids.has(d.uid));

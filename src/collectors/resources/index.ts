@@ -246,8 +246,10 @@ export class ResourcesCollector implements Collector {
       this.procs.set(pid, cur);
       p = base;
       const labels = this.limiter.admit(`${n.service}\0${Object.values(n.meta).join('\0')}`, { service_name: n.service, ...n.meta });
+      // Every counter of a service exists, at 0 until it moves: queries
+      // over disk writes or waits find a series to read.
       const add = (c: client.Counter<string>, extra: Record<string, string>, v: number): void => {
-        if (v > 0) c.inc({ ...labels, ...extra }, v);
+        c.inc({ ...labels, ...extra }, v > 0 ? v : 0);
       };
       add(this.m.cpu, { cpu_mode: 'user' }, cur.utime - (p?.utime ?? 0));
       add(this.m.cpu, { cpu_mode: 'system' }, cur.stime - (p?.stime ?? 0));
