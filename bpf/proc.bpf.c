@@ -6,7 +6,13 @@
 #include <bpf/bpf_endian.h>
 #include "proc.h"
 
+/* Every layout and enum user space decodes, in the object's BTF. */
 KS_BTF_STRUCT(ks_proc_exit);
+KS_BTF_STRUCT(ks_proc_exec);
+KS_BTF_STRUCT(ks_proc_io);
+KS_BTF_STRUCT(ks_proc_priv);
+KS_BTF_ENUM(ks_proc_kind);
+KS_BTF_ENUM(ks_proc_drop_reason);
 
 char LICENSE[] SEC("license") = "GPL";
 

@@ -1,19 +1,22 @@
-/** Decoders for bpf/proc.h; offsets pinned by a test. */
+/**
+ * The process collector's kernel layouts (bpf/proc.h), read from the loaded
+ * object's BTF: offsets, sizes and enum values come from the compiled C, and
+ * a member or value this file needs and the object lacks fails the load.
+ */
+import type { BpfObject } from '../../bpf/object.js';
 
-export const KIND_EXEC = 1;
-export const KIND_FORK = 2;
-export const KIND_EXIT = 3;
-export const KIND_OPEN = 4;
-export const KIND_CONNECT = 5;
-export const KIND_PTRACE = 6;
-export const KIND_SETUID = 7;
-export const IO_SIZE = 336;
-export const HEAD_SIZE = 56;
-export const EXEC_SIZE = 1408;
-export const DROP_REASONS = ['ringbuf_full'];
+export type ProcKind = 'exec' | 'fork' | 'exit' | 'open' | 'connect' | 'ptrace' | 'setuid';
+
+/** enum ks_proc_kind's enumerators, by the name user space gives each. */
+const KIND_NAMES: Record<string, ProcKind> = {
+  PROC_EXEC: 'exec', PROC_FORK: 'fork', PROC_EXIT: 'exit', PROC_OPEN: 'open',
+  PROC_CONNECT: 'connect', PROC_PTRACE: 'ptrace', PROC_SETUID: 'setuid',
+};
+/** Metric reason labels of enum ks_proc_drop_reason, by enumerator. */
+const DROP_NAMES: Record<string, string> = { PROC_DROP_RINGBUF_FULL: 'ringbuf_full' };
 
 export interface ProcEvent {
-  kind: number;
+  kind: ProcKind;
   tsNs: number;
   cgroupId: bigint;
   pid: number;
@@ -45,52 +48,98 @@ function cstr(b: Buffer, start: number, end: number): string {
   return b.toString('utf8', start, z < 0 || z > end ? end : z);
 }
 
-export function decodeProcEvent(b: Buffer): ProcEvent | undefined {
-  if (b.length < HEAD_SIZE) return undefined;
-  const e: ProcEvent = {
-    tsNs: Number(b.readBigUInt64LE(0)),
-    cgroupId: b.readBigUInt64LE(8),
-    kind: b.readUInt32LE(16),
-    pid: b.readUInt32LE(20),
-    ppid: b.readUInt32LE(24),
-    uid: b.readUInt32LE(28),
-    exitCode: b.readUInt32LE(32),
-    comm: cstr(b, 40, 56),
-    killed: false,
-  };
-  if (e.kind === KIND_PTRACE || e.kind === KIND_SETUID) {
-    if (b.length < 64) return undefined;
-    if (e.kind === KIND_PTRACE) {
-      e.request = b.readUInt32LE(56);
-      e.target = b.readUInt32LE(60);
+export class ProcLayout {
+  private readonly head;
+  private readonly exec;
+  private readonly io;
+  private readonly priv;
+  readonly exit;
+  private readonly sizes: { comm: number; filename: number; fileName: number; args: number; path: number };
+  private readonly kinds: ProcKind[] = [];
+  /** Drop reason labels, by the kernel's index. */
+  readonly dropReasons: string[] = [];
+
+  constructor(obj: BpfObject) {
+    this.head = obj.struct('ks_proc_head', ['ts_ns', 'cgroup_id', 'kind', 'pid', 'ppid', 'uid', 'exit_code', 'pad', 'comm'] as const);
+    this.exec = obj.struct('ks_proc_exec', ['args_len', 'args_truncated', 'filename', 'file_name', 'args'] as const);
+    this.io = obj.struct('ks_proc_io', ['flags', 'port', 'family', 'killed', 'addr', 'path'] as const);
+    this.priv = obj.struct('ks_proc_priv', ['a', 'b'] as const);
+    this.exit = obj.struct('ks_proc_exit', ['utime_ns', 'stime_ns', 'read_bytes', 'write_bytes'] as const);
+    const size = (s: string, m: string): number => {
+      const t = obj.btfType(s);
+      if (t?.kind !== 'struct' || !t.members[m]) throw new Error(`${obj.path}: struct ${s} has no member ${m}`);
+      return t.members[m]!.size;
+    };
+    this.sizes = {
+      comm: size('ks_proc_head', 'comm'),
+      filename: size('ks_proc_exec', 'filename'),
+      fileName: size('ks_proc_exec', 'file_name'),
+      args: size('ks_proc_exec', 'args'),
+      path: size('ks_proc_io', 'path'),
+    };
+    for (const [k, v] of Object.entries(obj.enumValues('ks_proc_kind', Object.keys(KIND_NAMES)))) this.kinds[v] = KIND_NAMES[k]!;
+    // Every reason the kernel counts must have a label here, and the reverse.
+    const drops = obj.btfType('ks_proc_drop_reason');
+    if (drops?.kind !== 'enum') throw new Error(`${obj.path}: no enum ks_proc_drop_reason`);
+    for (const [k, v] of Object.entries(drops.values)) {
+      const label = DROP_NAMES[k];
+      if (!label) throw new Error(`${obj.path}: drop reason ${k} has no metric label in decode.ts`);
+      this.dropReasons[v] = label;
+    }
+    for (const k of Object.keys(DROP_NAMES)) if (drops.values[k] === undefined) throw new Error(`${obj.path}: enum ks_proc_drop_reason lacks ${k}`);
+  }
+
+  decode(b: Buffer): ProcEvent | undefined {
+    const H = this.head;
+    if (b.length < H.size) return undefined;
+    const kind = this.kinds[b.readUInt32LE(H.kind)];
+    if (!kind) return undefined;
+    const e: ProcEvent = {
+      tsNs: Number(b.readBigUInt64LE(H.ts_ns)),
+      cgroupId: b.readBigUInt64LE(H.cgroup_id),
+      kind,
+      pid: b.readUInt32LE(H.pid),
+      ppid: b.readUInt32LE(H.ppid),
+      uid: b.readUInt32LE(H.uid),
+      exitCode: b.readUInt32LE(H.exit_code),
+      comm: cstr(b, H.comm, H.comm + this.sizes.comm),
+      killed: false,
+    };
+    if (kind === 'ptrace' || kind === 'setuid') {
+      if (b.length < this.priv.size) return undefined;
+      if (kind === 'ptrace') {
+        e.request = b.readUInt32LE(this.priv.a);
+        e.target = b.readUInt32LE(this.priv.b);
+      }
+      return e;
+    }
+    if (kind === 'open' || kind === 'connect') {
+      const O = this.io;
+      if (b.length < O.size) return undefined;
+      e.killed = b.readUInt8(O.killed) !== 0;
+      if (kind === 'open') {
+        e.flags = b.readUInt32LE(O.flags);
+        e.path = cstr(b, O.path, O.path + this.sizes.path);
+      } else {
+        e.port = b.readUInt16LE(O.port);
+        const family = b.readUInt8(O.family);
+        const a = b.subarray(O.addr, O.addr + 16);
+        e.address = family === 2 ? `${a[0]}.${a[1]}.${a[2]}.${a[3]}` : Array.from({ length: 8 }, (_, i) => a.readUInt16BE(i * 2).toString(16)).join(':');
+      }
+      return e;
+    }
+    if (kind === 'exec') {
+      const X = this.exec;
+      if (b.length < X.size) return undefined;
+      const argsLen = Math.min(b.readUInt16LE(X.args_len), this.sizes.args);
+      e.argsTruncated = b.readUInt8(X.args_truncated) !== 0;
+      e.killed = b.readUInt32LE(H.pad) === 1; // the head's pad marks an exec the kernel killed
+      e.filename = cstr(b, X.filename, X.filename + this.sizes.filename);
+      e.fileName = cstr(b, X.file_name, X.file_name + this.sizes.fileName);
+      const args = b.toString('utf8', X.args, X.args + argsLen).split('\0');
+      if (args.at(-1) === '') args.pop();
+      e.args = args;
     }
     return e;
   }
-  if (e.kind === KIND_OPEN || e.kind === KIND_CONNECT) {
-    if (b.length < IO_SIZE) return undefined;
-    e.killed = b.readUInt8(63) !== 0;
-    if (e.kind === KIND_OPEN) {
-      e.flags = b.readUInt32LE(56);
-      e.path = cstr(b, 80, 336);
-    } else {
-      e.port = b.readUInt16LE(60);
-      const family = b.readUInt8(62);
-      const a = b.subarray(64, 80);
-      e.address = family === 2 ? `${a[0]}.${a[1]}.${a[2]}.${a[3]}` : Array.from({ length: 8 }, (_, i) => a.readUInt16BE(i * 2).toString(16)).join(':');
-    }
-    return e;
-  }
-  if (e.kind === KIND_EXEC) {
-    if (b.length < EXEC_SIZE) return undefined;
-    const argsLen = Math.min(b.readUInt16LE(56), 1024);
-    e.argsTruncated = b.readUInt8(58) !== 0;
-    e.killed = b.readUInt32LE(36) === 1;
-    e.filename = cstr(b, 64, 320);
-    e.fileName = cstr(b, 320, 384);
-    const raw = b.toString('utf8', 384, 384 + argsLen);
-    const args = raw.split('\0');
-    if (args.at(-1) === '') args.pop();
-    e.args = args;
-  }
-  return e;
 }

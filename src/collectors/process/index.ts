@@ -12,7 +12,7 @@ import { JsonlFile } from '../../security/jsonl-file.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { DROP_REASONS, KIND_CONNECT, KIND_EXEC, KIND_EXIT, KIND_OPEN, KIND_PTRACE, KIND_SETUID, decodeProcEvent, type ProcEvent } from './decode.js';
+import { ProcLayout, type ProcEvent } from './decode.js';
 import { ProcessTable, type ProcInfo } from './table.js';
 
 const OBJECT = 'proc.bpf.o';
@@ -58,8 +58,8 @@ function u64(b: Buffer, off: number): number {
 export class ProcessCollector implements Collector {
   readonly name = 'process';
   private obj: BpfObject | undefined;
-  /** struct ks_proc_exit's usage fields, from the object's BTF. */
-  private exitLayout: { size: number; utime_ns: number; stime_ns: number; read_bytes: number; write_bytes: number } | undefined;
+  /** bpf/proc.h's layouts, from the object's BTF. */
+  private layout: ProcLayout | undefined;
   private exitListeners: Array<(e: ProcessExit) => void> = [];
 
   /** Called at each process's end with what it used in all (the resources collector's last delta). */
@@ -110,8 +110,14 @@ export class ProcessCollector implements Collector {
     this.table.seedFromProc();
     const chosen = plan.hooks.filter((h) => h.kind);
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
-    this.exitLayout = this.obj.struct('ks_proc_exit', ['utime_ns', 'stime_ns', 'read_bytes', 'write_bytes'] as const);
-    this.drops = new KernelDrops(this.obj.map('drops'), 'process', DROP_REASONS, ctx.drops, ['alert_output_full', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
+    try {
+      this.layout = new ProcLayout(this.obj);
+    } catch (e) {
+      this.obj.close();
+      this.obj = undefined;
+      throw e;
+    }
+    this.drops = new KernelDrops(this.obj.map('drops'), 'process', this.layout.dropReasons, ctx.drops, ['alert_output_full', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
     try {
       this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
       this.drain = setInterval(() => {
@@ -232,7 +238,7 @@ export class ProcessCollector implements Collector {
   };
 
   private exited(rec: Buffer, e: ProcEvent, p: ProcInfo | undefined): void {
-    const L = this.exitLayout;
+    const L = this.layout?.exit;
     if (!L || rec.length < L.size || !this.exitListeners.length) return;
     const x: ProcessExit = {
       pid: e.pid,
@@ -247,30 +253,30 @@ export class ProcessCollector implements Collector {
   }
 
   private onRecord(rec: Buffer): void {
-    const e = decodeProcEvent(rec);
+    const e = this.layout?.decode(rec);
     if (!e) return;
     let ev: EventFacts;
     let p: ProcInfo | undefined;
-    if (e.kind === KIND_PTRACE || e.kind === KIND_SETUID) {
+    if (e.kind === 'ptrace' || e.kind === 'setuid') {
       p = this.table.get(e.pid);
       if (!p) return;
       p.uid = e.uid; // the uid it runs with now, not at exec
-      ev = e.kind === KIND_PTRACE ? { event: 'ptrace', target: e.target! } : { event: 'setuid' };
-    } else if (e.kind === KIND_OPEN || e.kind === KIND_CONNECT) {
+      ev = e.kind === 'ptrace' ? { event: 'ptrace', target: e.target! } : { event: 'setuid' };
+    } else if (e.kind === 'open' || e.kind === 'connect') {
       p = this.table.get(e.pid);
       if (!p) return;
       // O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND all change the file.
-      ev = e.kind === KIND_OPEN ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0 } : { event: 'connect', port: e.port! };
+      ev = e.kind === 'open' ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0 } : { event: 'connect', port: e.port! };
     } else {
       p = this.table.apply(e);
-      if (e.kind === KIND_EXIT) this.exited(rec, e, p);
+      if (e.kind === 'exit') this.exited(rec, e, p);
       if (!p) return;
-      if (this.ctx.config.security.output.processEvents && e.kind !== 2) {
+      if (this.ctx.config.security.output.processEvents && e.kind !== 'fork') {
         // exec and exit as events of their own; an exit's status is the wait(2) one.
-        const exit = e.kind === 3 ? { exitCode: (e.exitCode >> 8) & 0xff, signal: e.exitCode & 0x7f } : {};
-        this.emit({ time: new Date().toISOString(), kind: e.kind === KIND_EXEC ? 'exec' : 'exit', ...exit, process: view(p, e), ancestry: ancestryString(this.table.ancestry(p.pid)) });
+        const exit = e.kind === 'exit' ? { exitCode: (e.exitCode >> 8) & 0xff, signal: e.exitCode & 0x7f } : {};
+        this.emit({ time: new Date().toISOString(), kind: e.kind === 'exec' ? 'exec' : 'exit', ...exit, process: view(p, e), ancestry: ancestryString(this.table.ancestry(p.pid)) });
       }
-      if (e.kind !== KIND_EXEC) return;
+      if (e.kind !== 'exec') return;
       this.execs.inc();
       ev = { event: 'exec' };
     }

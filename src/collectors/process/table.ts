@@ -49,7 +49,7 @@ export class ProcessTable {
   }
 
   apply(e: ProcEvent): ProcInfo | undefined {
-    if (e.kind === 1) {
+    if (e.kind === 'exec') {
       const exe = e.filename && e.filename.startsWith('/') ? e.filename : resolveExe(e.pid, e.filename ?? '');
       const memfd = e.fileName?.startsWith('memfd:') ? e.fileName : undefined;
       const p: ProcInfo = {
@@ -66,7 +66,7 @@ export class ProcessTable {
       this.put(p);
       return p;
     }
-    if (e.kind === 2) {
+    if (e.kind === 'fork') {
       const parent = this.get(e.ppid);
       const p: ProcInfo = parent
         ? { ...parent, pid: e.pid, ppid: e.ppid, exitCode: undefined, exitedAt: undefined }
@@ -76,7 +76,7 @@ export class ProcessTable {
       this.put(p);
       return p;
     }
-    if (e.kind === 3) {
+    if (e.kind === 'exit') {
       const p = this.get(e.pid);
       if (p) {
         p.exitCode = e.exitCode;
