@@ -20,6 +20,11 @@ char LICENSE[] SEC("license") = "GPL";
 
 KS_DECLARE_DROPS
 
+/* The enums user space decodes, in the object's BTF. */
+KS_BTF_ENUM(ks_tcp_dir);
+KS_BTF_ENUM(ks_tcp_hist_kind);
+KS_BTF_ENUM(ks_tcp_drop_reason);
+
 /* Set when tcp_destroy_sock is hooked: entries then outlive TCP_CLOSE, so a
  * reset sent right after the close (SO_LINGER 0 sets CLOSE, then sends RST)
  * is still charged to its owner. */

@@ -1,5 +1,5 @@
-/* TCP collector: layouts shared by tcp.bpf.c and src/collectors/tcp/decode.ts.
- * Fixed-width fields only; TypeScript decodes them by offset. */
+/* TCP collector: the one layout of its tables. src/collectors/tcp/decode.ts
+ * reads every offset and enum value below from the object's BTF. */
 #ifndef KERNSCOPE_TCP_H
 #define KERNSCOPE_TCP_H
 

@@ -4,7 +4,9 @@ import { KernelHistogram } from '../../src/metrics/kernel-histogram.js';
 import { BucketHistogram } from '../../src/metrics/bucket-histogram.js';
 import { LabelLimiter } from '../../src/metrics/label-limiter.js';
 import { MetricsRegistry, wantsOpenMetrics } from '../../src/metrics/registry.js';
-import { decodeKey, encodeOwner, portLabel, sumField } from '../../src/collectors/tcp/decode.js';
+import { TcpLayout, portLabel, sumField } from '../../src/collectors/tcp/decode.js';
+import { BpfObject } from '../../src/bpf/object.js';
+import { bpfObjectPath } from '../../src/paths.js';
 import { parseMetrics } from '../helpers.js';
 
 test('kernel log2 slots become cumulative Prometheus buckets', async () => {
@@ -50,19 +52,33 @@ test('label limiter folds and counts each refused set once', () => {
   assert.equal(overflows, 1);
 });
 
-test('tcp key layout matches bpf/tcp.h', () => {
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(1234, 0);
-  b.writeUInt16LE(443, 4);
-  b.writeUInt8(1, 6);
-  b.write('curl', 8, 'latin1');
-  assert.deepEqual(decodeKey(b), { tgid: 1234, port: 443, dir: 1, comm: 'curl' });
-  b.write('sixteen-chars-xx', 8, 'latin1'); // no NUL: all 16 bytes
-  assert.equal(decodeKey(b).comm, 'sixteen-chars-xx');
-  const o = encodeOwner(7, 'a-very-long-process-name');
+test('tcp layouts come from the object\'s BTF (bpf/tcp.h), without root', () => {
+  const obj = BpfObject.openUnloaded(bpfObjectPath('tcp.bpf.o'));
+  const L = new TcpLayout(obj);
+  const K = L.key;
+  const dirs = obj.enumValues('ks_tcp_dir', ['TCP_DIR_OUTBOUND'] as const);
+  const b = Buffer.alloc(K.size);
+  b.writeUInt32LE(1234, K.tgid);
+  b.writeUInt16LE(443, K.port);
+  b.writeUInt8(dirs.TCP_DIR_OUTBOUND, K.dir);
+  b.write('curl', K.comm, 'latin1');
+  assert.deepEqual(L.decodeKey(b), { tgid: 1234, port: 443, dir: 'outbound', comm: 'curl' });
+  b.write('sixteen-chars-xx', K.comm, 'latin1'); // no NUL: all 16 bytes
+  assert.equal(L.decodeKey(b).comm, 'sixteen-chars-xx');
+  const o = L.encodeOwner(7, 'a-very-long-process-name');
   assert.equal(o.length, 24);
   assert.equal(o.toString('latin1', 8, 23), 'a-very-long-pro');
   assert.equal(o[23], 0);
+  // Counters and reasons by name, whatever their order in the header.
+  assert.deepEqual(Object.keys(L.counterSlots).length, 8);
+  assert.equal(new Set(Object.values(L.counterSlots)).size, 8);
+  assert.deepEqual(L.dropReasons, ['socket_table_full', 'stats_table_full', 'histogram_table_full', 'listener_table_full']);
+  const hk = Buffer.alloc(L.histKey.size);
+  hk.writeUInt32LE(1234, L.histKey.key + K.tgid);
+  hk.writeUInt32LE(obj.enumValues('ks_tcp_hist_kind', ['TCP_HIST_RTT'] as const).TCP_HIST_RTT, L.histKey.kind);
+  hk.writeUInt32LE(9, L.histKey.slot);
+  const h = L.decodeHistKey(hk);
+  assert.deepEqual([h.kind, h.slot, h.key.readUInt32LE(K.tgid)], ['rtt', 9, 1234]);
 });
 
 test('per-CPU sums and port labels', () => {

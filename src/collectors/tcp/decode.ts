@@ -1,58 +1,116 @@
-/** Decoders for bpf/tcp.h. Offsets mirror the C structs; tests pin them. */
-
-export const KEY_SIZE = 24;
-export const HIST_KEY_SIZE = 32;
-
-export const DIRECTIONS = ['unknown', 'outbound', 'inbound'] as const;
+/**
+ * The TCP collector's kernel layouts (bpf/tcp.h), read from the loaded
+ * object's BTF: offsets, sizes and enum values come from the compiled C, and
+ * a member or value this file needs and the object lacks fails the load.
+ */
+import type { BpfObject } from '../../bpf/object.js';
 
 export interface TcpKey {
   tgid: number;
   port: number;
-  dir: number;
+  /** 'outbound', 'inbound' or 'unknown' (enum ks_tcp_dir). */
+  dir: string;
   comm: string;
 }
 
-/** struct ks_tcp_counters field order. */
-export const COUNTER_FIELDS = [
-  'opened',
-  'closed',
-  'sentBytes',
-  'receivedBytes',
-  'retransmits',
-  'resetsSent',
-  'resetsReceived',
-  'connectFailed',
-] as const;
-export type CounterField = (typeof COUNTER_FIELDS)[number];
+/** struct ks_tcp_counters members, by the name each counter has here. */
+const COUNTER_MEMBERS = {
+  opened: 'opened',
+  closed: 'closed',
+  sentBytes: 'sent_bytes',
+  receivedBytes: 'received_bytes',
+  retransmits: 'retransmits',
+  resetsSent: 'resets_sent',
+  resetsReceived: 'resets_received',
+  connectFailed: 'connect_failed',
+} as const;
+export type CounterField = keyof typeof COUNTER_MEMBERS;
+export const COUNTER_FIELDS = Object.keys(COUNTER_MEMBERS) as CounterField[];
 
-export const HIST_KINDS = ['connect', 'rtt', 'lifetime'] as const;
+export type HistKind = 'connect' | 'rtt' | 'lifetime';
+const HIST_NAMES: Record<string, HistKind> = { TCP_HIST_CONNECT: 'connect', TCP_HIST_RTT: 'rtt', TCP_HIST_LIFETIME: 'lifetime' };
+const DIR_NAMES: Record<string, string> = { TCP_DIR_UNKNOWN: 'unknown', TCP_DIR_OUTBOUND: 'outbound', TCP_DIR_INBOUND: 'inbound' };
+/** Metric reason labels of enum ks_tcp_drop_reason, by enumerator. */
+const DROP_NAMES: Record<string, string> = {
+  TCP_DROP_SOCK_TABLE_FULL: 'socket_table_full',
+  TCP_DROP_STATS_TABLE_FULL: 'stats_table_full',
+  TCP_DROP_HIST_TABLE_FULL: 'histogram_table_full',
+  TCP_DROP_LISTENER_TABLE_FULL: 'listener_table_full',
+};
 
-/** enum ks_tcp_drop_reason, in order. */
-export const DROP_REASONS = ['socket_table_full', 'stats_table_full', 'histogram_table_full', 'listener_table_full'];
+export class TcpLayout {
+  readonly key;
+  readonly histKey;
+  /** u64 slots of struct ks_tcp_hist_value. */
+  readonly histValue: { count: number; sum: number };
+  private readonly listener;
+  private readonly owner;
+  private readonly commSize: number;
+  /** u64 slot of each counter in struct ks_tcp_counters. */
+  readonly counterSlots = {} as Record<CounterField, number>;
+  private readonly dirs: string[] = [];
+  private readonly histKinds: HistKind[] = [];
+  /** Drop reason labels, by the kernel's index. */
+  readonly dropReasons: string[] = [];
 
-export function decodeKey(b: Buffer, off = 0): TcpKey {
-  const end = b.indexOf(0, off + 8);
-  const commEnd = end < 0 || end > off + 24 ? off + 24 : end;
-  return {
-    tgid: b.readUInt32LE(off),
-    port: b.readUInt16LE(off + 4),
-    dir: b.readUInt8(off + 6),
-    comm: b.toString('latin1', off + 8, commEnd),
-  };
-}
+  constructor(obj: BpfObject) {
+    this.key = obj.struct('ks_tcp_key', ['tgid', 'port', 'dir', 'comm'] as const);
+    this.histKey = obj.struct('ks_tcp_hist_key', ['key', 'kind', 'slot'] as const);
+    this.listener = obj.struct('ks_tcp_listener_key', ['netns', 'port'] as const);
+    const hv = obj.struct('ks_tcp_hist_value', ['count', 'sum_ns'] as const);
+    this.histValue = { count: hv.count / 8, sum: hv.sum_ns / 8 };
+    this.owner = obj.struct('ks_tcp_owner', ['tgid', 'comm'] as const);
+    const k = obj.btfType('ks_tcp_key');
+    if (k?.kind !== 'struct') throw new Error(`${obj.path}: no struct ks_tcp_key`);
+    this.commSize = k.members.comm!.size;
+    const c = obj.struct('ks_tcp_counters', Object.values(COUNTER_MEMBERS));
+    for (const [f, m] of Object.entries(COUNTER_MEMBERS)) this.counterSlots[f as CounterField] = c[m] / 8;
+    for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_dir', Object.keys(DIR_NAMES)))) this.dirs[v] = DIR_NAMES[n]!;
+    for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_hist_kind', Object.keys(HIST_NAMES)))) this.histKinds[v] = HIST_NAMES[n]!;
+    // Every reason the kernel counts must have a label here, and the reverse.
+    const drops = obj.btfType('ks_tcp_drop_reason');
+    if (drops?.kind !== 'enum') throw new Error(`${obj.path}: no enum ks_tcp_drop_reason`);
+    for (const [n, v] of Object.entries(drops.values)) {
+      const label = DROP_NAMES[n];
+      if (!label) throw new Error(`${obj.path}: drop reason ${n} has no metric label in decode.ts`);
+      this.dropReasons[v] = label;
+    }
+    for (const n of Object.keys(DROP_NAMES)) if (drops.values[n] === undefined) throw new Error(`${obj.path}: enum ks_tcp_drop_reason lacks ${n}`);
+  }
 
-export function encodeListenerKey(netns: number, port: number): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeUInt32LE(netns, 0);
-  b.writeUInt16LE(port, 4);
-  return b;
-}
+  decodeKey(b: Buffer, off = 0): TcpKey {
+    const K = this.key;
+    const start = off + K.comm;
+    const end = b.indexOf(0, start);
+    const commEnd = end < 0 || end > start + this.commSize ? start + this.commSize : end;
+    return {
+      tgid: b.readUInt32LE(off + K.tgid),
+      port: b.readUInt16LE(off + K.port),
+      dir: this.dirs[b.readUInt8(off + K.dir)] ?? 'unknown',
+      comm: b.toString('latin1', start, commEnd),
+    };
+  }
 
-export function encodeOwner(tgid: number, comm: string): Buffer {
-  const b = Buffer.alloc(24);
-  b.writeUInt32LE(tgid, 0);
-  b.write(comm.slice(0, 15), 8, 'latin1');
-  return b;
+  /** A histogram entry's key: its series, which histogram, which slot. */
+  decodeHistKey(b: Buffer): { key: Buffer; kind: HistKind | undefined; slot: number } {
+    const H = this.histKey;
+    return { key: b.subarray(H.key, H.key + this.key.size), kind: this.histKinds[b.readUInt32LE(H.kind)], slot: b.readUInt32LE(H.slot) };
+  }
+
+  encodeListenerKey(netns: number, port: number): Buffer {
+    const b = Buffer.alloc(this.listener.size);
+    b.writeUInt32LE(netns, this.listener.netns);
+    b.writeUInt16LE(port, this.listener.port);
+    return b;
+  }
+
+  /** struct ks_tcp_owner; comm is cut to leave its NUL. */
+  encodeOwner(tgid: number, comm: string): Buffer {
+    const b = Buffer.alloc(this.owner.size);
+    b.writeUInt32LE(tgid, this.owner.tgid);
+    b.write(comm.slice(0, this.commSize - 1), this.owner.comm, 'latin1');
+    return b;
+  }
 }
 
 // Kept here for the layout tests; the map reads use BpfMap.field.

@@ -10,17 +10,7 @@ import type { Labels } from '../../metrics/registry.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import {
-  COUNTER_FIELDS,
-  DIRECTIONS,
-  DROP_REASONS,
-  KEY_SIZE,
-  decodeKey,
-  encodeListenerKey,
-  encodeOwner,
-  portLabel,
-  type CounterField,
-} from './decode.js';
+import { COUNTER_FIELDS, TcpLayout, portLabel, type CounterField, type HistKind } from './decode.js';
 import { scanSockets } from '../../process/sockets.js';
 import { META_LABELS, metadataOn } from '../../process/names.js';
 
@@ -48,11 +38,11 @@ const COUNTERS: Record<CounterField, [string, string]> = {
 };
 
 /** Kernel slots are µs (slot i: [2^i, 2^(i+1)) µs); each histogram keeps a useful range. */
-const HISTOGRAMS = [
-  { name: 'kernscope_tcp_connect_duration_seconds', help: 'Time from SYN sent to connection established.', min: 3, max: 24 },
-  { name: 'kernscope_tcp_rtt_seconds', help: 'Smoothed round-trip time: one sample per connection at close, or per socket and interval from incoming segments (collectors.tcp.rtt).', min: 3, max: 21 },
-  { name: 'kernscope_tcp_connection_duration_seconds', help: 'Lifetime of closed connections, from establishment to close.', min: 9, max: 31 },
-] as const;
+const HISTOGRAMS: ReadonlyArray<{ kind: HistKind; name: string; help: string; min: number; max: number }> = [
+  { kind: 'connect', name: 'kernscope_tcp_connect_duration_seconds', help: 'Time from SYN sent to connection established.', min: 3, max: 24 },
+  { kind: 'rtt', name: 'kernscope_tcp_rtt_seconds', help: 'Smoothed round-trip time: one sample per connection at close, or per socket and interval from incoming segments (collectors.tcp.rtt).', min: 3, max: 21 },
+  { kind: 'lifetime', name: 'kernscope_tcp_connection_duration_seconds', help: 'Lifetime of closed connections, from establishment to close.', min: 9, max: 31 },
+];
 
 export class TcpCollector implements Collector {
   readonly name = 'tcp';
@@ -62,7 +52,8 @@ export class TcpCollector implements Collector {
   private openGauge!: client.Gauge<string>;
   private ctx!: CollectorContext;
   private counters = new Map<CounterField, client.Counter<string>>();
-  private histograms: KernelHistogram[] = [];
+  private histograms = new Map<HistKind, KernelHistogram>();
+  private layout!: TcpLayout;
   private limiter!: LabelLimiter;
   /** Last value read per kernel key, so cumulative kernel counts become deltas. */
   private lastStats = new Map<string, number[]>();
@@ -101,6 +92,7 @@ export class TcpCollector implements Collector {
       },
     });
     try {
+      this.layout = new TcpLayout(this.obj);
       this.seedListeners();
       for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
       if (iter) this.live = this.obj.attach('tcp_live_bytes', { kind: 'iter' });
@@ -114,13 +106,13 @@ export class TcpCollector implements Collector {
     const labelNames = metadataOn(ctx.config) ? [...LABELS, ...META_LABELS] : [...LABELS];
     for (const f of COUNTER_FIELDS) this.counters.set(f, m.counter(COUNTERS[f][0], COUNTERS[f][1], labelNames));
     this.openGauge = m.gauge('kernscope_tcp_connections_open', 'TCP connections open now (established, or closed by the peer only), as of the last collection; where the kernel has the TCP socket iterator.', labelNames);
-    this.histograms = HISTOGRAMS.map((h) => {
+    for (const h of HISTOGRAMS) {
       const hist = new KernelHistogram(h.name, h.help, labelNames, h.min, h.max, 1e-6);
       m.register(hist);
-      return hist;
-    });
+      this.histograms.set(h.kind, hist);
+    }
     this.limiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'tcp', reason: 'label_overflow' }));
-    this.drops = new KernelDrops(this.obj.map('drops'), 'tcp', DROP_REASONS, ctx.drops, ['label_overflow']);
+    this.drops = new KernelDrops(this.obj.map('drops'), 'tcp', this.layout.dropReasons, ctx.drops, ['label_overflow']);
   }
 
   programs(): BpfProgram[] {
@@ -132,7 +124,7 @@ export class TcpCollector implements Collector {
     for (const l of scanSockets()) {
       if (l.state !== 'listen') continue;
       try {
-        map.update(encodeListenerKey(l.netns, l.localPort), encodeOwner(l.tgid, l.comm), MapUpdate.NOEXIST);
+        map.update(this.layout.encodeListenerKey(l.netns, l.localPort), this.layout.encodeOwner(l.tgid, l.comm), MapUpdate.NOEXIST);
       } catch {
         // EEXIST: a listen() seen by the kernel meanwhile is fresher
       }
@@ -140,13 +132,13 @@ export class TcpCollector implements Collector {
   }
 
   private labels(keyBuf: Buffer): { id: string; labels: Labels } | undefined {
-    const k = decodeKey(keyBuf);
+    const k = this.layout.decodeKey(keyBuf);
     const names = this.ctx.namer.names(k.tgid, k.comm, k.port);
     if (!names.inScope) return undefined;
     const labels: Labels = {
       service: names.service,
       process: names.process,
-      direction: DIRECTIONS[k.dir] ?? 'unknown',
+      direction: k.dir,
       port: portLabel(k.port),
       ...names.meta,
     };
@@ -186,12 +178,12 @@ export class TcpCollector implements Collector {
 
   private foldStats(map: BpfMap, isAlive: (t: number) => boolean): void {
     for (const { key, value } of map.entries()) {
-      const tgid = key.readUInt32LE(0);
+      const tgid = key.readUInt32LE(this.layout.key.tgid);
       // Checked before folding: a dead process's counts are final once read.
       const dead = !isAlive(tgid);
       const hex = key.toString('hex');
       const last = this.lastStats.get(hex);
-      const cur = COUNTER_FIELDS.map((_, i) => map.field(value, i));
+      const cur = COUNTER_FIELDS.map((f) => map.field(value, this.layout.counterSlots[f]));
       const named = this.labels(key);
       if (named) {
         COUNTER_FIELDS.forEach((f, i) => {
@@ -213,19 +205,19 @@ export class TcpCollector implements Collector {
 
   private foldHist(map: BpfMap, isAlive: (t: number) => boolean): void {
     for (const { key, value } of map.entries()) {
-      const tgid = key.readUInt32LE(0);
+      const hk = this.layout.decodeHistKey(key);
+      const tgid = hk.key.readUInt32LE(this.layout.key.tgid);
       const dead = !isAlive(tgid);
       const hex = key.toString('hex');
-      const kind = key.readUInt32LE(KEY_SIZE);
-      const slot = key.readUInt32LE(KEY_SIZE + 4);
-      const hist = this.histograms[kind];
-      const count = map.field(value, 0);
-      const sumNs = map.field(value, 1);
+      const slot = hk.slot;
+      const hist = hk.kind && this.histograms.get(hk.kind);
+      const count = map.field(value, this.layout.histValue.count);
+      const sumNs = map.field(value, this.layout.histValue.sum);
       const last = this.lastHist.get(hex);
       let dc = count - (last?.[0] ?? 0);
       let ds = sumNs - (last?.[1] ?? 0);
       if (dc < 0 || ds < 0) [dc, ds] = [count, sumNs];
-      const named = hist && dc > 0 ? this.labels(key.subarray(0, KEY_SIZE)) : undefined;
+      const named = hist && dc > 0 ? this.labels(hk.key) : undefined;
       if (named) hist!.add(named.id, named.labels, slot, dc, ds / 1e9);
       if (dead) {
         map.delete(key);
