@@ -1,5 +1,6 @@
 import type client from 'prom-client';
 import type { BpfMap } from '../bpf/object.js';
+import { Cumulative } from './cumulative.js';
 
 /**
  * Folds an object's `drops` per-CPU array (KS_DECLARE_DROPS in
@@ -7,7 +8,7 @@ import type { BpfMap } from '../bpf/object.js';
  * Every reason has a series from the start, so an alert can watch it at 0.
  */
 export class KernelDrops {
-  private readonly last: number[] = [];
+  private readonly last = new Cumulative();
 
   constructor(
     private readonly map: BpfMap,
@@ -26,10 +27,8 @@ export class KernelDrops {
       const i = key.readUInt32LE(0);
       const reason = this.reasons[i];
       if (!reason) continue;
-      const cur = this.map.field(value, 0);
-      const d = cur - (this.last[i] ?? 0);
-      this.last[i] = cur;
-      if (d > 0) this.counter.inc({ source: this.source, reason }, d);
+      const [d] = this.last.delta(String(i), [this.map.field(value, 0)]);
+      if (d! > 0) this.counter.inc({ source: this.source, reason }, d);
     }
   }
 }

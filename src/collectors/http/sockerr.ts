@@ -11,6 +11,7 @@ import type { BpfObject, MapEntry } from '../../bpf/object.js';
 import type { ProcessNames } from '../../process/names.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { MetricsRegistry } from '../../metrics/registry.js';
+import { Cumulative } from '../cumulative.js';
 import { u64 } from './decode.js';
 import type { ProcInfo } from './fold.js';
 
@@ -23,7 +24,7 @@ export function errnoName(n: number): string {
 export class SocketErrors {
   private readonly key;
   private readonly ops = new Map<number, string>();
-  private readonly last = new Map<string, number>();
+  private readonly last = new Cumulative();
   private readonly counter: client.Counter<string>;
   private readonly limiter: LabelLimiter;
 
@@ -46,16 +47,10 @@ export class SocketErrors {
   fold(entries: Iterable<MapEntry>, proc: (tgid: number) => ProcInfo, forget: (key: Buffer) => void): void {
     const K = this.key;
     for (const { key, value } of entries) {
-      const hex = key.toString('hex');
-      const cur = u64(value, 0);
-      const d = cur - (this.last.get(hex) ?? 0);
       const tgid = key.readUInt32LE(K.tgid);
       const p = proc(tgid);
-      if (p.live) this.last.set(hex, cur);
-      else {
-        forget(key);
-        this.last.delete(hex);
-      }
+      const [d] = this.last.delta(key.toString('hex'), [u64(value, 0)], !p.live) as [number];
+      if (!p.live) forget(key);
       if (d <= 0) continue;
       const n = this.namer.names(tgid, p.comm, undefined, p.argv);
       if (!n.inScope) continue;

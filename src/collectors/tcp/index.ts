@@ -10,6 +10,7 @@ import type { Labels } from '../../metrics/registry.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
+import { Cumulative } from '../cumulative.js';
 import { COUNTER_FIELDS, TcpLayout, portLabel, type CounterField, type HistKind } from './decode.js';
 import { scanSockets } from '../../process/sockets.js';
 import { META_LABELS, metadataOn } from '../../process/names.js';
@@ -56,8 +57,8 @@ export class TcpCollector implements Collector {
   private layout!: TcpLayout;
   private limiter!: LabelLimiter;
   /** Last value read per kernel key, so cumulative kernel counts become deltas. */
-  private lastStats = new Map<string, number[]>();
-  private lastHist = new Map<string, [number, number]>();
+  private lastStats = new Cumulative();
+  private lastHist = new Cumulative();
   private drops!: KernelDrops;
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
@@ -182,24 +183,12 @@ export class TcpCollector implements Collector {
       // Checked before folding: a dead process's counts are final once read.
       const dead = !isAlive(tgid);
       const hex = key.toString('hex');
-      const last = this.lastStats.get(hex);
-      const cur = COUNTER_FIELDS.map((f) => map.field(value, this.layout.counterSlots[f]));
+      const d = this.lastStats.delta(hex, COUNTER_FIELDS.map((f) => map.field(value, this.layout.counterSlots[f])), dead);
       const named = this.labels(key);
-      if (named) {
-        COUNTER_FIELDS.forEach((f, i) => {
-          let d = cur[i]! - (last?.[i] ?? 0);
-          if (d < 0) d = cur[i]!; // the kernel entry was recreated
-          // Every counter of a label set exists, at 0 until it happens:
-          // queries over failures and resets find a series to read.
-          this.counters.get(f)!.inc(named.labels, d > 0 ? d : 0);
-        });
-      }
-      if (dead) {
-        map.delete(key);
-        this.lastStats.delete(hex);
-      } else {
-        this.lastStats.set(hex, cur);
-      }
+      // Every counter of a label set exists, at 0 until it happens:
+      // queries over failures and resets find a series to read.
+      if (named) COUNTER_FIELDS.forEach((f, i) => this.counters.get(f)!.inc(named.labels, d[i]!));
+      if (dead) map.delete(key);
     }
   }
 
@@ -213,18 +202,10 @@ export class TcpCollector implements Collector {
       const hist = hk.kind && this.histograms.get(hk.kind);
       const count = map.field(value, this.layout.histValue.count);
       const sumNs = map.field(value, this.layout.histValue.sum);
-      const last = this.lastHist.get(hex);
-      let dc = count - (last?.[0] ?? 0);
-      let ds = sumNs - (last?.[1] ?? 0);
-      if (dc < 0 || ds < 0) [dc, ds] = [count, sumNs];
+      const [dc, ds] = this.lastHist.delta(hex, [count, sumNs], dead) as [number, number];
       const named = hist && dc > 0 ? this.labels(hk.key) : undefined;
       if (named) hist!.add(named.id, named.labels, slot, dc, ds / 1e9);
-      if (dead) {
-        map.delete(key);
-        this.lastHist.delete(hex);
-      } else {
-        this.lastHist.set(hex, [count, sumNs]);
-      }
+      if (dead) map.delete(key);
     }
   }
 

@@ -1,0 +1,15 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Cumulative } from '../../src/collectors/cumulative.js';
+
+test('growth since the last read; a recreated entry counts whole; a final read forgets', () => {
+  const c = new Cumulative();
+  assert.deepEqual(c.delta('a', [5, 10]), [5, 10]);
+  assert.deepEqual(c.delta('a', [5, 12]), [0, 2]);
+  assert.deepEqual(c.delta('a', [1, 12]), [1, 0]); // the kernel made the entry again
+  assert.deepEqual(c.delta('b', [3]), [3]);
+  assert.equal(c.size, 2);
+  assert.deepEqual(c.delta('a', [4, 20], true), [3, 8]);
+  assert.equal(c.size, 1);
+  assert.deepEqual(c.delta('a', [4, 20]), [4, 20]); // forgotten: a new process's entry
+});
