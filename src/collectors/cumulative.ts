@@ -23,6 +23,11 @@ export class Cumulative {
     return d;
   }
 
+  /** Forgets every key not in `seen`: their kernel entries are gone. */
+  prune(seen: ReadonlySet<string>): void {
+    for (const k of this.last.keys()) if (!seen.has(k)) this.last.delete(k);
+  }
+
   get size(): number {
     return this.last.size;
   }

@@ -13,3 +13,12 @@ test('growth since the last read; a recreated entry counts whole; a final read f
   assert.equal(c.size, 1);
   assert.deepEqual(c.delta('a', [4, 20]), [4, 20]); // forgotten: a new process's entry
 });
+
+test('keys whose kernel entries are gone are forgotten', () => {
+  const c = new Cumulative();
+  c.delta('a', [1]);
+  c.delta('b', [2]);
+  c.prune(new Set(['b']));
+  assert.equal(c.size, 1);
+  assert.deepEqual(c.delta('a', [1]), [1]);
+});
