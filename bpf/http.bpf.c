@@ -1359,11 +1359,19 @@ int http_getsockopt(struct sys_exit_ctx *ctx)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_close")
-int http_close(struct sys_exit_ctx *ctx)
+struct sys_enter_ctx {
+	__u64 unused;
+	long id;
+	unsigned long args[6];
+};
+
+/* At the call, where the fd is an argument of the context: no register
+ * read. A close that fails was not of a tracked fd. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int http_close(struct sys_enter_ctx *ctx)
 {
 	struct conn_key k;
-	struct conn *c = lookup(ARG(user_regs(), di), &k);
+	struct conn *c = lookup(ctx->args[0], &k);
 	if (!c)
 		return 0;
 	if (c->phase == HTTP_REQUEST) {

@@ -86,7 +86,7 @@ test('SIGTERM detaches every program and exits 0', async () => {
     ids = programsOf(agent.child.pid!);
     // TCP: state, retransmit, send and receive reset, destroy, the socket
     // iterator for open connections' bytes; HTTP: 5
-    // syscall exits (accept, accept4, connect, close, getsockopt), the 2
+    // syscall hooks (accept, accept4, connect, close, getsockopt), the 2
     // socket tracepoints for reads and writes and 6 TLS uprobe programs;
     // process: exec, fork, exit,
     // openat, openat2, connect, ptrace and the 3 setuid calls (the default
@@ -141,7 +141,7 @@ test('doctor reports features, hook costs and plans', async () => {
   // HTTP's reads and writes: the socket tracepoints, present here (6.3+).
   const http = rep.collectors.find((c) => c.collector === 'http')!;
   assert.equal(http.runnable, true);
-  assert.deepEqual(http.hooks.filter((h) => !h.event.startsWith('sys_exit_')).map((h) => `${h.event}=${h.kind}`), [
+  assert.deepEqual(http.hooks.filter((h) => !h.event.startsWith('sys_')).map((h) => `${h.event}=${h.kind}`), [
     'sock_recv_length=tp_btf',
     'sock_send_length=tp_btf',
     'SSL_read/SSL_write=uprobe',

@@ -23,7 +23,7 @@ const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_accept4', 'http_accept4'],
   ['sys_exit_accept', 'http_accept'],
   ['sys_exit_connect', 'http_connect'],
-  ['sys_exit_close', 'http_close'],
+  ['sys_enter_close', 'http_close'],
   ['sys_exit_getsockopt', 'http_getsockopt'],
 ];
 /** Where reads and writes are seen without the socket tracepoints. */
