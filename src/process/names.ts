@@ -139,12 +139,20 @@ export class ServiceNamer {
   }
 
   private resolve(tgid: number, kernelComm: string, port?: number, kernelArgv?: readonly string[]): ProcessNames & { until?: number } {
-    const info = readProc(tgid) ?? (kernelArgv?.length ? { comm: kernelComm, exe: '', argv: [...kernelArgv], cgroup: '' } : undefined);
+    let info = readProc(tgid);
+    // No arguments in /proc (a zombie, or a process inside execve): what the
+    // kernel saw at its connections, when there is that.
+    if (info && !info.argv.length && kernelArgv?.length) info = { ...info, argv: [...kernelArgv] };
+    info ??= kernelArgv?.length ? { comm: kernelComm, exe: '', argv: [...kernelArgv], cgroup: '' } : undefined;
     const comm = info?.comm || kernelComm || 'unknown';
     // A process gone before it was looked at cannot be placed: out of a scope.
     const inScope = !this.scope || (info?.cgroup ?? '').includes(this.scope);
     const m = this.meta?.(info?.cgroup ?? '');
-    const extra = { inScope, meta: m?.labels ?? {}, ...(m && !m.complete ? { until: Date.now() + 5000 } : {}) };
+    // A process caught inside execve has its new comm but no arguments yet
+    // (an interpreter would be named after itself, not its script): such a
+    // name is not kept; one whose pod lookup is pending is looked at again.
+    const early = info !== undefined && info.argv.length === 0;
+    const extra = { inScope, meta: m?.labels ?? {}, ...((m && !m.complete) || early ? { until: Date.now() + (early ? 0 : 5000) } : {}) };
     for (const r of this.rules) {
       if (matches(r.match, r.re, tgid, comm, info, port)) return { process: comm, service: r.name, ...extra };
     }
