@@ -16,6 +16,11 @@ export function sumField(value: Buffer, slot: number, ncpus: number, field: numb
   return s;
 }
 
+/** A u64 as a Number, without a BigInt per field (exact below 2^53). */
+export function u64(b: Buffer, off: number): number {
+  return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
+}
+
 export interface MapEntry {
   key: Buffer;
   /** For per-CPU maps: one Buffer per possible CPU. */
@@ -262,6 +267,24 @@ export class BpfObject {
       out[m] = f.offset;
     }
     return out as { size: number } & Record<K, number>;
+  }
+
+  /**
+   * Labels of an enum's values, by value: every enumerator must have a label
+   * in `labels` and every label an enumerator, so the kernel never counts
+   * under a name user space would not export (drop reasons, mainly).
+   */
+  enumLabels(name: string, labels: Record<string, string>): string[] {
+    const t = this.btfType(name);
+    if (t?.kind !== 'enum') throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no enum ${name} in its BTF`);
+    const out: string[] = [];
+    for (const [k, v] of Object.entries(t.values)) {
+      const label = labels[k];
+      if (!label) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: ${name} ${k} has no label in user space`);
+      out[v] = label;
+    }
+    for (const k of Object.keys(labels)) if (t.values[k] === undefined) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: enum ${name} lacks ${k}`);
+    return out;
   }
 
   /** An enum's values, checked: every name asked for must be there. */

@@ -3,7 +3,9 @@
  * object's BTF: offsets, sizes and enum values come from the compiled C, and
  * a member or value this file needs and the object lacks fails the load.
  */
-import type { BpfObject } from '../../bpf/object.js';
+import { u64, type BpfObject } from '../../bpf/object.js';
+
+export { u64 };
 
 const EVENT_FIELDS = [
   'duration_ns', 'request_bytes', 'response_bytes', 'tgid', 'fd', 'role', 'end', 'family', 'error',
@@ -75,10 +77,6 @@ export function addr(b: Buffer, family: number): string {
   return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
 }
 
-/** A u64 as a Number, without a BigInt per field (exact below 2^53). */
-export function u64(b: Buffer, off: number): number {
-  return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
-}
 
 export class HttpLayout {
   readonly event;
@@ -86,6 +84,7 @@ export class HttpLayout {
   readonly respHeadSize: number;
   readonly key;
   readonly conn;
+  readonly connKey;
   /** u64 slot of each histogram in struct ks_http_agg, and of count, sum, buckets in one. */
   readonly hist: { duration: number; reqBody: number; respBody: number; count: number; sum: number; buckets: number; nbuckets: number };
   readonly name;
@@ -105,6 +104,7 @@ export class HttpLayout {
     this.respHeadSize = ev.members.resp_head!.size;
     this.key = obj.struct('ks_http_agg_key', KEY_FIELDS);
     this.conn = obj.struct('conn', CONN_FIELDS);
+    this.connKey = obj.struct('conn_key', ['tgid', 'fd'] as const);
     const agg = obj.struct('ks_http_agg', ['duration', 'req_body', 'resp_body'] as const);
     const h = obj.struct('ks_http_hist', ['count', 'sum', 'buckets'] as const);
     this.hist = {
@@ -121,16 +121,7 @@ export class HttpLayout {
     for (const [k, v] of Object.entries(methods)) this.methods[v] = METHOD_NAMES[k]!;
     const ends = obj.enumValues('ks_http_end', END_NAMES);
     for (const [k, v] of Object.entries(ends)) this.ends[v] = k.slice('HTTP_END_'.length).toLowerCase() as End;
-    // Every reason the kernel counts must have a label here, and the reverse.
-    const drops = obj.btfType('ks_http_drop_reason');
-    if (drops?.kind !== 'enum') throw new Error(`${obj.path}: no enum ks_http_drop_reason`);
-    this.dropReasons = [];
-    for (const [k, v] of Object.entries(drops.values)) {
-      const label = DROP_NAMES[k];
-      if (!label) throw new Error(`${obj.path}: drop reason ${k} has no metric label in decode.ts`);
-      this.dropReasons[v] = label;
-    }
-    for (const k of Object.keys(DROP_NAMES)) if (drops.values[k] === undefined) throw new Error(`${obj.path}: enum ks_http_drop_reason lacks ${k}`);
+    this.dropReasons = obj.enumLabels('ks_http_drop_reason', DROP_NAMES);
   }
 
   method(v: number): string {

@@ -154,9 +154,9 @@ export class HttpKernel {
     const o = this.layout.conn; // struct conn, from the object's BTF
     for (const s of all) {
       if (s.state !== 'established' || s.tgid === process.pid || skip(s.tgid)) continue;
-      const key = Buffer.alloc(8);
-      key.writeUInt32LE(s.tgid, 0);
-      key.writeUInt32LE(s.fd, 4);
+      const key = Buffer.alloc(this.layout.connKey.size);
+      key.writeUInt32LE(s.tgid, this.layout.connKey.tgid);
+      key.writeUInt32LE(s.fd, this.layout.connKey.fd);
       const v = Buffer.alloc(map.info.valueSize);
       const server = listening.has(`${s.netns}:${s.localPort}`);
       v.writeUInt8(server ? this.layout.roles.server : this.layout.roles.client, o.role);
@@ -238,7 +238,7 @@ export class HttpKernel {
    */
   untrack(tgid: number): void {
     const conns = this.obj.map('conns');
-    for (const { key } of conns.entries()) if (key.readUInt32LE(0) === tgid) conns.delete(key);
+    for (const { key } of conns.entries()) if (key.readUInt32LE(this.layout.connKey.tgid) === tgid) conns.delete(key);
     // Its syscalls now leave at the first lookup again.
     this.obj.map('tracked_tgids').delete(u32(tgid));
   }

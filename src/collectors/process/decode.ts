@@ -57,7 +57,7 @@ export class ProcLayout {
   private readonly sizes: { comm: number; filename: number; fileName: number; args: number; path: number };
   private readonly kinds: ProcKind[] = [];
   /** Drop reason labels, by the kernel's index. */
-  readonly dropReasons: string[] = [];
+  readonly dropReasons: string[];
 
   constructor(obj: BpfObject) {
     this.head = obj.struct('ks_proc_head', ['ts_ns', 'cgroup_id', 'kind', 'pid', 'ppid', 'uid', 'exit_code', 'pad', 'comm'] as const);
@@ -78,15 +78,7 @@ export class ProcLayout {
       path: size('ks_proc_io', 'path'),
     };
     for (const [k, v] of Object.entries(obj.enumValues('ks_proc_kind', Object.keys(KIND_NAMES)))) this.kinds[v] = KIND_NAMES[k]!;
-    // Every reason the kernel counts must have a label here, and the reverse.
-    const drops = obj.btfType('ks_proc_drop_reason');
-    if (drops?.kind !== 'enum') throw new Error(`${obj.path}: no enum ks_proc_drop_reason`);
-    for (const [k, v] of Object.entries(drops.values)) {
-      const label = DROP_NAMES[k];
-      if (!label) throw new Error(`${obj.path}: drop reason ${k} has no metric label in decode.ts`);
-      this.dropReasons[v] = label;
-    }
-    for (const k of Object.keys(DROP_NAMES)) if (drops.values[k] === undefined) throw new Error(`${obj.path}: enum ks_proc_drop_reason lacks ${k}`);
+    this.dropReasons = obj.enumLabels('ks_proc_drop_reason', DROP_NAMES);
   }
 
   decode(b: Buffer): ProcEvent | undefined {

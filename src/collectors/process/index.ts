@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type client from 'prom-client';
-import { BpfObject, type BpfProgram, type Link, type RingBuffer } from '../../bpf/object.js';
+import { BpfObject, u64, type BpfProgram, type Link, type RingBuffer } from '../../bpf/object.js';
 import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -51,9 +51,6 @@ export interface ProcessExit {
   writeBytes: number;
 }
 
-function u64(b: Buffer, off: number): number {
-  return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
-}
 
 export class ProcessCollector implements Collector {
   readonly name = 'process';

@@ -196,7 +196,8 @@ export class ResourcesCollector implements Collector {
 
   private walk(): void {
     const r = this.reader;
-    const gauges = new Map<string, { labels: Record<string, string>; rss: number; threads: number; procs: number }>();
+    // Per service: its gauges and its counters' growth, added once per walk.
+    const services = new Map<string, { labels: Record<string, string>; rss: number; threads: number; procs: number; user: number; system: number; read: number; write: number; wait: number }>();
     const cgCount = new Map<string, Map<string, { n: number; meta: Record<string, string> }>>();
     const seen = new Set<number>();
     let entries: string[];
@@ -245,20 +246,15 @@ export class ResourcesCollector implements Collector {
       const base: Proc | undefined = !fresh ? p : this.first ? cur : undefined;
       this.procs.set(pid, cur);
       p = base;
-      const labels = this.limiter.admit(`${n.service}\0${Object.values(n.meta).join('\0')}`, { service_name: n.service, ...n.meta });
-      // Every counter of a service exists, at 0 until it moves: queries
-      // over disk writes or waits find a series to read.
-      const add = (c: client.Counter<string>, extra: Record<string, string>, v: number): void => {
-        c.inc({ ...labels, ...extra }, v > 0 ? v : 0);
-      };
-      add(this.m.cpu, { cpu_mode: 'user' }, cur.utime - (p?.utime ?? 0));
-      add(this.m.cpu, { cpu_mode: 'system' }, cur.stime - (p?.stime ?? 0));
-      add(this.m.disk, { disk_io_direction: 'read' }, cur.readBytes - (p?.readBytes ?? 0));
-      add(this.m.disk, { disk_io_direction: 'write' }, cur.writeBytes - (p?.writeBytes ?? 0));
-      add(this.m.wait, {}, (cur.waitNs - (p?.waitNs ?? 0)) / 1e9);
-      const key = Object.values(labels).join('\0');
-      let g = gauges.get(key);
-      if (!g) gauges.set(key, (g = { labels, rss: 0, threads: 0, procs: 0 }));
+      const key = `${n.service}\0${Object.values(n.meta).join('\0')}`;
+      let g = services.get(key);
+      if (!g) services.set(key, (g = { labels: this.limiter.admit(key, { service_name: n.service, ...n.meta }), rss: 0, threads: 0, procs: 0, user: 0, system: 0, read: 0, write: 0, wait: 0 }));
+      const pos = (v: number): number => (v > 0 ? v : 0);
+      g.user += pos(cur.utime - (p?.utime ?? 0));
+      g.system += pos(cur.stime - (p?.stime ?? 0));
+      g.read += pos(cur.readBytes - (p?.readBytes ?? 0));
+      g.write += pos(cur.writeBytes - (p?.writeBytes ?? 0));
+      g.wait += pos((cur.waitNs - (p?.waitNs ?? 0)) / 1e9);
       g.rss += rss * this.page;
       g.threads += st.threads;
       g.procs++;
@@ -282,10 +278,17 @@ export class ResourcesCollector implements Collector {
     this.m.memory.reset();
     this.m.threads.reset();
     this.m.processes.reset();
-    for (const g of gauges.values()) {
+    // Every counter of a service exists, at 0 until it moves: queries over
+    // disk writes or waits find a series to read.
+    for (const g of services.values()) {
       this.m.memory.set(g.labels, g.rss);
       this.m.threads.set(g.labels, g.threads);
       this.m.processes.set(g.labels, g.procs);
+      this.m.cpu.inc({ ...g.labels, cpu_mode: 'user' }, g.user);
+      this.m.cpu.inc({ ...g.labels, cpu_mode: 'system' }, g.system);
+      this.m.disk.inc({ ...g.labels, disk_io_direction: 'read' }, g.read);
+      this.m.disk.inc({ ...g.labels, disk_io_direction: 'write' }, g.write);
+      this.m.wait.inc(g.labels, g.wait);
     }
     // A cgroup is named once, after the service with most processes in it.
     for (const [path, services] of cgCount) {

@@ -51,7 +51,7 @@ export class TcpLayout {
   private readonly dirs: string[] = [];
   private readonly histKinds: HistKind[] = [];
   /** Drop reason labels, by the kernel's index. */
-  readonly dropReasons: string[] = [];
+  readonly dropReasons: string[];
 
   constructor(obj: BpfObject) {
     this.key = obj.struct('ks_tcp_key', ['tgid', 'port', 'dir', 'comm'] as const);
@@ -67,15 +67,7 @@ export class TcpLayout {
     for (const [f, m] of Object.entries(COUNTER_MEMBERS)) this.counterSlots[f as CounterField] = c[m] / 8;
     for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_dir', Object.keys(DIR_NAMES)))) this.dirs[v] = DIR_NAMES[n]!;
     for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_hist_kind', Object.keys(HIST_NAMES)))) this.histKinds[v] = HIST_NAMES[n]!;
-    // Every reason the kernel counts must have a label here, and the reverse.
-    const drops = obj.btfType('ks_tcp_drop_reason');
-    if (drops?.kind !== 'enum') throw new Error(`${obj.path}: no enum ks_tcp_drop_reason`);
-    for (const [n, v] of Object.entries(drops.values)) {
-      const label = DROP_NAMES[n];
-      if (!label) throw new Error(`${obj.path}: drop reason ${n} has no metric label in decode.ts`);
-      this.dropReasons[v] = label;
-    }
-    for (const n of Object.keys(DROP_NAMES)) if (drops.values[n] === undefined) throw new Error(`${obj.path}: enum ks_tcp_drop_reason lacks ${n}`);
+    this.dropReasons = obj.enumLabels('ks_tcp_drop_reason', DROP_NAMES);
   }
 
   decodeKey(b: Buffer, off = 0): TcpKey {

@@ -154,7 +154,7 @@ export class TcpCollector implements Collector {
       // Open connections' bytes into the tables, then read as usual; the
       // walk counts open connections afresh.
       const open = this.obj.map('tcp_open');
-      for (const { key } of open.entries()) open.delete(Buffer.from(key));
+      for (const { key } of open.entries()) open.delete(key);
       this.live.run();
       this.openGauge.reset();
       for (const { key, value } of open.entries()) {
