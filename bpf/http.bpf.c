@@ -86,7 +86,10 @@ struct conn {
 	__u8 chunked;
 	__u8 pipelined;		/* pipelined requests wait in user space */
 	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
-	__u8 pad[6];
+	__u8 indexed;		/* its socket points back at it (conn_refs) */
+	__u8 reset;		/* its socket was reset: it ends at its task's next call */
+	__u8 pad[4];
+	__u64 id;		/* tells it from a later connection on the same fd */
 	__u8 peer_addr[16];
 	/* A status line that arrives in pieces is gathered here (twice the
 	 * room: copies have a fixed size). */
@@ -103,6 +106,23 @@ struct {
 	__type(key, struct conn_key);
 	__type(value, struct conn);
 } conns SEC(".maps");
+
+/* With the socket tracepoints, each tracked socket points back at its
+ * connection's key, so that the socket's own state change ends the
+ * connection: no hook on every close(2) of every file and pipe. Written at
+ * the connection's first read or write, freed with the socket. */
+struct conn_ref {
+	__u32 tgid;
+	__u32 fd;
+	__u64 id;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn_ref);
+} conn_refs SEC(".maps");
 
 /* The aggregation: one histogram set per series and CPU. Allocated as used:
  * a preallocated per-CPU table would cost its full size on every CPU. */
@@ -853,7 +873,11 @@ static __always_inline void fill(struct ks_http_event *e, const struct conn *c, 
 	e->req_len = 0;
 	e->resp_len = 0;
 	__builtin_memcpy(e->peer_addr, c->peer_addr, sizeof(e->peer_addr));
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	/* A connection ended by a reset runs in whatever task was current. */
+	if ((bpf_get_current_pid_tgid() >> 32) == k->tgid)
+		bpf_get_current_comm(e->comm, sizeof(e->comm));
+	else
+		__builtin_memset(e->comm, 0, sizeof(e->comm));
 }
 
 /* A request the kernel could not parse, or a response to a pipelined one:
@@ -1365,34 +1389,42 @@ struct sys_enter_ctx {
 	unsigned long args[6];
 };
 
-/* At the call, where the fd is an argument of the context: no register
- * read. A close that fails was not of a tracked fd. */
-SEC("tracepoint/syscalls/sys_enter_close")
-int http_close(struct sys_enter_ctx *ctx)
+/* A connection's end. `may_parse`: in the task's own context, where the
+ * per-CPU scratch is free; a reset can end it from a softirq that
+ * interrupted a program using the scratch, so a head in pieces goes to
+ * user space whole instead. */
+static __always_inline void end_conn(struct conn *c, struct conn_key *k, bool may_parse)
 {
-	struct conn_key k;
-	struct conn *c = lookup(ctx->args[0], &k);
-	if (!c)
-		return 0;
 	if (c->phase == HTTP_REQUEST) {
 		/* No response: a server's aborted request, a client's error. */
-		if (c->parsed == PARSE_NONE)
+		if (c->parsed == PARSE_NONE && may_parse)
 			parse_request(c, true, NULL);
 		if (c->parsed == PARSE_OK)
-			aggregate(c, &k, 0, bpf_ktime_get_ns() - c->start_ns, request_body(c), -1);
+			aggregate(c, k, 0, bpf_ktime_get_ns() - c->start_ns, request_body(c), -1);
 		else
-			emit(c, &k, HTTP_END_CLOSED, NULL, false, 0);
+			emit(c, k, HTTP_END_CLOSED, NULL, false, 0);
 	}
 	/* Pipelined requests still waiting in user space were never answered. */
 	if (c->pipelined) {
 		struct ks_http_event *e = reserve();
 		if (e) {
-			fill(e, c, &k, HTTP_END_CLOSED);
+			fill(e, c, k, HTTP_END_CLOSED);
 			e->weight = 0; /* nothing of its own to count */
 			submit(e);
 		}
 	}
-	bpf_map_delete_elem(&conns, &k);
+	bpf_map_delete_elem(&conns, k);
+}
+
+/* With the syscall exits: at the call, where the fd is an argument of the
+ * context (no register read). A close that fails was not of a tracked fd. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int http_close(struct sys_enter_ctx *ctx)
+{
+	struct conn_key k;
+	struct conn *c = lookup(ctx->args[0], &k);
+	if (c)
+		end_conn(c, &k, true);
 	return 0;
 }
 
@@ -1500,21 +1532,49 @@ int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, f
 
 #define IPPROTO_TCP 6
 
+/* Once per connection: its socket points back at it. */
+static __always_inline void index_conn(struct sock *sk, const struct conn_key *k, struct conn *c)
+{
+	struct conn_ref *ref = bpf_sk_storage_get(&conn_refs, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!ref)
+		return; /* no memory: the entry lasts until its fd is reused or its process goes */
+	c->id = bpf_ktime_get_ns();
+	c->indexed = 1;
+	ref->tgid = k->tgid;
+	ref->fd = k->fd;
+	ref->id = c->id;
+}
+
 static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
 {
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	/* A typed pointer here: registers are plain loads, not helper calls. */
+	struct pt_regs *r;
 	if (ret <= 0) {
 		count_sock_error(is_read ? SOCK_OP_RECV : SOCK_OP_SEND, ret);
+		if (ret == -EAGAIN)
+			return 0;
+		/* The end of a reset connection: its task has seen it. */
+		r = user_regs();
+		struct conn_key ek = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = r->di };
+		struct conn *ec = bpf_map_lookup_elem(&conns, &ek);
+		if (ec && ec->reset)
+			end_conn(ec, &ek, true);
 		return 0;
 	}
-	/* A typed pointer here: registers are plain loads, not helper calls. */
-	struct pt_regs *r = user_regs();
+	r = user_regs();
+	long nr = r->REG_NR, first = ret;
+	/* A body from a file (nginx's sendfile) never holds a head, and no
+	 * series needs its byte count: it ends here, before any lookup. */
+	if (nr == NR_SENDFILE)
+		return 0;
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = r->di };
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
 	if (!c)
 		return 0;
-	long nr = r->REG_NR, first = ret;
+	if (!c->indexed)
+		index_conn(sk, &k, c);
 	const void *buf = NULL;
 	if (nr == NR_READ || nr == NR_RECVFROM || nr == NR_WRITE || nr == NR_SENDTO)
 		buf = (const void *)r->si;
@@ -1522,9 +1582,14 @@ static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
 		buf = first_iov((const struct iovec *)r->si, &first);
 	else if (nr == NR_RECVMSG || nr == NR_SENDMSG)
 		buf = msg_iov((const struct user_msghdr *)r->si, &first);
-	else if (nr != NR_SENDFILE) /* a body from a file: bytes only */
-		return 0;
-	return on_data(c, &k, k.fd, buf, first, ret, is_read);
+	else
+		return 0; /* io_uring, splice and others: not a call with a buffer */
+	on_data(c, &k, k.fd, buf, first, ret, is_read);
+	/* A reset that came back inside this very call (on loopback, a write
+	 * to a closed peer): what the call said is in; now it ends. */
+	if (c->reset)
+		end_conn(c, &k, true);
+	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
@@ -1539,6 +1604,42 @@ SEC("tp_btf/sock_send_length")
 int BPF_PROG(http_sock_send, struct sock *sk, int ret, int flags)
 {
 	return on_sock(sk, ret, false);
+}
+
+#define SHUTDOWN_MASK 3
+
+/* The end of a tracked connection, seen by its socket's state changes, a
+ * few per connection instead of a hook on every close(2):
+ * - its task closes it: tcp_close() shuts both directions before leaving
+ *   ESTABLISHED or CLOSE_WAIT (for FIN_WAIT1, LAST_ACK, or CLOSE when
+ *   unread data makes it a reset). It ends here.
+ * - a reset from the peer (to CLOSE with a direction still open): the task
+ *   has not seen it yet, and may still be inside the write the reset
+ *   answers; it ends at the task's next call on the socket.
+ * A half close, shutdown(SHUT_WR), is neither: the response may still be
+ * read. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(http_sock_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT)
+		return 0;
+	bool closing = sk->sk_shutdown == SHUTDOWN_MASK;
+	if (!closing && newstate != TCP_CLOSE)
+		return 0;
+	struct conn_ref *ref = bpf_sk_storage_get(&conn_refs, sk, NULL, 0);
+	if (!ref)
+		return 0;
+	struct conn_key k = { .tgid = ref->tgid, .fd = ref->fd };
+	__u64 id = ref->id;
+	bpf_sk_storage_delete(&conn_refs, sk);
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (!c || c->id != id)
+		return 0;
+	if (closing)
+		end_conn(c, &k, false);
+	else
+		c->reset = 1;
+	return 0;
 }
 
 /* ---- TLS ---------------------------------------------------------------- */

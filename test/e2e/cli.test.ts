@@ -144,6 +144,7 @@ test('doctor reports features, hook costs and plans', async () => {
   assert.deepEqual(http.hooks.filter((h) => !h.event.startsWith('sys_')).map((h) => `${h.event}=${h.kind}`), [
     'sock_recv_length=tp_btf',
     'sock_send_length=tp_btf',
+    'inet_sock_set_state=tp_btf',
     'SSL_read/SSL_write=uprobe',
   ]);
 

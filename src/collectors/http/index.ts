@@ -21,6 +21,9 @@ import { HttpRecords } from './records.js';
 import { SocketErrors } from './sockerr.js';
 import { META_LABELS, metadataOn } from '../../process/names.js';
 
+/** How often the connection table is swept of processes gone. */
+const SWEEP_MS = 30_000;
+
 export class HttpCollector implements Collector {
   readonly name = 'http';
   private kernel: HttpKernel | undefined;
@@ -30,6 +33,7 @@ export class HttpCollector implements Collector {
   private drops!: KernelDrops;
   private sockErrors!: SocketErrors;
   private drain: NodeJS.Timeout | undefined;
+  private lastSweep = Date.now();
   private filter!: ProcessFilter;
   /** What each route or host key stands for, once read from http_names. */
   private names = new Map<string, { kind: number; complete: boolean; text: string }>();
@@ -174,6 +178,11 @@ export class HttpCollector implements Collector {
     this.sockErrors.fold(k.socketErrors(), (tgid) => this.procOf(tgid), (key) => k.forgetSocketError(key));
     // Processes gone: their tables were read a last time, their names go too.
     for (const [tgid, p] of this.procs) if (!p.live) k.forgetProc(tgid);
+    const now = Date.now();
+    if (now - this.lastSweep >= SWEEP_MS) {
+      this.lastSweep = now;
+      k.sweepConnections();
+    }
     this.drops.fold();
   }
 

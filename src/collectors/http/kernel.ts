@@ -23,11 +23,11 @@ const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_accept4', 'http_accept4'],
   ['sys_exit_accept', 'http_accept'],
   ['sys_exit_connect', 'http_connect'],
-  ['sys_enter_close', 'http_close'],
   ['sys_exit_getsockopt', 'http_getsockopt'],
 ];
-/** Where reads and writes are seen without the socket tracepoints. */
+/** Where reads, writes and closes are seen without the socket tracepoints. */
 const DATA_SYSCALLS: Array<[string, string]> = [
+  ['sys_enter_close', 'http_close'],
   ['sys_exit_read', 'http_read'],
   ['sys_exit_recvfrom', 'http_recvfrom'],
   ['sys_exit_readv', 'http_readv'],
@@ -38,10 +38,15 @@ const DATA_SYSCALLS: Array<[string, string]> = [
   ['sys_exit_sendmsg', 'http_sendmsg'],
   ['sys_exit_sendfile64', 'http_sendfile'],
 ];
-/** The socket layer's tracepoints (Linux 6.3+): only socket I/O pays for them. */
+/**
+ * The socket layer's tracepoints (Linux 6.3+): only socket I/O pays for
+ * them, and a connection ends at its socket's state change, not at a hook
+ * on every close(2) of every file.
+ */
 const DATA_SOCKET: Array<[string, string]> = [
   ['sock_recv_length', 'http_sock_recv'],
   ['sock_send_length', 'http_sock_send'],
+  ['inet_sock_set_state', 'http_sock_state'],
 ];
 /** Hooks the collector runs without. */
 const OPTIONAL = ['sys_exit_accept', 'sys_exit_sendfile64', 'sys_exit_getsockopt', 'SSL_read/SSL_write'];
@@ -241,6 +246,25 @@ export class HttpKernel {
     for (const { key } of conns.entries()) if (key.readUInt32LE(this.layout.connKey.tgid) === tgid) conns.delete(key);
     // Its syscalls now leave at the first lookup again.
     this.obj.map('tracked_tgids').delete(u32(tgid));
+  }
+
+  /**
+   * Drops the connections of processes gone: an exiting process closes its
+   * sockets without close(2), and a connection closed before its first read
+   * or write never pointed its socket back at it. Returns how many went.
+   */
+  sweepConnections(): number {
+    const conns = this.obj.map('conns');
+    const off = this.layout.connKey.tgid;
+    const alive = new Map<number, boolean>();
+    let gone = 0;
+    for (const { key } of conns.entries()) {
+      const tgid = key.readUInt32LE(off);
+      let live = alive.get(tgid);
+      if (live === undefined) alive.set(tgid, (live = fs.existsSync(`/proc/${tgid}`)));
+      if (!live && conns.delete(key)) gone++;
+    }
+    return gone;
   }
 
   /** http_agg or http_agg_overflow, each value summed over CPUs in the addon. */
