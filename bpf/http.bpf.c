@@ -90,6 +90,7 @@ struct conn {
 	__u8 reset;		/* its socket was reset: it ends at its task's next call */
 	__u8 pad[4];
 	__u64 id;		/* tells it from a later connection on the same fd */
+	__u64 named;		/* the last key this connection wrote to http_names */
 	__u8 peer_addr[16];
 	/* A status line that arrives in pieces is gathered here (twice the
 	 * room: copies have a fixed size). */
@@ -206,11 +207,13 @@ struct {
 
 /* The last tracked socket each thread read or wrote: OpenSSL over a socket
  * BIO makes its syscall inside the SSL call, Node reads the socket just
- * before SSL_read; either way this is the connection of the SSL object. */
+ * before SSL_read; either way this is the connection of the SSL object.
+ * Task storage: a plain write into the thread's own slot, where a hash
+ * would cost a lookup on every read and write. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u32);
 } last_fd SEC(".maps");
 
@@ -758,14 +761,18 @@ static __always_inline void parse_request(struct conn *c, bool final, struct scr
 	c->has_length = hd.has_length;
 	c->chunked = hd.chunked;
 	c->parsed = PARSE_OK;
+	/* A keep-alive connection asking for the same route again (or the
+	 * same host) skips the names table. */
 	if (client) {
 		c->name = hd.host;
-		if (hd.host)
+		if (hd.host && c->named != hd.host)
 			remember_name(hd.host, HTTP_NAME_HOST, w->buf + (hd.host_off & 0xff), hd.host_len, true);
 	} else {
 		c->name = rp.name;
-		remember_name(rp.name, HTTP_NAME_ROUTE, w->buf + ((mlen + 1) & 0xf), rp.path_len, rp.complete);
+		if (c->named != rp.name)
+			remember_name(rp.name, HTTP_NAME_ROUTE, w->buf + ((mlen + 1) & 0xf), rp.path_len, rp.complete);
 	}
+	c->named = c->name;
 }
 
 /* ---- Aggregation ------------------------------------------------------- */
@@ -1124,14 +1131,10 @@ static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u
 				   long first, long len, bool is_read)
 {
 	if (tls_enabled) {
-		/* In place when the thread has an entry: an LRU update takes a
-		 * node from the free list even when the key exists (~300 ns). */
-		__u64 id = bpf_get_current_pid_tgid();
-		__u32 *last = bpf_map_lookup_elem(&last_fd, &id);
+		__u32 *last = bpf_task_storage_get(&last_fd, bpf_get_current_task_btf(), NULL,
+						   BPF_LOCAL_STORAGE_GET_F_CREATE);
 		if (last)
 			*last = fd;
-		else
-			bpf_map_update_elem(&last_fd, &id, &fd, BPF_ANY);
 	}
 	if (c->tls)
 		return 0; /* ciphertext: the plaintext comes through the uprobes */
@@ -1669,7 +1672,7 @@ static __always_inline int tls_return(long ret, bool is_read, bool ex)
 	if (known) {
 		fd = *known;
 	} else {
-		__u32 *last = bpf_map_lookup_elem(&last_fd, &id);
+		__u32 *last = bpf_task_storage_get(&last_fd, bpf_get_current_task_btf(), NULL, 0);
 		if (!last)
 			return 0;
 		fd = *last;
