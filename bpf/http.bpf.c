@@ -88,7 +88,8 @@ struct conn {
 	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
 	__u8 indexed;		/* its socket points back at it (conn_refs) */
 	__u8 reset;		/* its socket was reset: it ends at its task's next call */
-	__u8 pad[4];
+	__u8 tls_wire;		/* TLS records seen on it: the SSL uprobes will want its fd */
+	__u8 pad[3];
 	__u64 id;		/* tells it from a later connection on the same fd */
 	__u64 named;		/* the last key this connection wrote to http_names */
 	__u8 peer_addr[16];
@@ -378,13 +379,43 @@ static const __u16 ctab[256] = {
 	R10(CLS, 240), CLS(250), CLS(251), CLS(252), CLS(253), CLS(254), CLS(255),
 };
 
-/* One segment's bytes, summed without branches: counts of classes, and
- * where (below 64) dashes, signs, separators, an x and a zero stood. */
+/* Counts of a segment's byte classes, one byte each in one word: a byte
+ * adds its class's increments from a table in a single step (a segment is
+ * at most HTTP_NAME_MAX bytes, so no count overflows its byte). */
+#define K_DIGIT 0
+#define K_HEX 8
+#define K_SIGN 16
+#define K_SEP 24
+#define K_ALPHA 32
+#define K_PCT 40
+#define K_STAR 48
+#define KCOUNT(w, k) ((__u32)((w) >> (k)) & 0xff)
+#define CNT(c)                                                                  \
+	((CLS(c) & C_DIGIT ? 1ULL << K_DIGIT : 0) | (CLS(c) & C_HEX ? 1ULL << K_HEX : 0) | \
+	 (CLS(c) & C_SIGN ? 1ULL << K_SIGN : 0) | (CLS(c) & C_SEP ? 1ULL << K_SEP : 0) |   \
+	 (CLS(c) & C_ALPHA ? 1ULL << K_ALPHA : 0) | (CLS(c) & C_PCT ? 1ULL << K_PCT : 0) | \
+	 (CLS(c) & C_STAR ? 1ULL << K_STAR : 0))
+
+static const __u64 cinc[256] = {
+	R10(CNT, 0), R10(CNT, 10), R10(CNT, 20), R10(CNT, 30), R10(CNT, 40), R10(CNT, 50),
+	R10(CNT, 60), R10(CNT, 70), R10(CNT, 80), R10(CNT, 90), R10(CNT, 100), R10(CNT, 110),
+	R10(CNT, 120), R10(CNT, 130), R10(CNT, 140), R10(CNT, 150), R10(CNT, 160), R10(CNT, 170),
+	R10(CNT, 180), R10(CNT, 190), R10(CNT, 200), R10(CNT, 210), R10(CNT, 220), R10(CNT, 230),
+	R10(CNT, 240), CNT(250), CNT(251), CNT(252), CNT(253), CNT(254), CNT(255),
+};
+
+/* Classes whose places in a segment matter (below 64): a byte of one
+ * takes the slower step. */
+#define C_PLACED (C_DASH | C_SIGN | C_SEP | C_X | C_ZERO)
+
+/* One segment's bytes: counts of classes, and where (below 64) dashes,
+ * signs, separators, an x and a zero stood. */
 struct seg {
 	__u64 h;		/* the path's hash with this segment's raw bytes */
 	__u64 h0;		/* the path's hash before this segment */
+	__u64 counts;		/* K_* bytes */
 	__u64 dash_at, sign_at, sep_at, x_at, zero_at;
-	__u32 len, digits, hexes, signs, seps, alpha, pct, stars;
+	__u32 len;
 };
 
 static __always_inline void seg_start(struct seg *s, __u64 h)
@@ -396,27 +427,36 @@ static __always_inline void seg_start(struct seg *s, __u64 h)
 
 static __always_inline void seg_byte(struct seg *s, __u8 c, __u32 cls)
 {
-	__u64 at = 1ULL << (s->len & 63);
+	__u32 len = s->len;
 	s->h = fnv(s->h, c);
-	s->len++;
-	s->digits += cls & C_DIGIT;
-	s->hexes += (cls & C_HEX) >> 2;
-	s->signs += (cls & C_SIGN) >> 4;
-	s->seps += (cls & C_SEP) >> 5;
-	s->alpha |= cls & C_ALPHA;
-	s->pct |= cls & C_PCT;
-	s->stars += (cls & C_STAR) >> 9;
-	s->dash_at |= at & -(__u64)((cls & C_DASH) >> 3);
-	s->sign_at |= at & -(__u64)((cls & C_SIGN) >> 4);
-	s->sep_at |= at & -(__u64)((cls & C_SEP) >> 5);
-	s->x_at |= at & -(__u64)((cls & C_X) >> 7);
-	s->zero_at |= at & -(__u64)((cls & C_ZERO) >> 8);
+	s->len = len + 1;
+	s->counts += cinc[c];
+	if (cls & C_PLACED) {
+		__u64 at = 1ULL << (len & 63);
+		s->dash_at |= at & -(__u64)((cls & C_DASH) >> 3);
+		s->sign_at |= at & -(__u64)((cls & C_SIGN) >> 4);
+		s->sep_at |= at & -(__u64)((cls & C_SEP) >> 5);
+		s->x_at |= at & -(__u64)((cls & C_X) >> 7);
+		s->zero_at |= at & -(__u64)((cls & C_ZERO) >> 8);
+	}
 }
 
 #define UUID_DASHES ((1ULL << 8) | (1ULL << 13) | (1ULL << 18) | (1ULL << 23))
 
-static __always_inline bool seg_is_id(const struct seg *s)
+static __always_inline bool seg_is_id(const struct seg *sg)
 {
+	struct {
+		__u64 dash_at, sign_at, sep_at, x_at, zero_at;
+		__u32 len, digits, hexes, signs, seps, alpha, pct, stars;
+	} v = {
+		.dash_at = sg->dash_at, .sign_at = sg->sign_at, .sep_at = sg->sep_at,
+		.x_at = sg->x_at, .zero_at = sg->zero_at, .len = sg->len,
+		.digits = KCOUNT(sg->counts, K_DIGIT), .hexes = KCOUNT(sg->counts, K_HEX),
+		.signs = KCOUNT(sg->counts, K_SIGN), .seps = KCOUNT(sg->counts, K_SEP),
+		.alpha = KCOUNT(sg->counts, K_ALPHA), .pct = KCOUNT(sg->counts, K_PCT),
+		.stars = KCOUNT(sg->counts, K_STAR),
+	};
+	typeof(v) *s = &v;
 	__u32 n = s->len;
 	if (n == 1 && s->stars)
 		return true;
@@ -945,6 +985,13 @@ static __always_inline void append_request(struct conn *c, const struct scratch 
 	c->req_len = off + (got < room ? got : room);
 }
 
+static __always_inline void set_last_fd(__u32 fd)
+{
+	__u32 *last = bpf_task_storage_get(&last_fd, bpf_get_current_task_btf(), NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (last)
+		*last = fd;
+}
+
 static __always_inline void start_request(struct conn *c)
 {
 	c->start_ns = bpf_ktime_get_ns();
@@ -974,6 +1021,12 @@ static __always_inline void request_data(struct conn *c, const struct conn_key *
 		return;
 	bool fresh = false;
 	if (c->phase == HTTP_IDLE) {
+		/* A TLS handshake or record (content type 22 or 23, version 3.x). */
+		if (tls_enabled && got >= 2 && (w->buf[0] == 0x16 || w->buf[0] == 0x17) && w->buf[1] == 0x03) {
+			c->tls_wire = 1;
+			set_last_fd(k->fd);
+			return;
+		}
 		if (got >= 8 && !is_request(head))
 			return;
 		start_request(c);
@@ -1130,12 +1183,9 @@ static __always_inline void plain_data(struct conn *c, const struct conn_key *k,
 static __always_inline int on_data(struct conn *c, const struct conn_key *k, __u32 fd, const void *buf,
 				   long first, long len, bool is_read)
 {
-	if (tls_enabled) {
-		__u32 *last = bpf_task_storage_get(&last_fd, bpf_get_current_task_btf(), NULL,
-						   BPF_LOCAL_STORAGE_GET_F_CREATE);
-		if (last)
-			*last = fd;
-	}
+	/* Only a connection that carries TLS records: plain HTTP pays nothing. */
+	if (tls_enabled && (c->tls_wire || c->tls))
+		set_last_fd(fd);
 	if (c->tls)
 		return 0; /* ciphertext: the plaintext comes through the uprobes */
 	plain_data(c, k, buf, first, len, is_read);
