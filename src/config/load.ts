@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv } from 'ajv';
+import { describeError, errorParts, keyPath } from './errors.js';
 import YAML from 'yaml';
 import { KernscopeError } from '../errors.js';
 import { CONFIG_SCHEMA, DEFAULT_CONFIG, type Config } from './schema.js';
@@ -18,33 +19,6 @@ ajv.addFormat('regex', {
 });
 const validate = ajv.compile(CONFIG_SCHEMA);
 
-/** "/collectors/tcp/maxSeries" -> "collectors.tcp.maxSeries", "/services/0" -> "services[0]". */
-function keyPath(e: ErrorObject): string {
-  const parts = e.instancePath.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
-  if (e.keyword === 'additionalProperties') parts.push(String(e.params.additionalProperty));
-  if (e.keyword === 'required') parts.push(String(e.params.missingProperty));
-  let out = '';
-  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
-  return out || '(top level)';
-}
-
-function describe(e: ErrorObject): string {
-  switch (e.keyword) {
-    case 'additionalProperties':
-      return 'unknown key';
-    case 'required':
-      return 'missing required key';
-    case 'format':
-      return e.params.format === 'regex' ? 'not a valid regular expression' : `expected ${e.params.format}`;
-    case 'enum':
-      return `expected one of ${(e.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
-    case 'pattern':
-      return e.instancePath === '/listen' ? 'expected HOST:PORT' : `must match ${e.params.pattern}`;
-    default:
-      return e.message ?? 'invalid';
-  }
-}
-
 function merge<T>(base: T, over: unknown): T {
   if (over === undefined) return base;
   if (Array.isArray(base) || typeof base !== 'object' || base === null) return over as T;
@@ -60,7 +34,7 @@ export function parseConfig(doc: unknown, source = 'config'): Config {
   if (doc === null || doc === undefined) doc = {};
   if (!validate(doc)) {
     const e = validate.errors![0]!;
-    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${keyPath(e)}: ${describe(e)}`);
+    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${keyPath(errorParts(e))}: ${describeError(e, { '/listen': 'expected HOST:PORT' })}`);
   }
   const config = merge(DEFAULT_CONFIG, doc);
   config.probes.forEach((p, i) => {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { KernscopeError } from '../errors.js';
+import { describeError, errorParts, keyPath } from '../config/errors.js';
 import type { ProcInfo } from '../collectors/process/table.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
@@ -122,25 +123,16 @@ ajv.addFormat('glob-or-regex', {
 });
 const validate = ajv.compile(RULES_SCHEMA);
 
+/** "rule "name": key.path", or the key's path outside a rule. */
 function where(e: ErrorObject, doc: { rules?: Array<{ name?: unknown }> }): string {
-  const parts = e.instancePath.split('/').slice(1);
-  if (e.keyword === 'additionalProperties') parts.push(String(e.params.additionalProperty));
-  if (e.keyword === 'required') parts.push(String(e.params.missingProperty));
+  const parts = errorParts(e);
   let rule = '';
   if (parts[0] === 'rules' && parts[1] !== undefined) {
     const n = doc.rules?.[Number(parts[1])]?.name;
     rule = `rule ${typeof n === 'string' ? `"${n}"` : `#${Number(parts[1]) + 1}`}: `;
     parts.splice(0, 2);
   }
-  return `${rule}${parts.join('.') || '(top level)'}`;
-}
-
-function describe(e: ErrorObject): string {
-  if (e.keyword === 'additionalProperties') return 'unknown key';
-  if (e.keyword === 'required') return 'missing required key';
-  if (e.keyword === 'format') return 'not a valid regular expression';
-  if (e.keyword === 'enum') return `expected one of ${(e.params.allowedValues as unknown[]).join(', ')}`;
-  return e.message ?? 'invalid';
+  return `${rule}${keyPath(parts)}`;
 }
 
 /** Parses and validates a rules document; errors name the rule and the key. */
@@ -153,7 +145,7 @@ export function parseRules(text: string, source: string): Rule[] {
   }
   if (!validate(doc)) {
     const e = validate.errors![0]!;
-    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${where(e, doc as never)}: ${describe(e)}`);
+    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${where(e, doc as never)}: ${describeError(e)}`);
   }
   const rules = (doc as { rules: Rule[] }).rules.map((r) => ({ ...r, event: r.event ?? 'exec' }));
   const seen = new Set<string>();

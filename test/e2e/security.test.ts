@@ -162,8 +162,8 @@ test('a storm of 10,000 execs: each counted, or its loss is', async () => {
 test('bad rules: one clear error naming the rule and the key', async () => {
   const cases: Array<[string, RegExp]> = [
     ['rules:\n  - name: a\n    severity: high\n    match: { name: [sh], colour: red }\n', /rule "a": match\.colour: unknown key$/],
-    ['rules:\n  - name: b\n    severity: high\n    match: { args: ["/(unclosed/"] }\n', /rule "b": match\.args\.0: not a valid regular expression$/],
-    ['rules:\n  - name: c\n    severity: loud\n    match: { name: [sh] }\n', /rule "c": severity: expected one of info, low, medium, high, critical$/],
+    ['rules:\n  - name: b\n    severity: high\n    match: { args: ["/(unclosed/"] }\n', /rule "b": match\.args\[0\]: not a valid regular expression$/],
+    ['rules:\n  - name: c\n    severity: loud\n    match: { name: [sh] }\n', /rule "c": severity: expected one of "info", "low", "medium", "high", "critical"$/],
     ['rules:\n  - name: d\n    severity: high\n    match: { uid: root }\n', /rule "d": match\.uid: must be array$/],
     ['rules:\n  - name: e\n    severity: high\n    match: { name: [sh], parent: { server: true } }\n    actions: [kill]\n', /rule "e": actions: kill needs a match the kernel can decide alone/],
     ['rules:\n  - name: f\n    severity: high\n    event: open\n    match: { name: [cat] }\n', /rule "f": event open needs match\.path/],
