@@ -100,8 +100,8 @@ export class Agent {
     }
     for (const c of this.collectors) m.onScrape(() => c.collect());
     this.stats.start();
-    const http = this.collectors.find((c): c is HttpCollector => c instanceof HttpCollector);
-    this.budget = new OverheadBudget(this.config.overhead.maxCpuPercent, this.config.overhead.maxSampleEvery, this.stats, http, m);
+    const sampled = this.collectors.find((c) => c.sampled)?.sampled;
+    this.budget = new OverheadBudget(this.config.overhead.maxCpuPercent, this.config.overhead.maxSampleEvery, this.stats, sampled, m);
     this.budget.start();
     // Folding between scrapes names short-lived processes while /proc still has them.
     this.timer = setInterval(() => {

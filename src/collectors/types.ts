@@ -5,6 +5,7 @@ import type { ServiceNamer } from '../process/names.js';
 import type { BpfProgram } from '../bpf/object.js';
 import type { KernelFeatures } from '../capabilities/features.js';
 import type { HookChoice } from './hooks.js';
+import type { Sampled } from '../overhead.js';
 
 export interface CollectorContext {
   config: Config;
@@ -33,6 +34,8 @@ export interface Collector {
   /** Folds kernel maps into metrics; cheap enough to call before every scrape. */
   collect(): void;
   programs(): BpfProgram[];
+  /** A per-request stream the CPU budget may thin out (config `overhead`), when the collector has one. */
+  readonly sampled?: Sampled;
   /** Detaches everything; perf-event links detach in parallel, off the main thread. */
   stop(): Promise<void> | void;
 }

@@ -24,7 +24,7 @@ export function metadataOn(config: { metadata: { containers: boolean; kubernetes
 /** Turns a process's cgroup text into metadata labels; `complete` is false while a lookup is pending. */
 export type MetaResolver = (cgroup: string) => { labels: Record<string, string>; complete: boolean };
 
-interface ProcInfo {
+interface ProcFacts {
   comm: string;
   exe: string;
   argv: string[];
@@ -71,7 +71,7 @@ function strip(arg: string, javaClass: boolean): string | undefined {
   return javaClass ? base.split('.').pop() : base;
 }
 
-function readProc(tgid: number): ProcInfo | undefined {
+function readProc(tgid: number): ProcFacts | undefined {
   try {
     const comm = fs.readFileSync(`/proc/${tgid}/comm`, 'utf8').trim();
     const argv = fs.readFileSync(`/proc/${tgid}/cmdline`, 'utf8').split('\0');
@@ -165,7 +165,7 @@ export class ServiceNamer {
 type Match = ServiceRule['match'];
 
 /** Whether a process (and the connection's port) fits every key of `m`. */
-function matches(m: Match, re: RegExp | undefined, tgid: number, comm: string, info: ProcInfo | undefined, port?: number): boolean {
+function matches(m: Match, re: RegExp | undefined, tgid: number, comm: string, info: ProcFacts | undefined, port?: number): boolean {
   if (m.pid !== undefined && m.pid !== tgid) return false;
   if (m.port !== undefined && m.port !== port) return false;
   if (m.comm !== undefined && m.comm !== comm) return false;

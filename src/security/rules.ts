@@ -3,7 +3,7 @@ import { Ajv, type ErrorObject } from 'ajv';
 import YAML from 'yaml';
 import { KernscopeError } from '../errors.js';
 import { describeError, errorParts, keyPath } from '../config/errors.js';
-import type { ProcInfo } from '../collectors/process/table.js';
+import type { ProcessInfo } from '../process/table.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
 export const EVENTS = ['exec', 'open', 'connect', 'ptrace', 'setuid'] as const;
@@ -235,7 +235,7 @@ export interface EventFacts {
   target?: number;
 }
 
-function procMatches(c: CompiledProc, p: ProcInfo, facts: Facts): boolean {
+function procMatches(c: CompiledProc, p: ProcessInfo, facts: Facts): boolean {
   if (c.name && !c.name.test(p.name)) return false;
   if (c.exe && !c.exe.test(p.exe)) return false;
   if (c.uid && !c.uid.has(p.uid)) return false;
@@ -270,7 +270,7 @@ function compileMatch(m: RuleMatch): CompiledMatch {
   return c;
 }
 
-function matches(c: CompiledMatch, chain: ProcInfo[], facts: Facts, ev: EventFacts): boolean {
+function matches(c: CompiledMatch, chain: ProcessInfo[], facts: Facts, ev: EventFacts): boolean {
   if (c.path && !(ev.path !== undefined && c.path.test(ev.path))) return false;
   if (c.access && (ev.write ? 'write' : 'read') !== c.access) return false;
   if (c.ports && !(ev.port !== undefined && c.ports.has(ev.port))) return false;
@@ -299,7 +299,7 @@ export class RuleSet {
   }
 
   /** `chain`: the process first, then its parents. */
-  evaluate(chain: ProcInfo[], facts: Facts, ev: EventFacts = { event: 'exec' }): Alert[] {
+  evaluate(chain: ProcessInfo[], facts: Facts, ev: EventFacts = { event: 'exec' }): Alert[] {
     const out: Alert[] = [];
     for (const { rule, match } of this.compiled) {
       if (rule.event !== ev.event || !matches(match, chain, facts, ev)) continue;
@@ -335,11 +335,11 @@ export class RuleSet {
   }
 }
 
-export function ancestryString(chain: ProcInfo[]): string {
+export function ancestryString(chain: ProcessInfo[]): string {
   return [...chain].reverse().map((p) => p.name).join(' -> ');
 }
 
-function render(rule: Rule, chain: ProcInfo[], ev: EventFacts): string {
+function render(rule: Rule, chain: ProcessInfo[], ev: EventFacts): string {
   const [p, parent] = chain;
   const vars: Record<string, string> = {
     path: ev.path ?? '',

@@ -9,7 +9,7 @@ import { DEFAULT_CONFIG } from '../../src/config/schema.js';
 import { MetricsRegistry } from '../../src/metrics/registry.js';
 import { HttpLayout } from '../../src/collectors/http/decode.js';
 import { HttpExport } from '../../src/collectors/http/export.js';
-import { HttpFold, type KeyName, type ProcInfo } from '../../src/collectors/http/fold.js';
+import { HttpFold, type KeyName, type KernelProc } from '../../src/collectors/http/fold.js';
 import { parseMetrics, type Sample } from '../helpers.js';
 
 const obj = BpfObject.openUnloaded(bpfObjectPath('http.bpf.o'));
@@ -68,7 +68,7 @@ function value(e: Entry): Buffer {
   return v;
 }
 
-function setup(names: Record<string, KeyName>, procs: Record<number, ProcInfo>) {
+function setup(names: Record<string, KeyName>, procs: Record<number, KernelProc>) {
   const metrics = new MetricsRegistry();
   const drops: Record<string, number> = {};
   const forgotten: string[] = [];

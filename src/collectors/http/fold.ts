@@ -13,7 +13,7 @@ import type { HttpExport } from './export.js';
 import { RouteMatcher, templatePath } from './route.js';
 
 /** A process as the kernel saw it, and whether it still runs. */
-export interface ProcInfo {
+export interface KernelProc {
   live: boolean;
   comm: string;
   argv: string[];
@@ -28,7 +28,7 @@ export interface KeyName {
 
 /** The kernel as the fold sees it. */
 export interface FoldSources {
-  proc(tgid: number): ProcInfo;
+  proc(tgid: number): KernelProc;
   /** undefined when the kernel lost the key's bytes. */
   name(hex: string): KeyName | undefined;
   /** An entry of an exited process, read a last time: delete it. */
@@ -128,7 +128,7 @@ export class HttpFold {
     }
   }
 
-  private entry(key: Buffer, proc: ProcInfo, overflow: boolean, count: number, d: Float64Array): void {
+  private entry(key: Buffer, proc: KernelProc, overflow: boolean, count: number, d: Float64Array): void {
     const L = this.layout;
     const k = L.decodeKey(key);
     const server = k.role === L.roles.server;

@@ -15,7 +15,7 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
 import { HttpExport } from './export.js';
-import { HttpFold, type ProcInfo } from './fold.js';
+import { HttpFold, type KernelProc } from './fold.js';
 import { HttpKernel, planHooks } from './kernel.js';
 import { HttpRecords } from './records.js';
 import { SocketErrors } from './sockerr.js';
@@ -38,11 +38,13 @@ export class HttpCollector implements Collector {
   /** What each route or host key stands for, once read from http_names. */
   private names = new Map<string, { kind: number; complete: boolean; text: string }>();
   /** Per fold: each process as the kernel saw it. */
-  private procs = new Map<number, ProcInfo>();
+  private procs = new Map<number, KernelProc>();
   /** Processes whose verdict the kernel has, and those judged not watched. */
   private judged = new Set<number>();
   private ignored = new Set<number>();
   sampleEvery = 1;
+  /** The live stream of per-request records is what the budget turns. */
+  readonly sampled = this;
 
   /** Binaries whose SSL_read/SSL_write are probed. */
   get tlsBinaries(): string[] {
@@ -162,7 +164,7 @@ export class HttpCollector implements Collector {
     return n;
   }
 
-  private procOf(tgid: number): ProcInfo {
+  private procOf(tgid: number): KernelProc {
     let p = this.procs.get(tgid);
     if (!p) this.procs.set(tgid, (p = this.kernel!.proc(tgid)));
     return p;

@@ -14,7 +14,7 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import type { HookChoice } from '../hooks.js';
 import { HttpLayout } from './decode.js';
 import { SIZE_BUCKETS } from './export.js';
-import type { KeyName, ProcInfo } from './fold.js';
+import type { KeyName, KernelProc } from './fold.js';
 
 const OBJECT = 'http.bpf.o';
 
@@ -292,7 +292,7 @@ export class HttpKernel {
   }
 
   /** A process as the kernel saw it at its connections (comm and argv), and whether it lives. */
-  proc(tgid: number): ProcInfo {
+  proc(tgid: number): KernelProc {
     const v = this.obj.map('proc_comms').lookup(u32(tgid));
     return { live: fs.existsSync(`/proc/${tgid}`), ...(v ? this.layout.decodeProc(v) : { comm: '', argv: [] }) };
   }

@@ -13,7 +13,7 @@ import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { MetricsRegistry } from '../../metrics/registry.js';
 import { Cumulative } from '../cumulative.js';
 import { u64 } from './decode.js';
-import type { ProcInfo } from './fold.js';
+import type { KernelProc } from './fold.js';
 
 const ERRNO_NAMES = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
@@ -44,7 +44,7 @@ export class SocketErrors {
   }
 
   /** The table's entries (values summed over CPUs); `proc` names the process, `forget` deletes an exited one's. */
-  fold(entries: Iterable<MapEntry>, proc: (tgid: number) => ProcInfo, forget: (key: Buffer) => void): void {
+  fold(entries: Iterable<MapEntry>, proc: (tgid: number) => KernelProc, forget: (key: Buffer) => void): void {
     const K = this.key;
     for (const { key, value } of entries) {
       const tgid = key.readUInt32LE(K.tgid);

@@ -13,7 +13,7 @@ import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hook
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
 import { ProcLayout, type ProcEvent } from './decode.js';
-import { ProcessTable, type ProcInfo } from './table.js';
+import { ProcessTable, type ProcessInfo } from '../../process/table.js';
 
 const OBJECT = 'proc.bpf.o';
 export const DEFAULT_RULES = path.join(ROOT, 'rules', 'default.yaml');
@@ -234,7 +234,7 @@ export class ProcessCollector implements Collector {
     return yes;
   };
 
-  private exited(rec: Buffer, e: ProcEvent, p: ProcInfo | undefined): void {
+  private exited(rec: Buffer, e: ProcEvent, p: ProcessInfo | undefined): void {
     const L = this.layout?.exit;
     if (!L || rec.length < L.size || !this.exitListeners.length) return;
     const x: ProcessExit = {
@@ -253,7 +253,7 @@ export class ProcessCollector implements Collector {
     const e = this.layout?.decode(rec);
     if (!e) return;
     let ev: EventFacts;
-    let p: ProcInfo | undefined;
+    let p: ProcessInfo | undefined;
     if (e.kind === 'ptrace' || e.kind === 'setuid') {
       p = this.table.get(e.pid);
       if (!p) return;
@@ -337,7 +337,7 @@ export class ProcessCollector implements Collector {
   }
 }
 
-function view(p: ProcInfo, e: ProcEvent): object {
+function view(p: ProcessInfo, e: ProcEvent): object {
   return { pid: p.pid, ppid: p.ppid, name: p.name, exe: p.exe, args: p.args, argsTruncated: p.argsTruncated, uid: p.uid, cgroup: p.cgroup, comm: e.comm };
 }
 

@@ -1,8 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { ProcEvent } from './decode.js';
+import type { ProcEvent } from '../collectors/process/decode.js';
 
-export interface ProcInfo {
+export interface ProcessInfo {
   pid: number;
   ppid: number;
   /** Name of the executable (basename of exe, or comm). */
@@ -24,7 +24,7 @@ export interface ProcInfo {
  * sake; the table is bounded and says how many it forgot.
  */
 export class ProcessTable {
-  private readonly procs = new Map<number, ProcInfo>();
+  private readonly procs = new Map<number, ProcessInfo>();
   evicted = 0;
 
   constructor(
@@ -36,7 +36,7 @@ export class ProcessTable {
     return this.procs.size;
   }
 
-  get(pid: number): ProcInfo | undefined {
+  get(pid: number): ProcessInfo | undefined {
     return this.procs.get(pid);
   }
 
@@ -48,11 +48,11 @@ export class ProcessTable {
     }
   }
 
-  apply(e: ProcEvent): ProcInfo | undefined {
+  apply(e: ProcEvent): ProcessInfo | undefined {
     if (e.kind === 'exec') {
       const exe = e.filename && e.filename.startsWith('/') ? e.filename : resolveExe(e.pid, e.filename ?? '');
       const memfd = e.fileName?.startsWith('memfd:') ? e.fileName : undefined;
-      const p: ProcInfo = {
+      const p: ProcessInfo = {
         pid: e.pid,
         ppid: e.ppid,
         name: memfd ?? path.basename(exe) ?? e.comm,
@@ -68,7 +68,7 @@ export class ProcessTable {
     }
     if (e.kind === 'fork') {
       const parent = this.get(e.ppid);
-      const p: ProcInfo = parent
+      const p: ProcessInfo = parent
         ? { ...parent, pid: e.pid, ppid: e.ppid, exitCode: undefined, exitedAt: undefined }
         : { pid: e.pid, ppid: e.ppid, name: e.comm, exe: '', args: [], argsTruncated: false, uid: e.uid, cgroup: '' };
       delete p.exitCode;
@@ -88,8 +88,8 @@ export class ProcessTable {
   }
 
   /** The process and its parents, nearest first, at most `depth` of them. */
-  ancestry(pid: number, depth = 16): ProcInfo[] {
-    const out: ProcInfo[] = [];
+  ancestry(pid: number, depth = 16): ProcessInfo[] {
+    const out: ProcessInfo[] = [];
     const seen = new Set<number>();
     let p = this.get(pid);
     while (p && out.length < depth && !seen.has(p.pid)) {
@@ -101,7 +101,7 @@ export class ProcessTable {
     return out;
   }
 
-  private put(p: ProcInfo): void {
+  private put(p: ProcessInfo): void {
     if (this.procs.size >= this.max && !this.procs.has(p.pid)) this.evict();
     this.procs.set(p.pid, p);
   }
@@ -150,7 +150,7 @@ function resolveExe(pid: number, filename: string): string {
   }
 }
 
-function readProc(pid: number): ProcInfo | undefined {
+function readProc(pid: number): ProcessInfo | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     const close = stat.lastIndexOf(')');
