@@ -1161,86 +1161,6 @@ static napi_value num_cpus(napi_env env, napi_callback_info info)
 	return mk_i64(env, n);
 }
 
-/* ---- hook cost measurement ------------------------------------------------
- * Probe targets with a known first instruction, so a uprobe on them costs
- * what the kernel's emulation or single-stepping costs on this machine. */
-
-#if defined(__x86_64__)
-__asm__(".text\n"
-	".globl kernscope_probe_emulated\n"
-	".type kernscope_probe_emulated,@function\n"
-	"kernscope_probe_emulated:\n"
-	"	push %rbp\n" /* emulated by the kernel's uprobe code */
-	"	pop %rbp\n"
-	"	ret\n"
-	".size kernscope_probe_emulated, .-kernscope_probe_emulated\n"
-	".globl kernscope_probe_stepped\n"
-	".type kernscope_probe_stepped,@function\n"
-	"kernscope_probe_stepped:\n"
-	"	sub $8, %rsp\n" /* executed out of line: a single-step trap */
-	"	add $8, %rsp\n"
-	"	ret\n"
-	".size kernscope_probe_stepped, .-kernscope_probe_stepped\n"
-	".globl kernscope_probe_ret\n" /* like _emulated, for a uretprobe alone */
-	".type kernscope_probe_ret,@function\n"
-	"kernscope_probe_ret:\n"
-	"	push %rbp\n"
-	"	pop %rbp\n"
-	"	ret\n"
-	".size kernscope_probe_ret, .-kernscope_probe_ret\n");
-void kernscope_probe_emulated(void);
-void kernscope_probe_stepped(void);
-void kernscope_probe_ret(void);
-#else
-__attribute__((noinline, visibility("default"))) void kernscope_probe_emulated(void)
-{
-	__asm__ volatile("" ::: "memory");
-}
-__attribute__((noinline, visibility("default"))) void kernscope_probe_stepped(void)
-{
-	__asm__ volatile("" ::: "memory");
-}
-__attribute__((noinline, visibility("default"))) void kernscope_probe_ret(void)
-{
-	__asm__ volatile("" ::: "memory");
-}
-#endif
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* benchCall(kind, n): ns for n calls of getppid(2) or of a probe target. */
-static napi_value bench_call(napi_env env, napi_callback_info info)
-{
-	napi_value argv[2];
-	char kind[32];
-	int64_t n;
-	if (!get_args(env, info, 2, argv) || !get_str(env, argv[0], kind, sizeof(kind)) ||
-	    !get_i64(env, argv[1], &n) || n <= 0 || n > 100000000)
-		return throw_err(env, EINVAL, "benchCall(kind, n)");
-	void (*volatile fn)(void) = NULL;
-	if (!strcmp(kind, "emulated"))
-		fn = kernscope_probe_emulated;
-	else if (!strcmp(kind, "stepped"))
-		fn = kernscope_probe_stepped;
-	else if (!strcmp(kind, "ret"))
-		fn = kernscope_probe_ret;
-	else if (strcmp(kind, "getppid"))
-		return throw_err(env, EINVAL, "benchCall: unknown kind %s", kind);
-	int64_t t0 = now_ns();
-	if (fn)
-		for (int64_t i = 0; i < n; i++)
-			fn();
-	else
-		for (int64_t i = 0; i < n; i++)
-			syscall(SYS_getppid);
-	return mk_i64(env, now_ns() - t0);
-}
-
 /* ---- module ------------------------------------------------------------- */
 
 static napi_value init(napi_env env, napi_value exports)
@@ -1269,7 +1189,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "progInfo", prog_info },	   { "enableStats", enable_stats },
 		{ "closeFd", close_fd },	   { "probeProgType", probe_prog_type },
 		{ "probeMapType", probe_map_type }, { "vmlinuxHasType", vmlinux_has_type },
-		{ "numPossibleCpus", num_cpus },   { "benchCall", bench_call },
+		{ "numPossibleCpus", num_cpus },
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		napi_value f;

@@ -34,7 +34,8 @@ make -s -C bpf
 
 # 4. The native addon.
 addon=build/Release/kernscope.node
-if [ ! -f "$addon" ] || [ addon/kernscope.c -nt "$addon" ] || [ binding.gyp -nt "$addon" ]; then
+targets=build/Release/hook_targets.node
+if [ ! -f "$addon" ] || [ ! -f "$targets" ] || [ addon/kernscope.c -nt "$addon" ] || [ addon/hook-targets.c -nt "$targets" ] || [ binding.gyp -nt "$addon" ]; then
   log "building the native addon"
   npx --no-install node-gyp rebuild --loglevel=error >/dev/null
 fi

@@ -16,6 +16,8 @@ function findRoot(): string {
 export const ROOT = findRoot();
 export const BPF_DIR = process.env.KERNSCOPE_BPF_DIR ?? path.join(ROOT, 'bpf', '.output');
 export const ADDON_PATH = path.join(ROOT, 'build', 'Release', 'kernscope.node');
+/** Probe targets and the timing loop of the hook-cost measurement (addon/hook-targets.c). */
+export const HOOK_TARGETS_PATH = path.join(ROOT, 'build', 'Release', 'hook_targets.node');
 
 export function bpfObjectPath(name: string): string {
   return path.join(BPF_DIR, name);

@@ -88,7 +88,6 @@ export interface Addon {
   probeMapType(type: number): boolean;
   vmlinuxHasType(name: string): boolean;
   numPossibleCpus(): number;
-  benchCall(kind: 'getppid' | 'emulated' | 'stepped' | 'ret', n: number): number;
 }
 
 let cached: Addon | undefined;

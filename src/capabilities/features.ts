@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { addon } from '../bpf/addon.js';
 import { BpfObject } from '../bpf/object.js';
 import { isBpfError } from '../errors.js';
-import { ADDON_PATH, bpfObjectPath } from '../paths.js';
+import { HOOK_TARGETS_PATH, bpfObjectPath } from '../paths.js';
 
 export const TRACEFS = '/sys/kernel/tracing';
 
@@ -138,7 +138,7 @@ export function detectFeatures(): KernelFeatures {
   const tpBtf = btfOk && tryProbe('probe.bpf.o', 'probe_tp_btf').ok;
   const uprobe = tryProbe('probe.bpf.o', 'probe_uprobe', {
     kind: 'uprobe',
-    binary: ADDON_PATH,
+    binary: HOOK_TARGETS_PATH,
     symbol: 'kernscope_probe_emulated',
   });
   const perfEvent = tryProbe('probe.bpf.o', 'probe_perf_event', { kind: 'perf_event', cpu: 0, frequency: 1 });

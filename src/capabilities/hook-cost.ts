@@ -1,7 +1,7 @@
-import { addon } from '../bpf/addon.js';
+import { createRequire } from 'node:module';
 import type { AttachSpec } from '../bpf/addon.js';
 import { BpfObject, type Link } from '../bpf/object.js';
-import { ADDON_PATH, bpfObjectPath } from '../paths.js';
+import { HOOK_TARGETS_PATH, bpfObjectPath } from '../paths.js';
 
 export interface HookCost {
   hook: string;
@@ -12,10 +12,21 @@ export interface HookCost {
 
 type Target = 'getppid' | 'emulated' | 'stepped' | 'ret';
 
+/** addon/hook-targets.c: probe targets and the loop that times them. */
+interface HookTargets {
+  /** ns for n calls of getppid(2) or of a probe target. */
+  benchCall(kind: Target, n: number): number;
+}
+
+let targets: HookTargets | undefined;
+export function hookTargets(): HookTargets {
+  return (targets ??= createRequire(import.meta.url)(HOOK_TARGETS_PATH) as HookTargets);
+}
+
 /** Best of `rounds` timings of n calls, in ns per call: the minimum resists noise. */
 function perCall(kind: Target, n: number, rounds = 5): number {
   let best = Infinity;
-  for (let r = 0; r < rounds; r++) best = Math.min(best, addon().benchCall(kind, n) / n);
+  for (let r = 0; r < rounds; r++) best = Math.min(best, hookTargets().benchCall(kind, n) / n);
   return best;
 }
 
@@ -40,9 +51,9 @@ const SYSCALL_STEPS: Step[] = [
 ];
 // Each uprobe has a function of its own, so all can be on at once.
 const UPROBE_STEPS: Step[] = [
-  { hook: 'uprobe, emulated first instruction', program: 'probe_uprobe', spec: { kind: 'uprobe', binary: ADDON_PATH, symbol: 'kernscope_probe_emulated' }, target: 'emulated', n: 2000 },
-  { hook: 'uprobe, single-stepped first instruction', program: 'probe_uprobe', spec: { kind: 'uprobe', binary: ADDON_PATH, symbol: 'kernscope_probe_stepped' }, target: 'stepped', n: 500 },
-  { hook: 'uretprobe', program: 'probe_uretprobe', spec: { kind: 'uretprobe', binary: ADDON_PATH, symbol: 'kernscope_probe_ret' }, target: 'ret', n: 1000 },
+  { hook: 'uprobe, emulated first instruction', program: 'probe_uprobe', spec: { kind: 'uprobe', binary: HOOK_TARGETS_PATH, symbol: 'kernscope_probe_emulated' }, target: 'emulated', n: 2000 },
+  { hook: 'uprobe, single-stepped first instruction', program: 'probe_uprobe', spec: { kind: 'uprobe', binary: HOOK_TARGETS_PATH, symbol: 'kernscope_probe_stepped' }, target: 'stepped', n: 500 },
+  { hook: 'uretprobe', program: 'probe_uretprobe', spec: { kind: 'uretprobe', binary: HOOK_TARGETS_PATH, symbol: 'kernscope_probe_ret' }, target: 'ret', n: 1000 },
 ];
 
 /**

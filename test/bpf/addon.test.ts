@@ -9,7 +9,8 @@ import { addon } from '../../src/bpf/addon.js';
 import { BpfObject, MapUpdate } from '../../src/bpf/object.js';
 import { ProgramStatsSampler } from '../../src/bpf/stats.js';
 import { ensureTracefs } from '../../src/capabilities/features.js';
-import { ADDON_PATH, ROOT, bpfObjectPath } from '../../src/paths.js';
+import { HOOK_TARGETS_PATH, ROOT, bpfObjectPath } from '../../src/paths.js';
+import { hookTargets } from '../../src/capabilities/hook-cost.js';
 import { eventually, isRoot } from '../helpers.js';
 
 const SELFTEST = bpfObjectPath('selftest.bpf.o');
@@ -44,7 +45,7 @@ test('rodata, three tracepoint kinds, maps and the ring buffer agree exactly', a
     obj.attach('selftest_tp', { kind: 'tracepoint', category: 'syscalls', name: 'sys_enter_getppid' });
     obj.attach('selftest_btf', { kind: 'tp_btf' });
     obj.attach('selftest_raw', { kind: 'raw_tp', name: 'sys_enter' });
-    addon().benchCall('getppid', N);
+    hookTargets().benchCall('getppid', N);
     assert.equal(hits(obj, 0), N, 'syscall tracepoint');
     assert.equal(hits(obj, 1), N, 'tp_btf');
     assert.equal(hits(obj, 2), N, 'raw_tp');
@@ -66,7 +67,7 @@ test('rodata, three tracepoint kinds, maps and the ring buffer agree exactly', a
 
     // A burst that fits arrives whole, in order, in one or more batches.
     const before = seen.length;
-    addon().benchCall('getppid', 100);
+    hookTargets().benchCall('getppid', 100);
     assert.ok(await eventually(async () => seen.length === before + 300, 5000, 10), `got ${seen.length - before} of 300`);
     const tail = seen.slice(before).map((e) => e.seq);
     assert.deepEqual(tail, [...tail].sort((a, b) => a - b));
@@ -110,10 +111,10 @@ test('uprobe and uretprobe by symbol and by offset, for one pid', () => {
     skipPrograms: only('selftest_uprobe', 'selftest_uretprobe'),
   });
   try {
-    obj.attach('selftest_uprobe', { kind: 'uprobe', binary: ADDON_PATH, symbol: 'kernscope_probe_emulated', pid: process.pid });
-    obj.attach('selftest_uretprobe', { kind: 'uretprobe', binary: ADDON_PATH, offset: fileOffset(ADDON_PATH, 'kernscope_probe_emulated') });
-    addon().benchCall('emulated', N);
-    addon().benchCall('stepped', 7); // another function: not counted
+    obj.attach('selftest_uprobe', { kind: 'uprobe', binary: HOOK_TARGETS_PATH, symbol: 'kernscope_probe_emulated', pid: process.pid });
+    obj.attach('selftest_uretprobe', { kind: 'uretprobe', binary: HOOK_TARGETS_PATH, offset: fileOffset(HOOK_TARGETS_PATH, 'kernscope_probe_emulated') });
+    hookTargets().benchCall('emulated', N);
+    hookTargets().benchCall('stepped', 7); // another function: not counted
     assert.equal(hits(obj, 3), N);
     assert.equal(hits(obj, 4), N);
   } finally {
@@ -126,16 +127,16 @@ test('run-time statistics count runs only while enabled', async () => {
   const alwaysOn = fs.readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim() === '1';
   const obj = BpfObject.load(SELFTEST, { rodata: { target_tgid: process.pid }, skipPrograms: only('selftest_uprobe') });
   try {
-    obj.attach('selftest_uprobe', { kind: 'uprobe', binary: ADDON_PATH, symbol: 'kernscope_probe_emulated', pid: process.pid });
+    obj.attach('selftest_uprobe', { kind: 'uprobe', binary: HOOK_TARGETS_PATH, symbol: 'kernscope_probe_emulated', pid: process.pid });
     const prog = obj.program('selftest_uprobe');
     const sampler = new ProgramStatsSampler({ intervalMs: 60_000, windowMs: 1000 });
     sampler.add([prog]);
     const fd = addon().enableStats();
     const before = addon().progInfo(prog.info.fd);
-    addon().benchCall('emulated', N);
+    hookTargets().benchCall('emulated', N);
     const during = addon().progInfo(prog.info.fd);
     addon().closeFd(fd);
-    addon().benchCall('emulated', N);
+    hookTargets().benchCall('emulated', N);
     const afterOff = addon().progInfo(prog.info.fd);
     assert.equal(during.runCount - before.runCount, N);
     assert.ok(during.runTimeNs > before.runTimeNs);
@@ -143,7 +144,7 @@ test('run-time statistics count runs only while enabled', async () => {
 
     // The sampler's window sees exactly the runs made inside it.
     const p = sampler.sampleOnce(100);
-    addon().benchCall('emulated', N);
+    hookTargets().benchCall('emulated', N);
     await p;
     const [t] = sampler.snapshot();
     assert.equal(t!.runs, N);
