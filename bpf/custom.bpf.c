@@ -12,6 +12,12 @@ char LICENSE[] SEC("license") = "GPL";
 
 KS_DECLARE_DROPS
 
+/* The enums user space packs and decodes (src/collectors/custom/layout.ts). */
+KS_BTF_ENUM(ks_slot_kind);
+KS_BTF_ENUM(ks_src);
+KS_BTF_ENUM(ks_op);
+KS_BTF_ENUM(ks_buckets);
+
 const volatile struct ks_slot slots[CUSTOM_SLOTS] = {};
 const volatile __u32 nmetrics = 0;
 const volatile struct ks_metric metrics[CUSTOM_METRICS] = {};

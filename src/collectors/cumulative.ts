@@ -23,6 +23,21 @@ export class Cumulative {
     return d;
   }
 
+  /**
+   * Growth of a count (`cur[0]`, which only grows) and of sums that may
+   * also fall (signed values): the count tells a recreated entry, whose
+   * values then count whole; otherwise each sum's difference, negative or
+   * not.
+   */
+  deltaCounted(key: string, cur: number[], final = false): number[] {
+    const prev = this.last.get(key);
+    const reset = !prev || cur[0]! < prev[0]!;
+    const d = cur.map((v, i) => (reset ? v : v - prev[i]!));
+    if (final) this.last.delete(key);
+    else this.last.set(key, cur);
+    return d;
+  }
+
   /** Forgets every key not in `seen`: their kernel entries are gone. */
   prune(seen: ReadonlySet<string>): void {
     for (const k of this.last.keys()) if (!seen.has(k)) this.last.delete(k);

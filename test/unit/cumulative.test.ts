@@ -22,3 +22,13 @@ test('keys whose kernel entries are gone are forgotten', () => {
   assert.equal(c.size, 1);
   assert.deepEqual(c.delta('a', [1]), [1]);
 });
+
+test('a count and signed sums: the count tells a recreated entry, a sum may fall', () => {
+  const c = new Cumulative();
+  assert.deepEqual(c.deltaCounted('k', [2, -10]), [2, -10]);
+  assert.deepEqual(c.deltaCounted('k', [3, -25]), [1, -15]); // one more value, of -15
+  assert.deepEqual(c.deltaCounted('k', [3, -25]), [0, 0]);
+  assert.deepEqual(c.deltaCounted('k', [1, 7]), [1, 7]); // the entry was made again
+  assert.deepEqual(c.deltaCounted('k', [2, 9], true), [1, 2]);
+  assert.equal(c.size, 0);
+});

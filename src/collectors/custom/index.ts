@@ -9,24 +9,17 @@ import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js'
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import { KernscopeError } from '../../errors.js';
 import { tracepointFields, type TpField } from './tracefs.js';
+import { CustomLayout } from './layout.js';
+import { Cumulative } from '../cumulative.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 
 const OBJECT = 'custom.bpf.o';
 const TYPES: Record<string, [number, boolean]> = { u8: [1, false], u16: [2, false], u32: [4, false], u64: [8, false], s8: [1, true], s16: [2, true], s32: [4, true], s64: [8, true] };
-const OPS: Record<string, number> = { '==': 1, '!=': 2, '<': 3, '<=': 4, '>': 5, '>=': 6 };
-const SRC_SLOT0 = 1;
-const SRC_RET = 5;
-const SRC_DURATION = 6;
-const SRC_STR = 7;
-// Slot kinds, as bpf/custom.h numbers them.
-const SLOT = { arg: 1, deref: 2, field: 3, strUser: 4, strField: 5, strDataloc: 6 } as const;
+// Array lengths of bpf/custom.h (CUSTOM_SLOTS, CUSTOM_METRICS): the load
+// checks each packed array against its .rodata variable's size. Every
+// offset, size and enum value comes from the object's BTF (layout.ts).
+const MAX_SLOTS = 4;
 const MAX_METRICS = 8;
-const METRIC_BYTES = 24 + 32 * 8; // struct ks_metric (bpf/custom.h)
-// struct ks_agg_key: label @0, label2 @8, bucket @16, metric @20, str @24
-const KEY_BUCKET = 16;
-const KEY_METRIC = 20;
-const KEY_STR = 24;
-const STR_BYTES = 32;
 
 interface Where {
   kind: 'uprobe' | 'uretprobe' | 'usdt' | 'tracepoint';
@@ -108,7 +101,7 @@ const C_TYPES: Record<string, [number, boolean]> = {
  * llvm-dwarfdump. Errors say what is missing: no debug info at all (a
  * stripped binary), no such struct, no such member (with those there are).
  */
-function resolveMember(binary: string, spec: string): { offset: number; size: number; signed: boolean; string: boolean } {
+function resolveMember(binary: string, spec: string, strBytes: number): { offset: number; size: number; signed: boolean; string: boolean } {
   const [struct, member] = spec.split('.') as [string, string];
   let out = '';
   try {
@@ -133,7 +126,7 @@ function resolveMember(binary: string, spec: string): { offset: number; size: nu
   const m = members.find((x) => x.name === member);
   if (!m) throw new Error(`struct ${struct} has no member ${member} (it has: ${members.map((x) => x.name).join(', ')})`);
   const chars = /^(?:const )?char\[(\d+)\]$/.exec(m.type);
-  if (chars) return { offset: m.offset, size: Math.min(Number(chars[1]), STR_BYTES - 1), signed: false, string: true };
+  if (chars) return { offset: m.offset, size: Math.min(Number(chars[1]), strBytes - 1), signed: false, string: true };
   const t = C_TYPES[m.type];
   if (!t) throw new Error(`${spec} is a ${m.type}: only integer and char array members can be read`);
   return { offset: m.offset, size: t[0], signed: t[1], string: false };
@@ -173,9 +166,10 @@ interface MetricState {
 
 interface Instance {
   obj: BpfObject;
+  layout: CustomLayout;
   metrics: MetricState[];
-  /** Cumulative count and sum per kernel key at the last collect. */
-  last: Map<string, [number, number]>;
+  /** Count and sum per kernel key at the last collect. */
+  last: Cumulative;
 }
 
 /** How a label's raw value reads. */
@@ -186,15 +180,15 @@ function formatNumber(v: bigint, l: ProbeLabel): string {
 }
 
 /** The labels a kernel key stands for: a string read in the kernel and up to two numbers, each named by `values`. */
-function labelsOf(st: MetricState, key: Buffer): Record<string, string> {
+function labelsOf(L: CustomLayout, st: MetricState, key: Buffer): Record<string, string> {
   const out: Record<string, string> = {};
   for (const { spec, string, slot } of st.labels) {
     let v: string;
     if (string) {
-      const s = key.subarray(KEY_STR, KEY_STR + STR_BYTES);
+      const s = key.subarray(L.key.str, L.key.str + L.strBytes);
       const end = s.indexOf(0);
       v = s.subarray(0, end < 0 ? s.length : end).toString('utf8');
-    } else v = formatNumber(key.readBigInt64LE(slot * 8), spec);
+    } else v = formatNumber(key.readBigInt64LE(slot ? L.key.label2 : L.key.label), spec);
     out[spec.name] = spec.values?.[v] ?? spec.other ?? v;
   }
   return out;
@@ -249,14 +243,12 @@ export class CustomCollector implements Collector {
     };
     const fields = tp ? fieldsOf(w.provider!, w.name!) : [];
     const names = Object.keys(p.args ?? {});
-    const slots = Buffer.alloc(32);
-    const put = (i: number, kind: number, arg: number, size: number, signed: boolean, offset: number): void => {
-      slots.writeUInt8(kind, i * 8);
-      slots.writeUInt8(arg, i * 8 + 1);
-      slots.writeUInt8(size, i * 8 + 2);
-      slots.writeUInt8(signed ? 1 : 0, i * 8 + 3);
-      slots.writeUInt32LE(offset, i * 8 + 4);
-    };
+    const L = CustomLayout.of(bpfObjectPath(OBJECT));
+    const SLOT = L.slotKind;
+    const STR_BYTES = L.strBytes;
+    const slots = Buffer.alloc(MAX_SLOTS * L.slotSize);
+    const put = (i: number, kind: number, arg: number, size: number, signed: boolean, offset: number): void =>
+      L.writeSlot(slots, i, { kind, arg, size, signed, offset });
     let strArg = '';
     names.forEach((n, i) => {
       const a = p.args![n]!;
@@ -283,7 +275,7 @@ export class CustomCollector implements Collector {
         if (a.member) {
           if (a.offset !== undefined) bad(`args.${n}: give offset or member, not both`);
           try {
-            const r = resolveMember(w.binary, a.member);
+            const r = resolveMember(w.binary, a.member, STR_BYTES);
             offset = r.offset;
             if (r.string) [isStr, size, signed] = [true, Math.min(a.size ?? r.size, r.size), false];
             else if (isStr) bad(`args.${n}: ${a.member} is not a char array`);
@@ -305,6 +297,7 @@ export class CustomCollector implements Collector {
     if (p.until && w.kind !== 'usdt' && !tp) bad('until goes with usdt or tracepoint');
     if (p.pairBy && !(tp && p.until)) bad('pairBy goes with a tracepoint and its until');
     const noReturn = w.kind === 'usdt' ? 'a USDT probe has no return' : tp ? 'a tracepoint has no return' : '';
+    const { slot0: SRC_SLOT0, ret: SRC_RET, duration: SRC_DURATION, str: SRC_STR } = L.src;
     const src = (m: ProbeMetric, s: string | undefined, role: 'value' | 'label' | 'filter'): number => {
       if (!s) return 0;
       if (s === 'ret') return noReturn ? bad(`metric "${m.name}": ret needs a uprobe (${noReturn})`) : SRC_RET;
@@ -318,7 +311,7 @@ export class CustomCollector implements Collector {
       return SRC_SLOT0 + i;
     };
 
-    const metricsBuf = Buffer.alloc(MAX_METRICS * METRIC_BYTES);
+    const metricsBuf = Buffer.alloc(MAX_METRICS * L.metricSize);
     const states: MetricState[] = [];
     let hasReturn = false;
     p.metrics.forEach((m, i) => {
@@ -339,18 +332,18 @@ export class CustomCollector implements Collector {
       hasReturn ||= needsReturn;
       const unit = m.value === 'duration' ? 1e9 : 1; // durations: seconds out, ns in the kernel
       const explicit = Array.isArray(m.buckets) ? m.buckets : [];
-      const o = i * METRIC_BYTES;
-      metricsBuf.writeUInt8(value, o);
-      metricsBuf.writeUInt8(label, o + 1);
-      metricsBuf.writeUInt8(filter, o + 2);
-      metricsBuf.writeUInt8(m.filter ? OPS[m.filter.op]! : 0, o + 3);
-      metricsBuf.writeUInt8(m.type === 'histogram' ? (m.buckets === 'log2' ? 2 : 1) : 0, o + 4);
-      metricsBuf.writeUInt8(explicit.length, o + 5);
-      metricsBuf.writeUInt8(needsReturn ? 1 : 0, o + 6);
-      metricsBuf.writeUInt8(labelStr ? 1 : 0, o + 7);
-      metricsBuf.writeUInt8(label2, o + 8);
-      metricsBuf.writeBigInt64LE(BigInt(m.filter?.value ?? 0), o + 16);
-      explicit.forEach((b, j) => metricsBuf.writeBigInt64LE(BigInt(Math.round(b * unit)), o + 24 + j * 8));
+      L.writeMetric(metricsBuf, i, {
+        valueSrc: value,
+        labelSrc: label,
+        label2Src: label2,
+        filterSrc: filter,
+        filterOp: m.filter ? L.ops[m.filter.op as keyof CustomLayout['ops']] : 0,
+        bucketMode: m.type === 'histogram' ? (m.buckets === 'log2' ? L.buckets.log2 : L.buckets.explicit) : 0,
+        needsReturn,
+        labelStr,
+        filterValue: BigInt(m.filter?.value ?? 0),
+        bounds: explicit.map((b) => BigInt(Math.round(b * unit))),
+      });
       const labelNames = labelSpecs.map((l) => l.name);
       const what = w.symbol ?? (w.offset !== undefined ? `0x${w.offset.toString(16)}` : `${w.provider}:${w.name}`);
       const st: MetricState = {
@@ -373,7 +366,7 @@ export class CustomCollector implements Collector {
     if (hasReturn && w.symbol && w.offset) bad('a return (ret, duration, uretprobe) is hooked at the function\'s entry: give the symbol without +offset');
     // Tracepoint pairs: the same fields read at the end find the start.
     const pairSlots = Buffer.alloc(2);
-    const endSlots = Buffer.alloc(16);
+    const endSlots = Buffer.alloc(2 * L.slotSize);
     if (p.pairBy && hasReturn) {
       const [category, name] = p.until!.split(':') as [string, string];
       const endFields = fieldsOf(category, name);
@@ -384,10 +377,7 @@ export class CustomCollector implements Collector {
         const f = endFields.find((x) => x.name === field && x.kind === 'int') ?? bad(`pairBy: ${p.until} has no integer field ${field} (it has: ${endFields.map((x) => x.name).join(', ')})`);
         const [size, signed] = p.args![n]!.type ? TYPES[p.args![n]!.type!]! : [f.size, f.signed];
         pairSlots.writeUInt8(i + 1, j);
-        endSlots.writeUInt8(SLOT.field, j * 8);
-        endSlots.writeUInt8(size!, j * 8 + 2);
-        endSlots.writeUInt8(signed ? 1 : 0, j * 8 + 3);
-        endSlots.writeUInt32LE(f.offset, j * 8 + 4);
+        L.writeSlot(endSlots, j, { kind: SLOT.field, arg: 0, size: size!, signed: !!signed, offset: f.offset });
       });
     }
     const programs: Record<Where['kind'], [string, string]> = {
@@ -417,7 +407,7 @@ export class CustomCollector implements Collector {
       throw e;
     }
     this.ctx.drops.inc({ source: 'custom', reason: 'label_overflow' }, 0);
-    return { obj, metrics: states, last: new Map() };
+    return { obj, layout: L, metrics: states, last: new Cumulative() };
   }
 
   private attach(obj: BpfObject, p: ProbeConfig, w: Where, first: string, end: string | undefined, bad: (m: string) => never): void {
@@ -481,27 +471,30 @@ export class CustomCollector implements Collector {
 
   collect(): void {
     for (const inst of this.instances) {
+      const L = inst.layout;
+      const seen = new Set<string>();
       for (const { key, value } of inst.obj.map('agg').entries()) {
-        const st = inst.metrics[key.readUInt32LE(KEY_METRIC)];
+        const st = inst.metrics[key.readUInt32LE(L.key.metric)];
         if (!st) continue;
         const hex = key.toString('hex');
-        const count = Number(value.readBigUInt64LE(0));
-        const sum = Number(value.readBigInt64LE(8));
-        const [lc, ls] = inst.last.get(hex) ?? [0, 0];
-        inst.last.set(hex, [count, sum]);
-        const dc = count - lc;
-        if (dc <= 0) continue;
-        const labels = st.limiter.admit(key.toString('hex', 0, KEY_BUCKET) + key.toString('hex', KEY_STR), labelsOf(st, key));
-        if (st.counter) st.counter.inc(labels, st.sums ? Math.max(0, sum - ls) / st.unit : dc);
-        else if (st.gauge) st.gauge.set(labels, Number(value.readBigInt64LE(16)) / st.unit);
+        seen.add(hex);
+        const count = Number(value.readBigUInt64LE(L.value.count));
+        const sum = Number(value.readBigInt64LE(L.value.sum));
+        // The sum is signed: it may fall while the count grows.
+        const [dc, ds] = inst.last.deltaCounted(hex, [count, sum]);
+        if (!dc) continue;
+        const labels = st.limiter.admit(key.toString('hex', 0, L.key.bucket) + key.toString('hex', L.key.str), labelsOf(L, st, key));
+        if (st.counter) st.counter.inc(labels, st.sums ? Math.max(0, ds!) / st.unit : dc);
+        else if (st.gauge) st.gauge.set(labels, Number(value.readBigInt64LE(L.value.last)) / st.unit);
         else if (st.hist) {
           const s: Series = st.hist.series(Object.values(labels).join('\0'), labels);
-          const b = key.readUInt32LE(KEY_BUCKET);
-          if (b < s.counts.length) s.counts[b]! += dc;
-          s.count += dc;
-          s.sum += (sum - ls) / st.unit;
+          const b = key.readUInt32LE(L.key.bucket);
+          if (b < s.counts.length) s.counts[b]! += dc!;
+          s.count += dc!;
+          s.sum += ds! / st.unit;
         }
       }
+      inst.last.prune(seen);
     }
   }
 
