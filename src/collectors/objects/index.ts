@@ -9,6 +9,7 @@ import { KernscopeError } from '../../errors.js';
 import type { Labels } from '../../metrics/registry.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { decode, DECODER_SIZES, type Decoder } from './decode.js';
+import { Cumulative } from '../cumulative.js';
 
 interface Field {
   name: string;
@@ -30,7 +31,7 @@ interface Exported {
   lower: number[];
   limiter: LabelLimiter;
   /** Last cumulative value per key, for counters and histograms. */
-  last: Map<string, number>;
+  last: Cumulative;
 }
 
 interface Loaded {
@@ -123,7 +124,7 @@ export class ObjectsCollector implements Collector {
       ...(bucket ? { bucket } : {}),
       lower: [],
       limiter: new LabelLimiter(o.maxSeries ?? 1000, () => this.ctx.drops.inc({ source: 'objects', reason: 'label_overflow' })),
-      last: new Map(),
+      last: new Cumulative(),
     };
     if (m.type === 'counter') ex.counter = this.ctx.metrics.counter(m.name, help, names);
     else if (m.type === 'gauge') ex.gauge = this.ctx.metrics.gauge(m.name, help, names);
@@ -152,6 +153,7 @@ export class ObjectsCollector implements Collector {
 
   private collectOne(ex: Exported): void {
     const field = (ex.metric.valueOffset ?? 0) / 8;
+    const seen = new Set<string>();
     for (const { key, value } of ex.map.entries()) {
       const v = ex.map.field(value, field);
       const raw: Labels = {};
@@ -165,9 +167,10 @@ export class ObjectsCollector implements Collector {
         continue;
       }
       const hex = key.toString('hex');
-      const delta = v - (ex.last.get(hex) ?? 0);
-      ex.last.set(hex, v);
-      if (delta <= 0) continue; // a value that fell: the program reset or evicted its key
+      seen.add(hex);
+      // A value that fell: the program deleted its key and made it again.
+      const [delta] = ex.last.delta(hex, [v]);
+      if (!delta) continue;
       const labels = ex.limiter.admit(labelKey, raw);
       if (ex.counter) ex.counter.inc(labels, delta);
       else if (ex.hist && ex.bucket) {
@@ -182,6 +185,7 @@ export class ObjectsCollector implements Collector {
         s.sum += delta * ex.lower[b]!;
       }
     }
+    if (!ex.gauge) ex.last.prune(seen);
   }
 
   stop(): void {
