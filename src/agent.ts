@@ -2,6 +2,7 @@ import type http from 'node:http';
 import type { Config } from './config/schema.js';
 import { MetricsRegistry } from './metrics/registry.js';
 import { ServiceNamer } from './process/names.js';
+import { Liveness } from './process/liveness.js';
 import { ProgramStatsSampler } from './bpf/stats.js';
 import { detectFeatures, ensureTracefs, type KernelFeatures } from './capabilities/features.js';
 import { TcpCollector } from './collectors/tcp/index.js';
@@ -74,6 +75,8 @@ export class Agent {
     registerSelfMetrics(m, this.stats, (p) => owner.get(p) ?? 'unknown');
 
     const namer = new ServiceNamer(this.config.services, 16384, this.config.scope.cgroup, await this.metadata());
+    const procs = new Liveness();
+    procs.whenGone((tgid) => namer.forget(tgid));
     for (const c of allCollectors()) {
       const plan = c.plan(this.features, this.config);
       this.plans.push(plan);
@@ -83,7 +86,7 @@ export class Agent {
         continue;
       }
       try {
-        c.start({ config: this.config, metrics: m, namer, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e) });
+        c.start({ config: this.config, metrics: m, namer, procs, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e) });
       } catch (e) {
         // A mistake in the config (a probe on a missing symbol) stops the agent, named.
         if (e instanceof KernscopeError && e.code === 'ERR_KERNSCOPE_CONFIG') throw e;
@@ -98,14 +101,20 @@ export class Agent {
       const hooks = plan.hooks.map((h) => `${h.event}=${h.kind ?? `none (${h.reason})`}`).join(', ');
       this.log(`collector ${c.name}: running (${hooks})`);
     }
-    for (const c of this.collectors) m.onScrape(() => c.collect());
+    // One round: every collector reads its tables, then the processes any of
+    // them found gone are forgotten.
+    const collectAll = (): void => {
+      for (const c of this.collectors) c.collect();
+      procs.endRound();
+    };
+    m.onScrape(collectAll);
     this.stats.start();
     const sampled = this.collectors.find((c) => c.sampled)?.sampled;
     this.budget = new OverheadBudget(this.config.overhead.maxCpuPercent, this.config.overhead.maxSampleEvery, this.stats, sampled, m);
     this.budget.start();
     // Folding between scrapes names short-lived processes while /proc still has them.
     this.timer = setInterval(() => {
-      for (const c of this.collectors) c.collect();
+      collectAll();
     }, this.config.collectIntervalSeconds * 1000);
     this.timer.unref();
 

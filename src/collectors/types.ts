@@ -2,6 +2,7 @@ import type client from 'prom-client';
 import type { Config } from '../config/schema.js';
 import type { MetricsRegistry } from '../metrics/registry.js';
 import type { ServiceNamer } from '../process/names.js';
+import type { Liveness } from '../process/liveness.js';
 import type { BpfProgram } from '../bpf/object.js';
 import type { KernelFeatures } from '../capabilities/features.js';
 import type { HookChoice } from './hooks.js';
@@ -11,6 +12,8 @@ export interface CollectorContext {
   config: Config;
   metrics: MetricsRegistry;
   namer: ServiceNamer;
+  /** Which processes live, asked once per collection round for every collector; a process gone is forgotten in one place. */
+  procs: Liveness;
   /** kernscope_events_dropped_total{source,reason} */
   drops: client.Counter<string>;
   features: KernelFeatures;

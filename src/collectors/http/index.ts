@@ -34,6 +34,7 @@ export class HttpCollector implements Collector {
   private sockErrors!: SocketErrors;
   private drain: NodeJS.Timeout | undefined;
   private lastSweep = Date.now();
+  private alive: (tgid: number) => boolean = () => true;
   private filter!: ProcessFilter;
   /** What each route or host key stands for, once read from http_names. */
   private names = new Map<string, { kind: number; complete: boolean; text: string }>();
@@ -64,6 +65,7 @@ export class HttpCollector implements Collector {
     const plan = this.plan(ctx.features, ctx.config);
     if (!plan.runnable) throw new Error(`http collector cannot run: ${plan.reason}`);
     const kernel = new HttpKernel(ctx.config, plan.hooks, ctx.log);
+    this.alive = (tgid) => ctx.procs.alive(tgid);
     try {
       // A scope (config scope.cgroup) narrows every watch rule to its cgroup.
       const scope = ctx.config.scope.cgroup;
@@ -166,7 +168,7 @@ export class HttpCollector implements Collector {
 
   private procOf(tgid: number): KernelProc {
     let p = this.procs.get(tgid);
-    if (!p) this.procs.set(tgid, (p = this.kernel!.proc(tgid)));
+    if (!p) this.procs.set(tgid, (p = this.kernel!.proc(tgid, this.alive(tgid))));
     return p;
   }
 
@@ -183,7 +185,7 @@ export class HttpCollector implements Collector {
     const now = Date.now();
     if (now - this.lastSweep >= SWEEP_MS) {
       this.lastSweep = now;
-      k.sweepConnections();
+      k.sweepConnections(this.alive);
     }
     this.drops.fold();
   }

@@ -253,17 +253,11 @@ export class HttpKernel {
    * sockets without close(2), and a connection closed before its first read
    * or write never pointed its socket back at it. Returns how many went.
    */
-  sweepConnections(): number {
+  sweepConnections(alive: (tgid: number) => boolean): number {
     const conns = this.obj.map('conns');
     const off = this.layout.connKey.tgid;
-    const alive = new Map<number, boolean>();
     let gone = 0;
-    for (const { key } of conns.entries()) {
-      const tgid = key.readUInt32LE(off);
-      let live = alive.get(tgid);
-      if (live === undefined) alive.set(tgid, (live = fs.existsSync(`/proc/${tgid}`)));
-      if (!live && conns.delete(key)) gone++;
-    }
+    for (const { key } of conns.entries()) if (!alive(key.readUInt32LE(off)) && conns.delete(key)) gone++;
     return gone;
   }
 
@@ -291,10 +285,10 @@ export class HttpKernel {
     return v ? this.layout.decodeName(v) : undefined;
   }
 
-  /** A process as the kernel saw it at its connections (comm and argv), and whether it lives. */
-  proc(tgid: number): KernelProc {
+  /** A process as the kernel saw it at its connections (comm and argv), with whether it lives. */
+  proc(tgid: number, live: boolean): KernelProc {
     const v = this.obj.map('proc_comms').lookup(u32(tgid));
-    return { live: fs.existsSync(`/proc/${tgid}`), ...(v ? this.layout.decodeProc(v) : { comm: '', argv: [] }) };
+    return { live, ...(v ? this.layout.decodeProc(v) : { comm: '', argv: [] }) };
   }
 
   forgetProc(tgid: number): void {

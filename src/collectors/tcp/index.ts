@@ -1,4 +1,3 @@
-import fs from 'node:fs';
 import type client from 'prom-client';
 import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type Link } from '../../bpf/object.js';
 import { bpfObjectPath } from '../../paths.js';
@@ -162,19 +161,10 @@ export class TcpCollector implements Collector {
         if (named) this.openGauge.inc(named.labels, open.field(value, 0));
       }
     }
-    const alive = new Map<number, boolean>();
-    const isAlive = (tgid: number): boolean => {
-      let a = alive.get(tgid);
-      if (a === undefined) {
-        a = tgid === 0 || fs.existsSync(`/proc/${tgid}`);
-        alive.set(tgid, a);
-      }
-      return a;
-    };
+    const isAlive = (tgid: number): boolean => this.ctx.procs.alive(tgid);
     this.foldStats(this.obj.map('tcp_stats'), isAlive);
     this.foldHist(this.obj.map('tcp_hist'), isAlive);
     this.drops.fold();
-    for (const [tgid, a] of alive) if (!a) this.ctx.namer.forget(tgid);
   }
 
   private foldStats(map: BpfMap, isAlive: (t: number) => boolean): void {
