@@ -82,6 +82,13 @@ function withForcedHooks(configYaml: string): string {
   return YAML.stringify(doc);
 }
 
+/**
+ * How much longer waits are in a VM under software emulation
+ * (scripts/vm.sh sets KS_VM): everything runs 10-30 times slower there.
+ * Only waits stretch; what is asserted stays the same.
+ */
+export const SLOW = process.env.KS_VM ? 20 : 1;
+
 export async function startAgent(configYaml = '', extraArgs: string[] = []): Promise<RunningAgent> {
   const port = await freePort();
   const dir = tmpDir('ks-agent');
@@ -93,7 +100,7 @@ export async function startAgent(configYaml = '', extraArgs: string[] = []): Pro
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 20_000 * SLOW;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`agent exited ${child.exitCode}: ${err.trim()}`);
     if (err.includes('serving metrics at') && /collector tcp: (running|not started)/.test(err)) break;
@@ -132,7 +139,7 @@ export function sleep(ms: number): Promise<void> {
 
 /** Polls `fn` until it returns true or `ms` pass; returns the last result. */
 export async function eventually(fn: () => Promise<boolean>, ms = 10_000, step = 100): Promise<boolean> {
-  const end = Date.now() + ms;
+  const end = Date.now() + ms * SLOW;
   for (;;) {
     if (await fn()) return true;
     if (Date.now() > end) return false;
