@@ -199,14 +199,28 @@ int BPF_PROG(proc_exit_raw, struct task_struct *t)
 
 /* ---- watched opens and connects ------------------------------------------ */
 
+#define ONES8 0x0101010101010101ULL
+#define HIGH8 0x8080808080808080ULL
+
+/* Whether `path` starts with the prefix, compared a word at a time: in the
+ * word holding the prefix's NUL only the bytes before it count (the lowest
+ * byte the zero test flags is always a true NUL). Eight steps per prefix,
+ * where a byte loop took 64: cheaper per open(2), and few enough states
+ * for older verifiers (6.1 gave up on the byte loop at 1M instructions).
+ * Little-endian: byte k of a word is bits 8k..8k+7. */
 static __always_inline bool prefix_match(const char *path, const struct prefix *p)
 {
-	for (int i = 0; i < PROC_PREFIX_LEN; i++) {
-		char c = p->s[i];
-		if (!c)
-			return i > 0;
-		if (path[i] != c)
-			return false;
+	for (int j = 0; j < PROC_PREFIX_LEN / 8; j++) {
+		__u64 pw = *(const __u64 *)(p->s + j * 8);
+		__u64 xw = *(const __u64 *)(path + j * 8);
+		__u64 nul = (pw - ONES8) & ~pw & HIGH8;
+		if (!nul) {
+			if (pw != xw)
+				return false;
+			continue;
+		}
+		__u64 mask = ((nul & -nul) >> 7) - 1; /* the bytes before the NUL */
+		return ((pw ^ xw) & mask) == 0 && (j > 0 || mask);
 	}
 	return true;
 }
