@@ -256,16 +256,21 @@ export class BpfObject {
     return addon().btfType(this.handle, name);
   }
 
-  /** A struct's member offsets, checked: every name asked for must be there. */
-  struct<K extends string>(name: string, members: readonly K[]): { size: number } & Record<K, number> {
+  /** A struct's size and members (offset and size each), checked: every name asked for must be there. */
+  members(name: string, need: readonly string[]): { size: number; members: Record<string, { offset: number; size: number }> } {
     const t = this.btfType(name);
     if (!t || t.kind !== 'struct') throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no struct ${name} in its BTF`);
-    const out: Record<string, number> = { size: t.size };
-    for (const m of members) {
-      const f = t.members[m];
-      if (!f) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: struct ${name} has no member ${m} (it has ${Object.keys(t.members).join(', ')})`);
-      out[m] = f.offset;
+    for (const m of need) {
+      if (!t.members[m]) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: struct ${name} has no member ${m} (it has ${Object.keys(t.members).join(', ')})`);
     }
+    return t;
+  }
+
+  /** A struct's member offsets, checked: every name asked for must be there. */
+  struct<K extends string>(name: string, members: readonly K[]): { size: number } & Record<K, number> {
+    const t = this.members(name, members);
+    const out: Record<string, number> = { size: t.size };
+    for (const m of members) out[m] = t.members[m]!.offset;
     return out as { size: number } & Record<K, number>;
   }
 

@@ -11,11 +11,7 @@ import { KernscopeError } from '../../errors.js';
 type Members = Record<string, { offset: number; size: number }>;
 
 function struct(obj: BpfObject, name: string, need: readonly string[]): { size: number; m: Members } {
-  const t = obj.btfType(name);
-  if (!t || t.kind !== 'struct') throw new KernscopeError('ERR_KERNSCOPE_BPF', `${obj.path}: no struct ${name} in its BTF`);
-  for (const n of need) {
-    if (!t.members[n]) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${obj.path}: struct ${name} has no member ${n} (it has ${Object.keys(t.members).join(', ')})`);
-  }
+  const t = obj.members(name, need);
   return { size: t.size, m: t.members };
 }
 
