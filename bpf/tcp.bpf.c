@@ -6,8 +6,10 @@
  * socket through CO-RE probe reads, so one body serves both; the agent sets
  * autoload on the variant it chose before loading.
  *
- * Nothing here sends per-event records: connection counts, bytes, retransmits
- * and resets are per-CPU counters, latencies are log2 histograms. */
+ * Connection counts, bytes, retransmits and resets are per-CPU counters,
+ * latencies are log2 histograms. Per-event records only while the flight
+ * recorder is on, and only for rare events: resets, and bursts of
+ * retransmits on one connection. */
 #include "common.bpf.h"
 #include <bpf/bpf_endian.h>
 #include "tcp.h"
@@ -24,6 +26,8 @@ KS_DECLARE_DROPS
 KS_BTF_ENUM(ks_tcp_dir);
 KS_BTF_ENUM(ks_tcp_hist_kind);
 KS_BTF_ENUM(ks_tcp_drop_reason);
+KS_BTF_ENUM(ks_tcp_event_kind);
+KS_BTF_STRUCT(ks_tcp_event);
 
 /* Set when tcp_destroy_sock is hooked: entries then outlive TCP_CLOSE, so a
  * reset sent right after the close (SO_LINGER 0 sets CLOSE, then sends RST)
@@ -44,7 +48,19 @@ struct ks_sock_info {
 	__u64 rtt_last_ns;	/* last RTT sample, for rtt_mode 2 */
 	__u64 live_sent;	/* payload bytes already counted while open (tcp_live_bytes) */
 	__u64 live_received;
+	__u64 burst_start_ns;	/* the retransmit window's start, for the recorder */
+	__u32 burst_count;
+	__u32 burst_reported;
 };
+
+/* The flight recorder: records on, and retransmits in one second that make a burst. */
+const volatile bool record_events = false;
+const volatile __u32 burst_count = 5;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 << 10);
+} tcp_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -291,11 +307,62 @@ static __always_inline int handle_probe(const struct sock *sk)
 	return 0;
 }
 
+static __always_inline void record_event(const struct sock *sk, const struct ks_tcp_key *key, __u32 kind, __u32 count)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	struct ks_tcp_event *e = bpf_ringbuf_reserve(&tcp_events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(TCP_DROP_EVENTS_FULL);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->key = *key;
+	e->kind = kind;
+	e->count = count;
+	e->family = family;
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* A socket closed with SO_LINGER 0 is unhashed (skc_num 0) before its reset. */
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->pad = 0;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	/* Nobody is woken: the agent drains these with its other tables. */
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
 static __always_inline int handle_retransmit(const struct sock *sk)
 {
-	struct ks_tcp_counters *c = stats_for(key_of(sk));
+	__u64 addr = (__u64)sk;
+	struct ks_sock_info *info = bpf_map_lookup_elem(&socks, &addr);
+	struct ks_tcp_counters *c = stats_for(info ? &info->key : &unknown_key);
 	if (c)
 		c->retransmits++;
+	/* A burst: `burst_count` retransmits within a second, one record per window. */
+	if (!record_events || !info)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	if (now - info->burst_start_ns > 1000000000ULL) {
+		info->burst_start_ns = now;
+		info->burst_count = 0;
+		info->burst_reported = 0;
+	}
+	info->burst_count++;
+	if (info->burst_count >= burst_count && !info->burst_reported) {
+		info->burst_reported = 1;
+		record_event(sk, &info->key, TCP_EV_RETRANSMIT_BURST, info->burst_count);
+	}
 	return 0;
 }
 
@@ -309,17 +376,24 @@ static __always_inline int handle_destroy(const struct sock *sk)
 static __always_inline int handle_send_reset(const struct sock *sk)
 {
 	/* sk is NULL when the reset answers a segment for no socket. */
-	struct ks_tcp_counters *c = stats_for(sk ? key_of(sk) : &unknown_key);
+	const struct ks_tcp_key *key = sk ? key_of(sk) : &unknown_key;
+	struct ks_tcp_counters *c = stats_for(key);
 	if (c)
 		c->resets_sent++;
+	/* A reset for no socket (a closed port) is not a connection's. */
+	if (record_events && sk)
+		record_event(sk, key, TCP_EV_RESET_SENT, 0);
 	return 0;
 }
 
 static __always_inline int handle_receive_reset(const struct sock *sk)
 {
-	struct ks_tcp_counters *c = stats_for(key_of(sk));
+	const struct ks_tcp_key *key = key_of(sk);
+	struct ks_tcp_counters *c = stats_for(key);
 	if (c)
 		c->resets_received++;
+	if (record_events)
+		record_event(sk, key, TCP_EV_RESET_RECEIVED, 0);
 	return 0;
 }
 

@@ -48,7 +48,26 @@ enum ks_tcp_drop_reason {
 	TCP_DROP_STATS_TABLE_FULL = 1,
 	TCP_DROP_HIST_TABLE_FULL = 2,
 	TCP_DROP_LISTENER_TABLE_FULL = 3,
+	TCP_DROP_EVENTS_FULL = 4,
 };
+
+/* Notable events of one connection, for the flight recorder (only while it
+ * is on): a reset, or a burst of retransmits. */
+enum ks_tcp_event_kind { TCP_EV_RESET_SENT = 1, TCP_EV_RESET_RECEIVED = 2, TCP_EV_RETRANSMIT_BURST = 3 };
+
+struct ks_tcp_event {
+	__u64 ts_ns;
+	struct ks_tcp_key key;	/* its owner, as the counters have it; tgid 0 when unseen */
+	__u32 kind;
+	__u32 count;		/* burst: retransmits within the window */
+	__u8 family;		/* AF_INET, AF_INET6 */
+	__u8 state;		/* the socket's TCP state */
+	__u16 sport;		/* host order */
+	__u16 dport;
+	__u16 pad;
+	__u8 saddr[16];		/* network order; IPv4 in the first 4 bytes */
+	__u8 daddr[16];
+}; /* 80 bytes */
 
 struct ks_tcp_listener_key {
 	__u32 netns;

@@ -11,6 +11,7 @@ import { ResourcesCollector } from './collectors/resources/index.js';
 import { ProcessCollector } from './collectors/process/index.js';
 import { CustomCollector } from './collectors/custom/index.js';
 import { ObjectsCollector } from './collectors/objects/index.js';
+import { RecorderCollector } from './collectors/recorder/index.js';
 import type { Collector, CollectorPlan } from './collectors/types.js';
 import { OverheadBudget } from './overhead.js';
 import { parseCgroup } from './process/containers.js';
@@ -20,6 +21,10 @@ import { registerSelfMetrics } from './self-metrics.js';
 import { EventStream, parseListen, serve } from './server.js';
 import { addon } from './bpf/addon.js';
 import { KernscopeError } from './errors.js';
+import { Recorder } from './recorder/recorder.js';
+import type { RecorderSink } from './collectors/types.js';
+
+const RECORDER_OFF: RecorderSink = { on: false, note: () => undefined, summary: () => undefined, at: () => Date.now() };
 
 export function allCollectors(): Collector[] {
   // Custom probes first: a mistake in them stops the agent before the
@@ -28,7 +33,7 @@ export function allCollectors(): Collector[] {
   const resources = new ResourcesCollector();
   // What a process used after the last walk of /proc comes with its exit.
   proc.onExit((e) => resources.exited(e));
-  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), proc, resources];
+  return [new CustomCollector(), new ObjectsCollector(), new TcpCollector(), new HttpCollector(), proc, resources, new RecorderCollector()];
 }
 
 export type Log = (msg: string) => void;
@@ -42,6 +47,7 @@ export class Agent {
   private events: EventStream | undefined;
   private budget: OverheadBudget | undefined;
   private kubeTimer: NodeJS.Timeout | undefined;
+  private recorder: Recorder | undefined;
   features!: KernelFeatures;
   plans: CollectorPlan[] = [];
 
@@ -71,6 +77,7 @@ export class Agent {
     const up = m.gauge('kernscope_collector_up', '1 if the collector is running, 0 if it could not start.', ['collector']);
     const info = m.gauge('kernscope_build_info', 'Agent version, libbpf version and kernel release.', ['version', 'libbpf', 'kernel']);
     info.set({ version: '0.1.0', libbpf: addon().libbpfVersion, kernel: this.features.kernel }, 1);
+    const sink = this.startRecorder(drops);
     const owner = new Map<string, string>();
     registerSelfMetrics(m, this.stats, (p) => owner.get(p) ?? 'unknown');
 
@@ -86,7 +93,7 @@ export class Agent {
         continue;
       }
       try {
-        c.start({ config: this.config, metrics: m, namer, procs, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e) });
+        c.start({ config: this.config, metrics: m, namer, procs, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e), recorder: sink });
       } catch (e) {
         // A mistake in the config (a probe on a missing symbol) stops the agent, named.
         if (e instanceof KernscopeError && e.code === 'ERR_KERNSCOPE_CONFIG') throw e;
@@ -108,6 +115,8 @@ export class Agent {
       procs.endRound();
     };
     m.onScrape(collectAll);
+    // The recorder's summary a second reads counters folded that second.
+    this.recorder?.onTick(collectAll);
     this.stats.start();
     const sampled = this.collectors.find((c) => c.sampled)?.sampled;
     this.budget = new OverheadBudget(this.config.overhead.maxCpuPercent, this.config.overhead.maxSampleEvery, this.stats, sampled, m);
@@ -120,6 +129,35 @@ export class Agent {
 
     const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
     return `http://${host}:${addr.port}/metrics`;
+  }
+
+  /**
+   * The flight recorder, when config `recorder` has it on: a journal that
+   * cannot be opened (a read-only disk, another agent) leaves it off, logged.
+   * The agent's own losses are in its summary, by source and reason.
+   */
+  private startRecorder(drops: import('prom-client').Counter<string>): RecorderSink {
+    const rc = this.config.recorder;
+    if (!rc.enabled) return RECORDER_OFF;
+    const r = new Recorder(rc, this.metrics, this.log);
+    if (!r.start({ version: '0.1.0', kernel: this.features.kernel })) return RECORDER_OFF;
+    this.recorder = r;
+    this.log(`recorder: journal at ${rc.path} (at most ${Math.round(rc.maxBytes / 1048576)} MiB)`);
+    let lost = new Map<string, number>();
+    const inc = drops.inc.bind(drops) as (labels: Record<string, string>, n?: number) => void;
+    drops.inc = ((labels: Record<string, string>, n: number = 1) => {
+      if (!n) return inc(labels, n); // a series made at 0 is no loss
+      const k = `${labels.source}/${labels.reason}`;
+      lost.set(k, (lost.get(k) ?? 0) + n);
+      inc(labels, n);
+    }) as typeof drops.inc;
+    r.summary('drops', () => {
+      if (!lost.size) return undefined;
+      const out = Object.fromEntries(lost);
+      lost = new Map();
+      return out;
+    });
+    return r;
   }
 
   /**
@@ -160,13 +198,15 @@ export class Agent {
     };
   }
 
-  async stop(): Promise<void> {
+  async stop(reason = 'stopped'): Promise<void> {
     clearInterval(this.timer);
     clearInterval(this.kubeTimer);
     this.budget?.stop();
     this.stats.stop();
     await Promise.all(this.collectors.map((c) => c.stop()));
     this.collectors = [];
+    this.recorder?.stop(reason);
+    this.recorder = undefined;
     this.events?.close();
     const s = this.server;
     this.server = undefined;

@@ -9,10 +9,21 @@ const USAGE = `usage: kernscope <command> [options]
 commands:
   run      start the agent and serve /metrics
   doctor   report what this kernel offers, what each hook costs, and which hook each collector uses
+  recorder show [--last-boot] [--seconds N] [--json]
+           the flight recorder's timeline: this boot's, or the last boot's before a crash,
+           merged with the kernel's panic log from pstore
+  recorder tail
+           follow the flight recorder's journal while the agent runs
 
 options (run):
   --config FILE        YAML configuration (see README); defaults are built in
   --listen HOST:PORT   address for /metrics and /healthz (default 127.0.0.1:9527)
+options (recorder):
+  --config FILE        as for run (the journal is at recorder.path)
+  --dir DIR            the journal's folder, instead of the config's
+  --boot ID            show: that boot (a prefix of its id)
+  --pstore DIR         show: where the kernel's pstore logs are (default /sys/fs/pstore)
+  --lines N            tail: records shown before following (default 10)
 options (doctor):
   --config FILE        as for run
   --json               machine-readable report
@@ -41,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write('kernscope 0.1.0\n');
     return 0;
   }
+  if (command === 'recorder') return recorder(rest);
   let values: Record<string, string | boolean | undefined>;
   try {
     const options = {
@@ -86,6 +98,58 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+async function recorder(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    if (sub !== 'show' && sub !== 'tail') throw new KernscopeError('ERR_KERNSCOPE_USAGE', `recorder: expected "show" or "tail", got ${sub ? `"${sub}"` : 'nothing'}`);
+    const options = {
+      config: { type: 'string' },
+      dir: { type: 'string' },
+      'last-boot': { type: 'boolean' },
+      boot: { type: 'string' },
+      seconds: { type: 'string' },
+      json: { type: 'boolean' },
+      pstore: { type: 'string' },
+      lines: { type: 'string' },
+    } as const;
+    ({ values } = parseArgs({ args: rest, options, strict: true, allowPositionals: false }));
+    for (const k of ['seconds', 'lines'] as const) {
+      const v = values[k];
+      if (v !== undefined && !(/^\d+(\.\d+)?$/.test(v as string) && Number(v) > 0)) throw new KernscopeError('ERR_KERNSCOPE_USAGE', `recorder: --${k} must be a positive number, got "${v}"`);
+    }
+    const onlyShow = ['last-boot', 'boot', 'seconds', 'json', 'pstore'].find((k) => values[k] !== undefined);
+    if (sub === 'tail' && onlyShow) throw new KernscopeError('ERR_KERNSCOPE_USAGE', `recorder tail: unknown option '--${onlyShow}'`);
+    if (sub === 'show' && values.lines !== undefined) throw new KernscopeError('ERR_KERNSCOPE_USAGE', "recorder show: unknown option '--lines'");
+  } catch (e) {
+    process.stderr.write(`kernscope: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const dir = (values.dir as string | undefined) ?? loadConfig(values.config as string | undefined).recorder.path;
+    const { timeline, formatTimeline, tail } = await import('./recorder/show.js');
+    if (sub === 'tail') {
+      const stop = tail(dir, Number(values.lines ?? 10), (s) => process.stdout.write(s));
+      await new Promise<void>((r) => {
+        process.once('SIGINT', r);
+        process.once('SIGTERM', r);
+      });
+      stop();
+      return 0;
+    }
+    const seconds = values.seconds !== undefined ? Number(values.seconds) : undefined;
+    const t = timeline({ dir, lastBoot: values['last-boot'] as boolean | undefined, boot: values.boot as string | undefined, seconds, pstore: values.pstore as string | undefined });
+    if (typeof t === 'string') {
+      process.stderr.write(`kernscope: recorder: ${t}\n`);
+      return 1;
+    }
+    process.stdout.write(values.json ? `${JSON.stringify(t, null, 2)}\n` : `${formatTimeline(t, seconds)}\n`);
+    return 0;
+  } catch (e) {
+    return fail(e);
+  }
+}
+
 async function run(config: import('./config/schema.js').Config): Promise<number> {
   if (config.security.enabled) {
     // Bad rules are a bad config: refuse to start, naming the rule and key.
@@ -100,7 +164,7 @@ async function run(config: import('./config/schema.js').Config): Promise<number>
   const stop = (sig: string): void => {
     if (stopping) return;
     process.stderr.write(`kernscope: ${sig}: detaching and exiting\n`);
-    stopping = agent.stop().then(
+    stopping = agent.stop(sig).then(
       () => process.exit(0),
       (e) => {
         process.stderr.write(`kernscope: stop failed: ${(e as Error).message}\n`);

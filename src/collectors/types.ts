@@ -20,6 +20,19 @@ export interface CollectorContext {
   log: (msg: string) => void;
   /** Sends an event to live subscribers (GET /events). */
   publish: (event: object) => void;
+  /** The flight recorder (config `recorder`); notes go nowhere when it is off. */
+  recorder: RecorderSink;
+}
+
+/** What collectors see of the flight recorder. */
+export interface RecorderSink {
+  readonly on: boolean;
+  /** A notable event; `severe` ones are synced to disk at once. */
+  note(kind: string, fields: object, severe?: boolean): void;
+  /** Wall-clock milliseconds of a kernel timestamp (bpf_ktime_get_ns): a note's `t`, so records keep the kernel's order. */
+  at(ktimeNs: number): number;
+  /** A part of the once-a-second summary line. */
+  summary(name: string, part: () => object | undefined): void;
 }
 
 /** What a collector would do on this kernel, for `doctor` and the start-up log. */

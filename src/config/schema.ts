@@ -184,6 +184,23 @@ export interface Config {
   /** A CPU budget for the agent and its BPF programs together, in % of one core; 0: none. */
   overhead: { maxCpuPercent: number; maxSampleEvery: number };
   collectIntervalSeconds: number;
+  /**
+   * The flight recorder: notable kernel events and a summary a second, kept
+   * in a bounded journal on local disk for `kernscope recorder show
+   * --last-boot` after a crash.
+   */
+  recorder: {
+    enabled: boolean;
+    path: string;
+    /** All segments together. */
+    maxBytes: number;
+    /** Size of one segment; 0: an eighth of maxBytes (at least 64 KiB). */
+    segmentBytes: number;
+    /** Records a second past which the rest of the second is counted, not written (severe ones always are). */
+    maxRecordsPerSecond: number;
+    /** Retransmits of one connection within a second that make a burst worth a record. */
+    retransmitBurst: number;
+  };
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -224,6 +241,7 @@ export const DEFAULT_CONFIG: Config = {
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
   overhead: { maxCpuPercent: 0, maxSampleEvery: 1024 },
   collectIntervalSeconds: 5,
+  recorder: { enabled: true, path: '/var/lib/kernscope/recorder', maxBytes: 64 * 1024 * 1024, segmentBytes: 0, maxRecordsPerSecond: 2000, retransmitBurst: 5 },
 };
 
 const mapSize = { type: 'integer', minimum: 1, maximum: 4194304 };
@@ -517,5 +535,17 @@ export const CONFIG_SCHEMA = {
       },
     },
     collectIntervalSeconds: { type: 'number', minimum: 0.1, maximum: 3600 },
+    recorder: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        path: { type: 'string', minLength: 1 },
+        maxBytes: { type: 'integer', minimum: 262144, maximum: 1099511627776 },
+        segmentBytes: { type: 'integer', minimum: 0, maximum: 1073741824 },
+        maxRecordsPerSecond: { type: 'integer', minimum: 10, maximum: 1000000 },
+        retransmitBurst: { type: 'integer', minimum: 1, maximum: 1000000 },
+      },
+    },
   },
 } as const;

@@ -3,6 +3,7 @@
  * object's BTF: offsets, sizes and enum values come from the compiled C, and
  * a member or value this file needs and the object lacks fails the load.
  */
+import { addr } from '../inet.js';
 import { u64, type BpfObject } from '../../bpf/object.js';
 
 export { u64 };
@@ -66,17 +67,6 @@ export interface AggKey {
   name: string;
   addr: string;
 }
-
-export function addr(b: Buffer, family: number): string {
-  if (family === 2) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  if (family !== 10) return '';
-  // An IPv4-mapped IPv6 address is shown as IPv4, as clients wrote it.
-  if (b.subarray(0, 10).every((x) => x === 0) && b[10] === 0xff && b[11] === 0xff) return `${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  const parts: string[] = [];
-  for (let i = 0; i < 16; i += 2) parts.push(b.readUInt16BE(i).toString(16));
-  return parts.join(':').replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
-}
-
 
 export class HttpLayout {
   readonly event;

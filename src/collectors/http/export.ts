@@ -13,6 +13,7 @@ import { META_LABELS, metadataOn } from '../../process/names.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Labels, MetricsRegistry } from '../../metrics/registry.js';
 import { BucketHistogram, type Series } from '../../metrics/bucket-histogram.js';
+import type { Tally } from '../../recorder/tally.js';
 
 /** Body sizes: powers of two from 32 B to 1 MiB, and 0 for empty bodies. */
 export const SIZE_BUCKETS = [0, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536, 262144, 1048576];
@@ -22,6 +23,8 @@ export interface Bundle {
   duration: Series;
   req: Series;
   resp: Series;
+  /** Its service_name, for the flight recorder's per-service summary. */
+  service: string;
 }
 
 /** Where each histogram of a kernel entry is, in u64 slots (HttpLayout.hist). */
@@ -49,6 +52,8 @@ export class HttpExport {
   /** Series of one label set, by a key of its raw values: one Map lookup per request. */
   private readonly bundles = new Map<string, Bundle>();
   readonly bodySizes: boolean;
+  /** Requests, errors and durations per service for the flight recorder, when it is on. */
+  tally: Tally | undefined;
 
   constructor(
     metrics: MetricsRegistry,
@@ -98,6 +103,10 @@ export class HttpExport {
       ...meta,
     });
     this.totals.inc(labels, n);
+    if (this.tally) {
+      this.tally.add(service, `${side}_req`, n);
+      if (status >= 500 || status < 100) this.tally.add(service, `${side}_err`, n);
+    }
   }
 
   /** A server request closed before any response: not a latency sample. */
@@ -139,6 +148,10 @@ export class HttpExport {
       if (c > 0) h.addBuckets(s, d.subarray(base + H.buckets, base + H.buckets + H.nbuckets), c, d[base + H.sum]! * scale);
     };
     add(this.duration[side], b.duration, H.duration, 1e-9);
+    if (this.tally && d[H.duration + H.count]! > 0) {
+      this.tally.add(b.service, `${side}_dur_n`, d[H.duration + H.count]!);
+      this.tally.add(b.service, `${side}_dur_s`, d[H.duration + H.sum]! * 1e-9);
+    }
     if (!this.bodySizes) return;
     add(this.sizes[side][0], b.req, H.reqBody, 1);
     add(this.sizes[side][1], b.resp, H.respBody, 1);
@@ -148,6 +161,10 @@ export class HttpExport {
   observe(server: boolean, b: Bundle, seconds: number, reqBody: number | undefined, respBody: number | undefined): void {
     const side = server ? 'server' : 'client';
     this.duration[side].observe(b.duration, seconds);
+    if (this.tally) {
+      this.tally.add(b.service, `${side}_dur_n`, 1);
+      this.tally.add(b.service, `${side}_dur_s`, seconds);
+    }
     if (!this.bodySizes) return;
     if (reqBody !== undefined) this.sizes[side][0].observe(b.req, reqBody);
     if (respBody !== undefined) this.sizes[side][1].observe(b.resp, respBody);
@@ -162,7 +179,7 @@ export class HttpExport {
       const labels = this.limiters[side].admit(k, raw());
       const id = Object.values(labels).join('\0');
       const [q, p] = this.sizes[side];
-      b = { duration: this.duration[side].series(id, labels), req: q.series(id, labels), resp: p.series(id, labels) };
+      b = { duration: this.duration[side].series(id, labels), req: q.series(id, labels), resp: p.series(id, labels), service: labels.service_name ?? '' };
       // A cache only (the series live in the histograms): bounded by clearing.
       if (this.bundles.size >= this.config.collectors.http.maxSeries * 4) this.bundles.clear();
       this.bundles.set(k, b);

@@ -12,9 +12,10 @@ import type { BpfProgram } from '../../bpf/object.js';
 import { ProcessFilter } from '../../process/names.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
-import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
+import type { Collector, CollectorContext, CollectorPlan, RecorderSink } from '../types.js';
 import { KernelDrops } from '../drops.js';
 import { HttpExport } from './export.js';
+import { Tally } from '../../recorder/tally.js';
 import { HttpFold, type KernelProc } from './fold.js';
 import { HttpKernel, planHooks } from './kernel.js';
 import { HttpRecords } from './records.js';
@@ -99,6 +100,7 @@ export class HttpCollector implements Collector {
       this.drops = new KernelDrops(kernel.obj.map('drops'), 'http', kernel.layout.dropReasons, ctx.drops, ['label_overflow', 'route_overflow', 'name_lost']);
       this.sockErrors = new SocketErrors(kernel.obj, ctx.metrics, metadataOn(ctx.config) ? META_LABELS : [], cfg.maxSeries, () => ctx.drops.inc({ source: 'http', reason: 'label_overflow' }), ctx.namer);
       this.kernel = kernel;
+      if (ctx.recorder.on) this.record(ctx.recorder);
       this.setSampleEvery(cfg.sampleEvery);
       if (!this.filter.all) this.judgeRunning();
       kernel.seedConnections((tgid) => this.ignored.has(tgid));
@@ -114,6 +116,34 @@ export class HttpCollector implements Collector {
       void kernel.close();
       throw e;
     }
+  }
+
+  /**
+   * For the flight recorder: RED per service in its summary, and socket
+   * errors as they are folded. A send that fails with EPIPE or ENOTCONN is
+   * a send on a socket that is not established (closed, shut down for
+   * writing, never connected): a record of its own.
+   */
+  private record(r: RecorderSink): void {
+    const tally = new Tally();
+    this.out.tally = tally;
+    r.summary('http', () => {
+      const t = tally.take('server_req');
+      if (!t) return undefined;
+      for (const row of Object.values(t)) {
+        for (const side of ['server', 'client']) {
+          const n = row[`${side}_dur_n`];
+          if (n) row[`${side}_avg_ms`] = Math.round((row[`${side}_dur_s`]! / n) * 1e5) / 100;
+          delete row[`${side}_dur_n`];
+          delete row[`${side}_dur_s`];
+        }
+      }
+      return t;
+    });
+    this.sockErrors.onError = (service, pid, op, error, count) => {
+      const closed = op === 'send' && (error === 'EPIPE' || error === 'ENOTCONN');
+      r.note(closed ? 'send_not_established' : 'socket_error', { service, pid, op, error, count });
+    };
   }
 
   programs(): BpfProgram[] {

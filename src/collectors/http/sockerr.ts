@@ -27,6 +27,8 @@ export class SocketErrors {
   private readonly last = new Cumulative();
   private readonly counter: client.Counter<string>;
   private readonly limiter: LabelLimiter;
+  /** Each fold's new errors by service, process, operation and errno name (the flight recorder's). */
+  onError: ((service: string, tgid: number, op: string, error: string, n: number) => void) | undefined;
 
   constructor(
     obj: BpfObject,
@@ -58,6 +60,7 @@ export class SocketErrors {
       const error = errnoName(key.readUInt16LE(K.err));
       const labels = this.limiter.admit(`${n.service}\0${op}\0${error}\0${Object.values(n.meta).join('\0')}`, { service_name: n.service, operation: op, error, ...n.meta });
       this.counter.inc(labels, d);
+      this.onError?.(n.service, tgid, op, error, d);
     }
   }
 }

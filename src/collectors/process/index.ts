@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type client from 'prom-client';
 import { BpfObject, u64, type BpfProgram, type Link, type RingBuffer } from '../../bpf/object.js';
@@ -104,6 +105,12 @@ export class ProcessCollector implements Collector {
       this.webhook = new Webhook({ ...wh, timeoutMs: 5000 }, (reason, n) => ctx.drops.inc({ source: 'process', reason }, n), () => retries.inc());
     }
 
+    ctx.recorder.summary('proc', () => {
+      const c = this.counts;
+      if (!c.execs && !c.exits) return undefined;
+      this.counts = { execs: 0, exits: 0, signaled: 0 };
+      return c;
+    });
     this.table.seedFromProc();
     const chosen = plan.hooks.filter((h) => h.kind);
     this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
@@ -267,6 +274,7 @@ export class ProcessCollector implements Collector {
     } else {
       p = this.table.apply(e);
       if (e.kind === 'exit') this.exited(rec, e, p);
+      this.record(e, p);
       if (!p) return;
       if (this.ctx.config.security.output.processEvents && e.kind !== 'fork') {
         // exec and exit as events of their own; an exit's status is the wait(2) one.
@@ -283,6 +291,7 @@ export class ProcessCollector implements Collector {
     const chain = this.table.ancestry(p.pid);
     for (const a of this.rules.evaluate(chain, { isServer: this.isServer }, ev)) {
       this.alerts.inc({ rule: a.rule, severity: a.severity });
+      this.ctx.recorder.note('alert', { t: this.ctx.recorder.at(e.tsNs), rule: a.rule, severity: a.severity, event: ev.event, pid: p.pid, name: p.name, exe: p.exe, message: a.message, ancestry: ancestryString(chain) }, true);
       const detail =
         ev.event === 'open' ? { path: ev.path, access: ev.write ? 'write' : 'read' }
         : ev.event === 'connect' ? { port: ev.port, address: e.address }
@@ -302,6 +311,24 @@ export class ProcessCollector implements Collector {
         ancestry: ancestryString(chain),
         parents: chain.slice(1).map((x) => ({ pid: x.pid, name: x.name, exe: x.exe })),
       });
+    }
+  }
+
+  private counts = { execs: 0, exits: 0, signaled: 0 };
+
+  /** Execs and exits for the flight recorder, with their codes and signals. */
+  private record(e: ProcEvent, p: ProcessInfo | undefined): void {
+    const r = this.ctx.recorder;
+    if (!r.on || e.kind === 'fork') return;
+    if (e.kind === 'exec') {
+      this.counts.execs++;
+      const args = (p?.args ?? []).join(' ');
+      r.note('exec', { t: r.at(e.tsNs), pid: e.pid, ppid: e.ppid, uid: e.uid, comm: e.comm, exe: p?.exe ?? '', args: args.length > 256 ? `${args.slice(0, 256)}…` : args });
+    } else if (e.kind === 'exit') {
+      this.counts.exits++;
+      const signal = e.exitCode & 0x7f;
+      if (signal) this.counts.signaled++;
+      r.note('exit', { t: r.at(e.tsNs), pid: e.pid, comm: e.comm, ...(signal ? { signal, signal_name: signalName(signal) } : { code: (e.exitCode >> 8) & 0xff }) });
     }
   }
 
@@ -339,6 +366,12 @@ export class ProcessCollector implements Collector {
 
 function view(p: ProcessInfo, e: ProcEvent): object {
   return { pid: p.pid, ppid: p.ppid, name: p.name, exe: p.exe, args: p.args, argsTruncated: p.argsTruncated, uid: p.uid, cgroup: p.cgroup, comm: e.comm };
+}
+
+const SIGNALS = new Map<number, string>(Object.entries(os.constants.signals).map(([name, n]) => [n, name]));
+
+function signalName(n: number): string {
+  return SIGNALS.get(n) ?? `SIG${n}`;
 }
 
 function u32(n: number): Buffer {

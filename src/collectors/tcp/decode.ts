@@ -3,6 +3,7 @@
  * object's BTF: offsets, sizes and enum values come from the compiled C, and
  * a member or value this file needs and the object lacks fails the load.
  */
+import { addr } from '../inet.js';
 import type { BpfObject } from '../../bpf/object.js';
 
 export interface TcpKey {
@@ -36,7 +37,25 @@ const DROP_NAMES: Record<string, string> = {
   TCP_DROP_STATS_TABLE_FULL: 'stats_table_full',
   TCP_DROP_HIST_TABLE_FULL: 'histogram_table_full',
   TCP_DROP_LISTENER_TABLE_FULL: 'listener_table_full',
+  TCP_DROP_EVENTS_FULL: 'events_ringbuf_full',
 };
+const EVENT_NAMES: Record<string, TcpEventKind> = { TCP_EV_RESET_SENT: 'tcp_reset_sent', TCP_EV_RESET_RECEIVED: 'tcp_reset_received', TCP_EV_RETRANSMIT_BURST: 'tcp_retransmit_burst' };
+export type TcpEventKind = 'tcp_reset_sent' | 'tcp_reset_received' | 'tcp_retransmit_burst';
+
+/** TCP states by number (include/net/tcp_states.h). */
+const TCP_STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING', 'NEW_SYN_RECV'];
+
+/** A reset or a burst of retransmits on one connection (struct ks_tcp_event), for the flight recorder. */
+export interface TcpEvent {
+  kind: TcpEventKind;
+  tsNs: number;
+  key: TcpKey;
+  local: string;
+  remote: string;
+  state: string;
+  /** burst: retransmits within the second */
+  count: number;
+}
 
 export class TcpLayout {
   readonly key;
@@ -52,6 +71,8 @@ export class TcpLayout {
   private readonly histKinds: HistKind[] = [];
   /** Drop reason labels, by the kernel's index. */
   readonly dropReasons: string[];
+  private readonly event;
+  private readonly eventKinds: TcpEventKind[] = [];
 
   constructor(obj: BpfObject) {
     this.key = obj.struct('ks_tcp_key', ['tgid', 'port', 'dir', 'comm'] as const);
@@ -68,6 +89,30 @@ export class TcpLayout {
     for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_dir', Object.keys(DIR_NAMES)))) this.dirs[v] = DIR_NAMES[n]!;
     for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_hist_kind', Object.keys(HIST_NAMES)))) this.histKinds[v] = HIST_NAMES[n]!;
     this.dropReasons = obj.enumLabels('ks_tcp_drop_reason', DROP_NAMES);
+    this.event = obj.struct('ks_tcp_event', ['ts_ns', 'key', 'kind', 'count', 'family', 'state', 'sport', 'dport', 'saddr', 'daddr'] as const);
+    for (const [n, v] of Object.entries(obj.enumValues('ks_tcp_event_kind', Object.keys(EVENT_NAMES)))) this.eventKinds[v] = EVENT_NAMES[n]!;
+  }
+
+  decodeEvent(b: Buffer): TcpEvent | undefined {
+    const E = this.event;
+    if (b.length < E.size) return undefined;
+    const kind = this.eventKinds[b.readUInt32LE(E.kind)];
+    if (!kind) return undefined;
+    const family = b.readUInt8(E.family);
+    const at = (a: number, port: number): string => {
+      const s = addr(b.subarray(a, a + 16), family);
+      return `${family === 10 && s.includes(':') ? `[${s}]` : s}:${port}`;
+    };
+    const state = b.readUInt8(E.state);
+    return {
+      kind,
+      tsNs: Number(b.readBigUInt64LE(E.ts_ns)),
+      key: this.decodeKey(b, E.key),
+      local: at(E.saddr, b.readUInt16LE(E.sport)),
+      remote: at(E.daddr, b.readUInt16LE(E.dport)),
+      state: TCP_STATES[state] ?? String(state),
+      count: b.readUInt32LE(E.count),
+    };
   }
 
   decodeKey(b: Buffer, off = 0): TcpKey {

@@ -1,5 +1,5 @@
 import type client from 'prom-client';
-import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type Link } from '../../bpf/object.js';
+import { BpfObject, MapUpdate, type BpfMap, type BpfProgram, type Link, type RingBuffer } from '../../bpf/object.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
@@ -13,6 +13,7 @@ import { Cumulative } from '../cumulative.js';
 import { COUNTER_FIELDS, TcpLayout, portLabel, type CounterField, type HistKind } from './decode.js';
 import { scanSockets } from '../../process/sockets.js';
 import { META_LABELS, metadataOn } from '../../process/names.js';
+import { Tally } from '../../recorder/tally.js';
 
 const OBJECT = 'tcp.bpf.o';
 const LABELS = ['service', 'process', 'direction', 'port'] as const;
@@ -45,6 +46,9 @@ const HISTOGRAMS: ReadonlyArray<{ kind: HistKind; name: string; help: string; mi
 ];
 
 export class TcpCollector implements Collector {
+  private tally: Tally | undefined;
+  private events: RingBuffer | undefined;
+  private drain: NodeJS.Timeout | undefined;
   readonly name = 'tcp';
   private obj: BpfObject | undefined;
   /** The TCP socket iterator that counts open connections' bytes at each collection. */
@@ -83,12 +87,16 @@ export class TcpCollector implements Collector {
         keep_until_destroy: chosen.some((h) => h.event === 'tcp_destroy_sock') ? 1 : 0,
         rtt_mode: { off: 0, close: 1, segments: 2 }[cfg.rtt],
         rtt_interval_ns: BigInt(cfg.rttIntervalMs) * 1_000_000n,
+        record_events: ctx.recorder.on ? 1 : 0,
+        burst_count: ctx.config.recorder.retransmitBurst,
       },
       maxEntries: {
         socks: cfg.maps.sockets,
         tcp_stats: cfg.maps.stats,
         tcp_hist: cfg.maps.histograms,
         listeners: cfg.maps.listeners,
+        // Records only while the flight recorder is on.
+        tcp_events: ctx.recorder.on ? 256 << 10 : 4096,
       },
     });
     try {
@@ -112,7 +120,28 @@ export class TcpCollector implements Collector {
       this.histograms.set(h.kind, hist);
     }
     this.limiter = new LabelLimiter(cfg.maxSeries, () => ctx.drops.inc({ source: 'tcp', reason: 'label_overflow' }));
+    if (ctx.recorder.on) this.record(ctx);
     this.drops = new KernelDrops(this.obj.map('drops'), 'tcp', this.layout.dropReasons, ctx.drops, ['label_overflow']);
+  }
+
+  /**
+   * For the flight recorder: connections opened, closed, reset and
+   * retransmitted per service in its summary, and each reset and burst of
+   * retransmits as a record, named by its owner as the counters are.
+   */
+  private record(ctx: CollectorContext): void {
+    const tally = (this.tally = new Tally());
+    ctx.recorder.summary('tcp', () => tally.take('opened'));
+    const L = this.layout;
+    this.events = this.obj!.ringBuffer('tcp_events', (rec) => {
+      const e = L.decodeEvent(rec);
+      if (!e) return;
+      const owner = e.key.tgid ? { service: ctx.namer.names(e.key.tgid, e.key.comm, e.key.port).service, pid: e.key.tgid, comm: e.key.comm } : {};
+      ctx.recorder.note(e.kind, { t: ctx.recorder.at(e.tsNs), ...owner, local: e.local, remote: e.remote, state: e.state, ...(e.kind === 'tcp_retransmit_burst' ? { retransmits: e.count } : {}) });
+    });
+    // Records wake nobody: drained here, well within the journal's second.
+    this.drain = setInterval(() => this.events?.consume(), 200);
+    this.drain.unref();
   }
 
   programs(): BpfProgram[] {
@@ -149,6 +178,7 @@ export class TcpCollector implements Collector {
 
   collect(): void {
     if (!this.obj) return;
+    this.events?.consume();
     if (this.live) {
       // Open connections' bytes into the tables, then read as usual; the
       // walk counts open connections afresh.
@@ -178,6 +208,7 @@ export class TcpCollector implements Collector {
       // Every counter of a label set exists, at 0 until it happens:
       // queries over failures and resets find a series to read.
       if (named) COUNTER_FIELDS.forEach((f, i) => this.counters.get(f)!.inc(named.labels, d[i]!));
+      if (named && this.tally) COUNTER_FIELDS.forEach((f, i) => this.tally!.add(named.labels.service!, f, d[i]!));
       if (dead) map.delete(key);
     }
   }
@@ -200,6 +231,9 @@ export class TcpCollector implements Collector {
   }
 
   stop(): void {
+    clearInterval(this.drain);
+    this.events?.close();
+    this.events = undefined;
     this.obj?.close();
     this.obj = undefined;
   }
