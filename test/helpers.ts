@@ -73,12 +73,25 @@ export interface RunningAgent {
  * A suite re-run on a fallback sets KS_TEST_HTTP_HOOKS (see
  * test/e2e/http-syscalls.test.ts): every agent it starts is forced onto it.
  */
-function withForcedHooks(configYaml: string): string {
+/**
+ * A test's config as the agent gets it: the flight recorder's journal in the
+ * agent's own folder (not the node's /var/lib/kernscope) unless the test
+ * sets `recorder`, and HTTP forced onto the hooks KS_TEST_HTTP_HOOKS names.
+ */
+function testConfig(configYaml: string, dir: string): string {
   const hooks = process.env.KS_TEST_HTTP_HOOKS;
-  if (!hooks) return configYaml;
-  const doc = (YAML.parse(configYaml) ?? {}) as { collectors?: { http?: Record<string, unknown> } };
-  doc.collectors ??= {};
-  doc.collectors.http = { ...doc.collectors.http, hooks };
+  let doc: { collectors?: { http?: Record<string, unknown> }; recorder?: unknown };
+  try {
+    doc = (YAML.parse(configYaml) ?? {}) as typeof doc;
+  } catch {
+    return configYaml; // a test of bad YAML
+  }
+  if (typeof doc !== 'object' || Array.isArray(doc)) return configYaml;
+  doc.recorder ??= { path: path.join(dir, 'journal') };
+  if (hooks) {
+    doc.collectors ??= {};
+    doc.collectors.http = { ...doc.collectors.http, hooks };
+  }
   return YAML.stringify(doc);
 }
 
@@ -93,7 +106,7 @@ export async function startAgent(configYaml = '', extraArgs: string[] = []): Pro
   const port = await freePort();
   const dir = tmpDir('ks-agent');
   const cfg = path.join(dir, 'config.yaml');
-  fs.writeFileSync(cfg, withForcedHooks(configYaml));
+  fs.writeFileSync(cfg, testConfig(configYaml, dir));
   const child = spawn(process.execPath, [KERNSCOPE, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

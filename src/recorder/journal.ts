@@ -169,12 +169,23 @@ export class Journal {
     }
   }
 
-  /** Oldest segments go until the closed ones and a full current one fit the cap. */
+  /**
+   * Oldest segments go until the closed ones and a full current one fit the
+   * cap, and the disk: a disk smaller than the cap holds what fits.
+   */
   private enforceCap(): void {
     let total = this.closed.reduce((a, s) => a + s.bytes, 0);
-    while (this.closed.length && total + this.o.segmentBytes > this.o.maxBytes) {
+    let free = Infinity;
+    try {
+      const st = fs.statfsSync(this.o.dir);
+      free = st.bavail * st.bsize;
+    } catch {
+      /* no statfs: the cap alone */
+    }
+    while (this.closed.length && (total + this.o.segmentBytes > this.o.maxBytes || this.o.segmentBytes > free)) {
       const s = this.closed.shift()!;
       total -= s.bytes;
+      free += s.bytes;
       try {
         fs.unlinkSync(s.file);
       } catch {
@@ -215,19 +226,30 @@ export class Journal {
         return;
       }
     }
-    if (this.pending.length) {
-      const buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes);
+    // Records go in runs that fit the open segment, which rotates when
+    // full: a burst never makes one segment bigger than the cap allows.
+    while (this.pending.length && this.fd >= 0) {
+      let n = 0;
+      let bytes = 0;
+      const room = Math.max(0, this.o.segmentBytes - this.size);
+      while (n < this.pending.length && (n === 0 || bytes + this.pending[n]!.length <= room)) bytes += this.pending[n++]!.length;
+      const run = this.pending.slice(0, n);
+      const buf = n === 1 ? run[0]! : Buffer.concat(run, bytes);
       const written = this.write(buf);
-      if (written === buf.length) {
-        this.pending = [];
-        this.pendingBytes = 0;
-      } else if (written > 0) {
-        // A partial record is on disk now; the whole one is written again
-        // and a reader skips the torn copy by its checksum.
-        this.pending = [buf];
+      if (written !== buf.length) {
+        // A partial record is on disk now; the whole run is written again
+        // at the next flush and a reader skips the torn copy by its checksum.
+        if (written > 0) this.pending.splice(0, n, buf);
+        // The disk is full: the newest records are worth the room, not
+        // the backlog. What is more than a segment's worth goes, oldest first.
+        this.shed(this.o.segmentBytes);
+        break;
       }
+      this.pending.splice(0, n);
+      this.pendingBytes -= bytes;
+      if (this.size >= this.o.segmentBytes) this.rotate();
     }
-    if (sync) {
+    if (sync && this.fd >= 0) {
       try {
         fs.fdatasyncSync(this.fd);
         this.o.onSync?.();
@@ -235,7 +257,6 @@ export class Journal {
         this.o.onError?.((e as NodeJS.ErrnoException).code ?? 'EIO');
       }
     }
-    if (this.size >= this.o.segmentBytes) this.rotate();
   }
 
   private write(buf: Buffer): number {
@@ -260,19 +281,15 @@ export class Journal {
           }
           if (off === 0) continue;
         }
-        if (off === 0 && this.pendingBytes > this.maxPending / 2) {
-          // The disk stays full: keep the newest half of the queue.
-          this.shed();
-        }
         return off;
       }
     }
     return 0;
   }
 
-  private shed(): void {
+  private shed(keep: number): void {
     let dropped = 0;
-    while (this.pending.length > 1 && this.pendingBytes > this.maxPending / 4) {
+    while (this.pending.length > 1 && this.pendingBytes > keep) {
       const b = this.pending.shift()!;
       this.pendingBytes -= b.length;
       dropped++;
@@ -282,6 +299,8 @@ export class Journal {
 
   private rotate(): void {
     try {
+      fs.fdatasyncSync(this.fd); // a closed segment is whole on disk
+      this.o.onSync?.();
       fs.closeSync(this.fd);
     } catch {
       /* closed */
