@@ -8,7 +8,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages (Debian 12): the BPF toolchain, libbpf, and what the
 #    tests drive (network namespaces, nftables for packet loss).
-PKGS="clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config iproute2 nftables util-linux systemtap-sdt-dev nginx wrk openssl curl netcat-openbsd postgresql-15 prometheus apache2-bin apache2-utils golang-go"
+PKGS="clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool make g++ python3 pkg-config iproute2 nftables util-linux systemtap-sdt-dev nginx wrk openssl curl netcat-openbsd postgresql-15 prometheus apache2-bin apache2-utils golang-go e2fsprogs coreutils"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

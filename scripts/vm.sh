@@ -21,6 +21,12 @@
 #   KS_VM_MEM     MiB of memory (default 2048)
 #   KS_VM_TIMEOUT seconds before the VM is stopped (default 900)
 #   KS_VM_DISK    a disk image to attach as /dev/vda (optional)
+#   KS_VM_BOOTS   boots the command may take (default 1). With 2 or more, a
+#                 panic reboots the guest (panic=1) instead of ending the run,
+#                 and the command runs again with KS_VM_BOOT set to the boot's
+#                 number; the kernel's log at the panic survives the reboot in
+#                 ramoops (memory qemu keeps across a reset), read at
+#                 /sys/fs/pstore. The status is the last boot's.
 set -eu
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -75,7 +81,8 @@ if [ ! -f "$INITRD" ] || [ scripts/vm.sh -nt "$INITRD" ]; then
     cp "$(ko "$1")" "$tmp/modules/"
     order="$order $1"
   }
-  for m in virtio_pci 9pnet_virtio 9p overlay virtio_blk ext4; do add "$m"; done
+  # ext4 asks for crc32c at mount time, which the guest cannot modprobe.
+  for m in virtio_pci 9pnet_virtio 9p overlay virtio_blk crc32c_generic ext4 ramoops; do add "$m"; done
   echo "$order" > "$tmp/modules/order"
   cat > "$tmp/init" <<'EOF'
 #!/bin/busybox sh
@@ -83,7 +90,14 @@ if [ ! -f "$INITRD" ] || [ scripts/vm.sh -nt "$INITRD" ]; then
 mount -t proc proc /proc || echo "vm: no /proc" > /dev/console
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in $(cat /modules/order); do insmod /modules/$m.ko; done
+for m in $(cat /modules/order); do
+  # ramoops takes its memory from the command line (ramoops.mem_address...).
+  # insmod, unlike modprobe, does not read it there.
+  if [ "$m" = ramoops ]; then
+    args=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^ramoops\.//p' | tr '\n' ' ')
+    [ -n "$args" ] && insmod /modules/$m.ko $args 2>/dev/null
+  else insmod /modules/$m.ko; fi
+done
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro hostroot /lower
 mount -t tmpfs -o size=75% rw /rw
 mkdir -p /rw/upper /rw/work
@@ -104,6 +118,7 @@ fi
 SHARE=$(mktemp -d /tmp/ks-vm-XXXXXX)
 trap 'rm -rf "$SHARE"' EXIT
 {
+  printf 'KS_VM_BOOTS=%s\n' "${KS_VM_BOOTS:-1}"
   printf 'cd %s\n' "$(printf '%s' "$ROOT" | sed "s/'/'\\\\''/g; s/^/'/; s/\$/'/")"
   printf 'set --'
   for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done
@@ -122,11 +137,21 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || { mkdir -p /sys/fs/cgroup
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
+mount -t pstore pstore /sys/fs/pstore 2>/dev/null
 ip link set lo up 2>/dev/null || busybox ip link set lo up
 hostname ks-vm
 export HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 KS_VM=1
 echo "vm: $(uname -r) up in $(cut -d' ' -f1 /proc/uptime) s" > /dev/console
 . /mnt/ks-vm/cmd
+KS_VM_BOOT=$(( $(cat /mnt/ks-vm/boots 2>/dev/null || echo 0) + 1 ))
+echo $KS_VM_BOOT > /mnt/ks-vm/boots
+export KS_VM_BOOT
+if [ "$KS_VM_BOOT" -gt "$KS_VM_BOOTS" ]; then
+  echo "vm: boot $KS_VM_BOOT of at most $KS_VM_BOOTS: stopping" > /dev/console
+  echo 125 > /mnt/ks-vm/status
+  echo o > /proc/sysrq-trigger
+  sleep 30
+fi
 "$@" < /dev/null > /dev/console 2>&1
 echo $? > /mnt/ks-vm/status
 sync
@@ -137,12 +162,23 @@ EOF
 ACCEL=${KS_VM_ACCEL:-tcg}
 DISK=""
 [ -n "${KS_VM_DISK:-}" ] && DISK="-drive file=$KS_VM_DISK,format=raw,if=virtio"
+# 1 MiB at the top of the guest's memory, kept from the kernel, for ramoops.
+MEM=${KS_VM_MEM:-2048}
+OOPS=$(printf '0x%x' $(( (MEM - 16) * 1048576 )))
+APPEND="console=ttyS0 quiet loglevel=3 rdinit=/init memmap=1M\$$OOPS ramoops.mem_address=$OOPS ramoops.mem_size=0x100000 ramoops.record_size=0x20000 ramoops.ecc=0"
+REBOOT=-no-reboot
+if [ "${KS_VM_BOOTS:-1}" -gt 1 ]; then
+  APPEND="$APPEND panic=1"
+  REBOOT=""
+else
+  APPEND="$APPEND panic=-1"
+fi
 log "booting $KVER ($ACCEL)"
 rc=0
-timeout "${KS_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m "${KS_VM_MEM:-2048}" \
-  -nographic -no-reboot -monitor none -serial stdio \
+timeout "${KS_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 2 -m "$MEM" \
+  -nographic $REBOOT -monitor none -serial stdio \
   -kernel "$VMLINUZ" -initrd "$INITRD" \
-  -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
+  -append "$APPEND" \
   -fsdev local,id=hostroot,path=/,security_model=passthrough,readonly=on,multidevs=remap \
   -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
   -fsdev local,id=ksvm,path="$SHARE",security_model=passthrough \
