@@ -67,11 +67,11 @@ struct {
 } io_scratch SEC(".maps");
 
 /* A record, or NULL with the loss counted. */
-static __always_inline void *reserve(__u64 size)
+static __always_inline void *reserve(__u64 size, __u32 lost)
 {
 	void *e = bpf_ringbuf_reserve(&proc_events, size, 0);
 	if (!e)
-		count_drop(PROC_DROP_RINGBUF_FULL);
+		count_drop(lost);
 	return e;
 }
 
@@ -96,7 +96,7 @@ static __always_inline void submit(void *e)
 
 static __always_inline int on_exec(struct task_struct *t, struct linux_binprm *bprm)
 {
-	struct ks_proc_exec *e = reserve(sizeof(*e));
+	struct ks_proc_exec *e = reserve(sizeof(*e), PROC_DROP_EXEC_LOST);
 	if (!e)
 		return 0;
 	fill_head(&e->h, PROC_EXEC, t);
@@ -139,7 +139,7 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	/* New threads are not new processes. */
 	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
 		return 0;
-	struct ks_proc_head *e = reserve(sizeof(*e));
+	struct ks_proc_head *e = reserve(sizeof(*e), PROC_DROP_FORK_LOST);
 	if (!e)
 		return 0;
 	fill_head(e, PROC_FORK, child);
@@ -153,7 +153,7 @@ static __always_inline int on_exit(struct task_struct *t)
 	/* The process ends with its leader; other threads' exits are not. */
 	if (BPF_CORE_READ(t, pid) != BPF_CORE_READ(t, tgid))
 		return 0;
-	struct ks_proc_exit *e = reserve(sizeof(*e));
+	struct ks_proc_exit *e = reserve(sizeof(*e), PROC_DROP_EXIT_LOST);
 	if (!e)
 		return 0;
 	fill_head(&e->h, PROC_EXIT, t);
@@ -252,7 +252,7 @@ static __always_inline int on_open(const char *upath, __u32 flags)
 	}
 	if (!hit)
 		return 0; /* the common case: an unwatched path, nothing sent */
-	struct ks_proc_io *out = reserve(sizeof(*out));
+	struct ks_proc_io *out = reserve(sizeof(*out), PROC_DROP_OPEN_LOST);
 	if (!out)
 		return 0;
 	struct task_struct *t = bpf_get_current_task_btf();
@@ -311,7 +311,7 @@ int proc_connect(struct sys_enter_ctx *ctx)
 		bpf_send_signal(9);
 		killed = 1;
 	}
-	struct ks_proc_io *out = reserve(sizeof(*out));
+	struct ks_proc_io *out = reserve(sizeof(*out), PROC_DROP_CONNECT_LOST);
 	if (!out)
 		return 0;
 	fill_head(&out->h, PROC_CONNECT, bpf_get_current_task_btf());
@@ -329,7 +329,7 @@ int proc_connect(struct sys_enter_ctx *ctx)
 
 static __always_inline void emit_priv(__u32 kind, __u32 a, __u32 b)
 {
-	struct ks_proc_priv *e = reserve(sizeof(*e));
+	struct ks_proc_priv *e = reserve(sizeof(*e), PROC_DROP_PRIV_LOST);
 	if (!e)
 		return;
 	fill_head(&e->h, kind, bpf_get_current_task_btf());

@@ -13,7 +13,16 @@ enum ks_proc_kind { PROC_EXEC = 1, PROC_FORK = 2, PROC_EXIT = 3, PROC_OPEN = 4, 
 /* What the kernel does on its own when a rule decided there matches. */
 enum ks_proc_action { PROC_ACT_REPORT = 1, PROC_ACT_KILL = 2 };
 
-enum ks_proc_drop_reason { PROC_DROP_RINGBUF_FULL = 0 };
+/* A record lost to a full ring buffer, by what it was: an exec lost is a
+ * process unseen by the rules, a fork or an exit only a gap in the table. */
+enum ks_proc_drop_reason {
+	PROC_DROP_EXEC_LOST = 0,
+	PROC_DROP_FORK_LOST = 1,
+	PROC_DROP_EXIT_LOST = 2,
+	PROC_DROP_OPEN_LOST = 3,
+	PROC_DROP_CONNECT_LOST = 4,
+	PROC_DROP_PRIV_LOST = 5,
+};
 
 /* Common head of every record. */
 struct ks_proc_head {

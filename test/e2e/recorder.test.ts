@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { eventually, runCli, sleep, startAgent, sum, tmpDir } from '../helpers.js';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { KERNSCOPE, eventually, runCli, sleep, startAgent, sum, tmpDir } from '../helpers.js';
 import { WORKLOAD, workloadEvents, type Entry, type WorkloadFacts } from '../recorder-expect.js';
 import { listSegments } from '../../src/recorder/journal.js';
 
@@ -26,10 +26,17 @@ function runWorkload(): WorkloadFacts {
 test('a workload\'s execs, exits, signals, resets and send on a closed socket, in order, exactly', async () => {
   const dir = tmpDir('ks-rec');
   const agent = await startAgent(`recorder: { path: ${dir}/j }\n`);
+  // `recorder tail` follows the journal while the agent writes it.
+  const tail = spawn(process.execPath, [KERNSCOPE, 'recorder', 'tail', '--dir', `${dir}/j`, '--lines', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let tailed = '';
+  tail.stdout.on('data', (d: Buffer) => (tailed += d.toString()));
   try {
     const facts = runWorkload();
     // Socket errors are folded at the recorder's second.
     await sleep(1500);
+    assert.ok(await eventually(async () => /send_not_established .*error=EPIPE/.test(tailed)), `tail showed: ${tailed.slice(-2000)}`);
+    assert.match(tailed, new RegExp(`exit +pid=${facts.killed.pid} comm=sleep signal=9 signal_name=SIGKILL`));
+    process.kill(tail.pid!, 'SIGTERM');
     assert.equal(await agent.stop(), 0);
     const t = await show(`${dir}/j`);
     workloadEvents(t.entries, facts);
@@ -43,6 +50,7 @@ test('a workload\'s execs, exits, signals, resets and send on a closed socket, i
     const text = (await runCli(['recorder', 'show', '--dir', `${dir}/j`])).stdout;
     assert.match(text, /send_not_established .*op=send error=EPIPE count=1/);
   } finally {
+    if (tail.exitCode === null) process.kill(tail.pid!, 'SIGKILL');
     await agent.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }

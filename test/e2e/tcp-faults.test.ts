@@ -1,12 +1,15 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { eventually, isRoot, sleep, startAgent, sum, type RunningAgent, type Sample } from '../helpers.js';
+import { eventually, isRoot, runCli, sleep, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
 import { peerScript, startPeer } from '../peers.js';
 
 // Faults are made in a network namespace of the test's own, so the loss
 // rule and the kernel's own counters (/proc/net/snmp) concern only our peers.
 const NS = `ks-faults-${process.pid}`;
+const JOURNAL = `${tmpDir('ks-faults')}/journal`;
 let agent: RunningAgent;
 
 function ns(...cmd: string[]): string {
@@ -25,12 +28,15 @@ before(async () => {
   assert.ok(isRoot, 'network namespaces and the agent need root (CI runs as root)');
   execFileSync('ip', ['netns', 'add', NS]);
   ns('ip', 'link', 'set', 'lo', 'up');
-  agent = await startAgent('collectIntervalSeconds: 0.5\n');
+  // A burst is 2 retransmits of one connection within a second here: the
+  // first two come 200 and 600 ms into the loss.
+  agent = await startAgent(`collectIntervalSeconds: 0.5\nrecorder: { path: ${JOURNAL}, retransmitBurst: 2 }\n`);
 });
 
 after(async () => {
   assert.equal(await agent.stop(), 0);
   execFileSync('ip', ['netns', 'del', NS]);
+  fs.rmSync(path.dirname(JOURNAL), { recursive: true, force: true });
 });
 
 async function settle(check: (m: Sample[]) => boolean): Promise<Sample[]> {
@@ -118,6 +124,17 @@ test('packet loss: retransmits equal the kernel\'s own RetransSegs', async () =>
     assert.ok(kernel >= 2, `the kernel retransmitted ${kernel} times`);
     assert.equal(sum(m, 'kernscope_tcp_retransmits_total', c), kernel);
     assert.equal(sum(m, 'kernscope_tcp_retransmits_total', { service: srv.service }), 0);
+    // The flight recorder has the burst, once, charged to its connection.
+    let bursts: Array<Record<string, unknown>> = [];
+    await eventually(async () => {
+      const r = await runCli(['recorder', 'show', '--dir', JOURNAL, '--json']);
+      bursts = (JSON.parse(r.stdout) as { entries: Array<Record<string, unknown>> }).entries.filter((e) => e.k === 'tcp_retransmit_burst');
+      return bursts.length > 0;
+    });
+    assert.equal(bursts.length, 1, JSON.stringify(bursts));
+    assert.equal(bursts[0]!.service, cli.service);
+    assert.equal(bursts[0]!.remote, `127.0.0.1:${port}`);
+    assert.equal(bursts[0]!.retransmits, 2);
   } finally {
     if (ns('nft', 'list', 'tables').includes(table)) ns('nft', 'delete', 'table', 'inet', table);
     await client.end();

@@ -72,7 +72,7 @@ test('tcp layouts come from the object\'s BTF (bpf/tcp.h), without root', () => 
   // Counters and reasons by name, whatever their order in the header.
   assert.deepEqual(Object.keys(L.counterSlots).length, 8);
   assert.equal(new Set(Object.values(L.counterSlots)).size, 8);
-  assert.deepEqual(L.dropReasons, ['socket_table_full', 'stats_table_full', 'histogram_table_full', 'listener_table_full']);
+  assert.deepEqual(L.dropReasons, ['socket_table_full', 'stats_table_full', 'histogram_table_full', 'listener_table_full', 'events_ringbuf_full']);
   const hk = Buffer.alloc(L.histKey.size);
   hk.writeUInt32LE(1234, L.histKey.key + K.tgid);
   hk.writeUInt32LE(obj.enumValues('ks_tcp_hist_kind', ['TCP_HIST_RTT'] as const).TCP_HIST_RTT, L.histKey.kind);

@@ -45,6 +45,6 @@ test('a connect record, an unknown kind, and the drop reasons', () => {
   assert.deepEqual([e.kind, e.port, e.address, e.killed], ['connect', 4444, '10.0.0.7', true]);
   b.writeUInt32LE(999, head.kind);
   assert.equal(L.decode(b), undefined);
-  assert.deepEqual(L.dropReasons, ['ringbuf_full']);
+  assert.deepEqual(L.dropReasons, ['exec_ringbuf_full', 'fork_ringbuf_full', 'exit_ringbuf_full', 'open_ringbuf_full', 'connect_ringbuf_full', 'privilege_ringbuf_full']);
   assert.ok(L.exit.size > head.comm);
 });

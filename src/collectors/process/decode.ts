@@ -13,7 +13,10 @@ const KIND_NAMES: Record<string, ProcKind> = {
   PROC_CONNECT: 'connect', PROC_PTRACE: 'ptrace', PROC_SETUID: 'setuid',
 };
 /** Metric reason labels of enum ks_proc_drop_reason, by enumerator. */
-const DROP_NAMES: Record<string, string> = { PROC_DROP_RINGBUF_FULL: 'ringbuf_full' };
+const DROP_NAMES: Record<string, string> = {
+  PROC_DROP_EXEC_LOST: 'exec_ringbuf_full', PROC_DROP_FORK_LOST: 'fork_ringbuf_full', PROC_DROP_EXIT_LOST: 'exit_ringbuf_full',
+  PROC_DROP_OPEN_LOST: 'open_ringbuf_full', PROC_DROP_CONNECT_LOST: 'connect_ringbuf_full', PROC_DROP_PRIV_LOST: 'privilege_ringbuf_full',
+};
 
 export interface ProcEvent {
   kind: ProcKind;
