@@ -8,14 +8,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { eventually, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
 import { fixtureCopy, startPeer, type Peer } from '../peers.js';
+import { readJournal } from '../../src/recorder/read.js';
 
 let agent: RunningAgent;
+const journal = tmpDir('ks-res-journal');
 before(async () => {
   assert.ok(isRoot, 'the agent needs root (CI runs as root)');
-  agent = await startAgent('collectIntervalSeconds: 0.5\n');
+  agent = await startAgent(`collectIntervalSeconds: 0.5\nrecorder: { path: ${journal} }\n`);
 });
 after(async () => {
   assert.equal(await agent.stop(), 0);
+  fs.rmSync(journal, { recursive: true, force: true });
 });
 
 const TICK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
@@ -157,6 +160,11 @@ test('a memory-limited cgroup shows its limit and its OOM kill', async (t) => {
     assert.equal(peer.child.signalCode, 'SIGKILL');
     m = await freshScrape((s) => sum(s, 'kernscope_cgroup_oom_kills_total', labels) >= 1);
     assert.equal(sum(m, 'kernscope_cgroup_oom_kills_total', labels), 1);
+    // The flight recorder has the kill, synced at once (a severe record).
+    const kills = readJournal(journal).records.filter((r) => r.k === 'oom_kill' && r.victim === peer.child.pid);
+    assert.equal(kills.length, 1);
+    assert.equal(kills[0]!.victim_comm, 'python3');
+    assert.ok(Number(kills[0]!.anon_rss_kb) > 32 << 10, `anon_rss_kb ${kills[0]!.anon_rss_kb}`);
   } finally {
     await peer.end();
     cleanup();
