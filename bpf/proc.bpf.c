@@ -13,6 +13,12 @@ KS_BTF_STRUCT(ks_proc_io);
 KS_BTF_STRUCT(ks_proc_priv);
 KS_BTF_ENUM(ks_proc_kind);
 KS_BTF_ENUM(ks_proc_drop_reason);
+KS_BTF_ENUM(ks_proc_path_flag);
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -26,7 +32,8 @@ struct {
 	__uint(max_entries, 2 << 20);
 } proc_events SEC(".maps");
 
-/* Watched path prefixes: index -> NUL-terminated prefix; empty ends the list. */
+/* Watched path prefixes: index -> NUL-terminated prefix, its last byte 1
+ * when watched for writes only; empty ends the list. */
 struct prefix {
 	char s[PROC_PREFIX_LEN];
 };
@@ -75,6 +82,144 @@ static __always_inline void *reserve(__u64 size, __u32 lost)
 	return e;
 }
 
+/* ---- paths from dentries ------------------------------------------------- */
+
+/* A path's components, leaf first, then the path written out top first.
+ * buf is twice PROC_PATH_MAX so that a masked offset plus a full-size read
+ * always fits, which is what the verifier needs to see. */
+struct path_scratch {
+	const unsigned char *names[PROC_PATH_DEPTH];
+	/* Counters live here, not in registers: read back from a map they are
+	 * unknown to the verifier, so the loops' states prune instead of
+	 * multiplying (1M instructions otherwise). */
+	__u32 n;
+	__u32 pos;
+	__u32 flags;
+	__u32 pad;
+	char buf[PROC_PATH_MAX * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_scratch);
+} path_scratch SEC(".maps");
+
+/* Writes the absolute path of (dentry, vfsmount) into out, as d_path(3)
+ * would, from the dentries: up each mount to its root, across to the
+ * mount point it hangs on, up to the task's root (a container's, for a
+ * process in one). Needs no helper that tracepoints lack (bpf_d_path is
+ * for fentry and LSM programs only). Returns enum ks_proc_path_flag. */
+static __always_inline __u8 build_path(struct dentry *d, struct vfsmount *vm, struct task_struct *t, char *out)
+{
+	__u32 zero = 0;
+	struct path_scratch *s = bpf_map_lookup_elem(&path_scratch, &zero);
+	out[0] = 0;
+	if (!s || !d || !vm)
+		return PROC_PATH_DEEP;
+	struct dentry *root_d = BPF_CORE_READ(t, fs, root.dentry);
+	struct vfsmount *root_m = BPF_CORE_READ(t, fs, root.mnt);
+	struct mount *m = (void *)vm - bpf_core_field_offset(struct mount, mnt);
+	struct dentry *mnt_root = BPF_CORE_READ(vm, mnt_root);
+	s->n = 0;
+	s->pos = 0;
+	s->flags = PROC_PATH_DEEP; /* until the walk reaches a root */
+	if (!BPF_CORE_READ(d, d_hash.pprev) && BPF_CORE_READ(d, d_parent) != d)
+		s->flags |= PROC_PATH_DELETED;
+	/* Each step goes up a directory or across a mount point. */
+	for (int i = 0; i < PROC_PATH_DEPTH + 16; i++) {
+		if (d == root_d && vm == root_m) {
+			s->flags &= ~PROC_PATH_DEEP;
+			break;
+		}
+		if (d == mnt_root) {
+			struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+			if (parent == m) {
+				s->flags &= ~PROC_PATH_DEEP; /* the namespace's root mount */
+				break;
+			}
+			d = BPF_CORE_READ(m, mnt_mountpoint);
+			m = parent;
+			vm = (void *)m + bpf_core_field_offset(struct mount, mnt);
+			mnt_root = BPF_CORE_READ(vm, mnt_root);
+			continue;
+		}
+		__u32 n = s->n;
+		if (n >= PROC_PATH_DEPTH)
+			break;
+		struct dentry *up = BPF_CORE_READ(d, d_parent);
+		s->names[n & (PROC_PATH_DEPTH - 1)] = BPF_CORE_READ(d, d_name.name);
+		s->n = n + 1;
+		if (up == d) {
+			/* A root that is no mount's: a pseudo file such as a memfd. */
+			s->flags = (s->flags & ~PROC_PATH_DEEP) | PROC_PATH_DETACHED;
+			break;
+		}
+		d = up;
+	}
+	/* Top first: components from the last found to the first. */
+	for (int i = PROC_PATH_DEPTH - 1; i >= 0; i--) {
+		if ((__u32)i >= s->n)
+			continue;
+		__u32 pos = s->pos;
+		if (pos >= PROC_PATH_MAX - 1) {
+			s->flags |= PROC_PATH_TRUNCATED;
+			break;
+		}
+		s->buf[pos & (PROC_PATH_MAX - 1)] = '/';
+		long r = bpf_probe_read_kernel_str(&s->buf[(pos + 1) & (PROC_PATH_MAX - 1)], PROC_PATH_MAX, s->names[i]);
+		if (r <= 0)
+			break;
+		s->pos = pos + r; /* the slash, the name, not its NUL */
+	}
+	__u32 pos = s->pos;
+	if (pos == 0) {
+		s->buf[0] = '/';
+		pos = 1;
+	}
+	if (pos >= PROC_PATH_MAX) {
+		s->flags |= PROC_PATH_TRUNCATED;
+		pos = PROC_PATH_MAX - 1;
+	}
+	asm volatile("" : "+r"(pos));
+	s->buf[pos & (PROC_PATH_MAX - 1)] = 0;
+	bpf_probe_read_kernel(out, PROC_PATH_MAX, s->buf);
+	out[PROC_PATH_MAX - 1] = 0;
+	return s->flags;
+}
+
+/* ---- sockets on standard streams ------------------------------------------ */
+
+/* The TCP/UDP socket behind fd in the current task, or NULL. */
+static __always_inline struct sock *inet_sock_at(struct task_struct *t, __u64 fd, __u64 *ino)
+{
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]) || !f)
+		return NULL;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	if (ino)
+		*ino = BPF_CORE_READ(f, f_inode, i_ino);
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	return family == AF_INET || family == AF_INET6 ? sk : NULL;
+}
+
+static __always_inline __u8 stdio_sockets(struct task_struct *t)
+{
+	__u8 bits = 0;
+	for (int fd = 0; fd < 3; fd++)
+		if (inet_sock_at(t, fd, NULL))
+			bits |= 1 << fd;
+	return bits;
+}
+
 static __always_inline void fill_head(struct ks_proc_head *h, __u32 kind, const struct task_struct *t)
 {
 	h->ts_ns = bpf_ktime_get_ns();
@@ -108,6 +253,17 @@ static __always_inline int on_exec(struct task_struct *t, struct linux_binprm *b
 	const unsigned char *dname = BPF_CORE_READ(bprm, file, f_path.dentry, d_name.name);
 	if (bpf_probe_read_kernel_str(e->file_name, sizeof(e->file_name), dname) < 0)
 		e->file_name[0] = 0;
+	/* Where the file run really is, and where the process stands: rules
+	 * on paths must not depend on how execve's argument was spelled
+	 * (./x, ../x, a symlink, /proc/self/fd/N). */
+	e->exe_flags = build_path(BPF_CORE_READ(bprm, file, f_path.dentry), BPF_CORE_READ(bprm, file, f_path.mnt), t, e->exe_path);
+	/* binfmt_script gives interp a copy of the interpreter's name. */
+	if (BPF_CORE_READ(bprm, interp) != BPF_CORE_READ(bprm, filename))
+		e->exe_flags |= PROC_PATH_SCRIPT;
+	e->cwd_flags = build_path(BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt), t, e->cwd);
+	e->stdio_sockets = stdio_sockets(t);
+	e->pad[0] = 0;
+	e->pad[1] = 0;
 
 	/* argv is in the new image's memory, NUL-separated, between arg_start
 	 * and arg_end. */
@@ -231,14 +387,129 @@ struct sys_enter_ctx {
 	unsigned long args[6];
 };
 
-static __always_inline int on_open(const char *upath, __u32 flags)
+#define AT_FDCWD -100
+/* O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND: an open that changes the file. */
+#define O_CHANGES (03 | 0100 | 01000 | 02000)
+
+/* The path a syscall names, into e->path: as given when absolute or
+ * relative to a directory fd; joined to the working directory when
+ * relative to it, so that `cd /etc && cat shadow` is /etc/shadow (a
+ * leading "./" is dropped; ".." is kept as written). */
+static __always_inline bool read_path(struct ks_proc_io *e, const char *upath, long dirfd)
+{
+	char head[2] = {};
+	if (bpf_probe_read_user(head, sizeof(head), upath))
+		return bpf_probe_read_user_str(e->path, sizeof(e->path), upath) > 0;
+	/* An int in a 64-bit register: its upper half is not the sign. */
+	if (head[0] == '/' || (int)dirfd != AT_FDCWD)
+		return bpf_probe_read_user_str(e->path, sizeof(e->path), upath) > 0;
+	if (head[0] == '.' && head[1] == '/')
+		upath += 2;
+	struct task_struct *t = bpf_get_current_task_btf();
+	build_path(BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt), t, e->path);
+	__u32 zero = 0;
+	struct path_scratch *s = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (!s)
+		return false;
+	__u32 pos = s->pos; /* the working directory's length; 0 for "/" */
+	if (pos >= PROC_PATH_MAX - 1)
+		return true; /* the directory alone fills it */
+	s->buf[pos & (PROC_PATH_MAX - 1)] = '/';
+	if (bpf_probe_read_user_str(&s->buf[(pos + 1) & (PROC_PATH_MAX - 1)], PROC_PATH_MAX, upath) <= 0)
+		return false;
+	bpf_probe_read_kernel(e->path, sizeof(e->path), s->buf);
+	e->path[PROC_PATH_MAX - 1] = 0;
+	return true;
+}
+
+/* A syscall on a path under a watched prefix: reported, with `flags`.
+ * Returns whether the path was watched. */
+static __always_inline int on_path(__u32 kind, const char *upath, long dirfd, __u32 flags, __u32 lost)
 {
 	__u32 zero = 0;
 	struct ks_proc_io *e = bpf_map_lookup_elem(&io_scratch, &zero);
 	if (!e)
 		return 0;
-	if (bpf_probe_read_user_str(e->path, sizeof(e->path), upath) <= 0)
+	if (!read_path(e, upath, dirfd))
 		return 0;
+	bool hit = false;
+	for (__u32 i = 0; i < PROC_PREFIXES; i++) {
+		__u32 k = i;
+		struct prefix *p = bpf_map_lookup_elem(&watched_prefixes, &k);
+		if (!p || !p->s[0])
+			break;
+		if (prefix_match(e->path, p)) {
+			/* A prefix watched for writes only: no read open under it. */
+			if (kind == PROC_OPEN && p->s[PROC_PREFIX_LEN - 1] && !(flags & O_CHANGES))
+				continue;
+			hit = true;
+			break;
+		}
+	}
+	if (!hit)
+		return 0; /* the common case: an unwatched path, nothing sent */
+	struct ks_proc_io *out = reserve(sizeof(*out), lost);
+	if (!out)
+		return 1;
+	struct task_struct *t = bpf_get_current_task_btf();
+	fill_head(&out->h, kind, t);
+	out->flags = flags;
+	out->port = 0;
+	out->family = 0;
+	out->killed = 0;
+	__builtin_memset(out->addr, 0, sizeof(out->addr));
+	__builtin_memcpy(out->path, e->path, sizeof(out->path));
+	out->ino = 0;
+	submit(out);
+	return 1;
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int proc_openat(struct sys_enter_ctx *ctx)
+{ on_path(PROC_OPEN, (const char *)ctx->args[1], ctx->args[0], ctx->args[2], PROC_DROP_OPEN_LOST); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int proc_openat2(struct sys_enter_ctx *ctx)
+{
+	/* struct open_how starts with the u64 flags. */
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[2]);
+	on_path(PROC_OPEN, (const char *)ctx->args[1], ctx->args[0], flags, PROC_DROP_OPEN_LOST);
+	return 0;
+}
+
+/* ---- files removed, renamed, truncated, linked ----------------------------- */
+
+SEC("tracepoint/syscalls/sys_enter_unlink")
+int proc_unlink(struct sys_enter_ctx *ctx)
+{ on_path(PROC_UNLINK, (const char *)ctx->args[0], AT_FDCWD, 0, PROC_DROP_FILE_LOST); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_unlinkat")
+int proc_unlinkat(struct sys_enter_ctx *ctx)
+{ on_path(PROC_UNLINK, (const char *)ctx->args[1], ctx->args[0], 0, PROC_DROP_FILE_LOST); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int proc_truncate(struct sys_enter_ctx *ctx)
+{ on_path(PROC_TRUNCATE, (const char *)ctx->args[0], AT_FDCWD, 0, PROC_DROP_FILE_LOST); return 0; }
+
+/* ftruncate(2): the file's path, built from its dentries, is what is watched. */
+SEC("tracepoint/syscalls/sys_enter_ftruncate")
+int proc_ftruncate(struct sys_enter_ctx *ctx)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	__u64 fd = (unsigned int)ctx->args[0];
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]) || !f)
+		return 0;
+	__u32 zero = 0;
+	struct ks_proc_io *e = bpf_map_lookup_elem(&io_scratch, &zero);
+	if (!e)
+		return 0;
+	build_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), t, e->path);
 	bool hit = false;
 	for (__u32 i = 0; i < PROC_PREFIXES; i++) {
 		__u32 k = i;
@@ -251,34 +522,60 @@ static __always_inline int on_open(const char *upath, __u32 flags)
 		}
 	}
 	if (!hit)
-		return 0; /* the common case: an unwatched path, nothing sent */
-	struct ks_proc_io *out = reserve(sizeof(*out), PROC_DROP_OPEN_LOST);
+		return 0;
+	struct ks_proc_io *out = reserve(sizeof(*out), PROC_DROP_FILE_LOST);
 	if (!out)
 		return 0;
-	struct task_struct *t = bpf_get_current_task_btf();
-	fill_head(&out->h, PROC_OPEN, t);
-	out->flags = flags;
+	fill_head(&out->h, PROC_TRUNCATE, t);
+	out->flags = 0;
 	out->port = 0;
 	out->family = 0;
 	out->killed = 0;
 	__builtin_memset(out->addr, 0, sizeof(out->addr));
 	__builtin_memcpy(out->path, e->path, sizeof(out->path));
+	out->ino = 0;
 	submit(out);
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_openat")
-int proc_openat(struct sys_enter_ctx *ctx)
-{ return on_open((const char *)ctx->args[1], ctx->args[2]); }
-
-SEC("tracepoint/syscalls/sys_enter_openat2")
-int proc_openat2(struct sys_enter_ctx *ctx)
+/* A rename is reported once when either name is watched: flags 0 the old one, 1 the new. */
+static __always_inline int on_rename(const char *from, long fromfd, const char *to, long tofd)
 {
-	/* struct open_how starts with the u64 flags. */
-	__u64 flags = 0;
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)ctx->args[2]);
-	return on_open((const char *)ctx->args[1], flags);
+	if (!on_path(PROC_RENAME, from, fromfd, 0, PROC_DROP_FILE_LOST))
+		on_path(PROC_RENAME, to, tofd, 1, PROC_DROP_FILE_LOST);
+	return 0;
 }
+
+SEC("tracepoint/syscalls/sys_enter_rename")
+int proc_rename(struct sys_enter_ctx *ctx)
+{ return on_rename((const char *)ctx->args[0], AT_FDCWD, (const char *)ctx->args[1], AT_FDCWD); }
+
+SEC("tracepoint/syscalls/sys_enter_renameat")
+int proc_renameat(struct sys_enter_ctx *ctx)
+{ return on_rename((const char *)ctx->args[1], ctx->args[0], (const char *)ctx->args[3], ctx->args[2]); }
+
+SEC("tracepoint/syscalls/sys_enter_renameat2")
+int proc_renameat2(struct sys_enter_ctx *ctx)
+{ return on_rename((const char *)ctx->args[1], ctx->args[0], (const char *)ctx->args[3], ctx->args[2]); }
+
+/* A link to a watched file: the target is what matters (flags 1 a symlink,
+ * 0 a hard link). A symlink's target is relative to the link, not to the
+ * working directory: taken as written (dirfd 0). */
+SEC("tracepoint/syscalls/sys_enter_symlink")
+int proc_symlink(struct sys_enter_ctx *ctx)
+{ on_path(PROC_LINK, (const char *)ctx->args[0], 0, 1, PROC_DROP_FILE_LOST); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_symlinkat")
+int proc_symlinkat(struct sys_enter_ctx *ctx)
+{ on_path(PROC_LINK, (const char *)ctx->args[0], 0, 1, PROC_DROP_FILE_LOST); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_link")
+int proc_link(struct sys_enter_ctx *ctx)
+{ on_path(PROC_LINK, (const char *)ctx->args[0], AT_FDCWD, 0, PROC_DROP_FILE_LOST); return 0; }
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int proc_linkat(struct sys_enter_ctx *ctx)
+{ on_path(PROC_LINK, (const char *)ctx->args[1], ctx->args[0], 0, PROC_DROP_FILE_LOST); return 0; }
 
 SEC("tracepoint/syscalls/sys_enter_connect")
 int proc_connect(struct sys_enter_ctx *ctx)
@@ -321,15 +618,72 @@ int proc_connect(struct sys_enter_ctx *ctx)
 	out->killed = killed;
 	__builtin_memcpy(out->addr, addr, sizeof(out->addr));
 	out->path[0] = 0;
+	out->ino = 0;
 	submit(out);
 	return 0;
+}
+
+/* ---- a network socket put on fd 0, 1 or 2: a reverse shell's mark ---------- */
+
+/* fd: the one whose file is looked at; newfd: the standard stream it lands on. */
+static __always_inline int on_stdio_dup(__u64 oldfd, __u64 newfd)
+{
+	if (newfd > 2)
+		return 0;
+	struct task_struct *t = bpf_get_current_task_btf();
+	__u64 ino = 0;
+	struct sock *sk = inet_sock_at(t, oldfd, &ino);
+	if (!sk)
+		return 0; /* the common case: a pipe, a file, a Unix socket */
+	struct ks_proc_io *out = reserve(sizeof(*out), PROC_DROP_STDIO_LOST);
+	if (!out)
+		return 0;
+	fill_head(&out->h, PROC_STDIO_SOCKET, t);
+	out->flags = newfd;
+	out->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	out->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	out->killed = 0;
+	__builtin_memset(out->addr, 0, sizeof(out->addr));
+	if (out->family == AF_INET) {
+		__u32 a = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(out->addr, &a, 4);
+	} else {
+		BPF_CORE_READ_INTO(&out->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+	out->ino = ino;
+	out->path[0] = 0;
+	submit(out);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int proc_dup2(struct sys_enter_ctx *ctx)
+{ return ctx->args[0] == ctx->args[1] ? 0 : on_stdio_dup(ctx->args[0], ctx->args[1]); }
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int proc_dup3(struct sys_enter_ctx *ctx)
+{ return on_stdio_dup(ctx->args[0], ctx->args[1]); }
+
+struct sys_exit_ctx {
+	__u64 unused;
+	long id;
+	long ret;
+};
+
+/* close(0); dup(sock): the lowest free fd is the one written. */
+SEC("tracepoint/syscalls/sys_exit_dup")
+int proc_dup(struct sys_exit_ctx *ctx)
+{
+	if (ctx->ret < 0 || ctx->ret > 2)
+		return 0;
+	return on_stdio_dup(ctx->ret, ctx->ret);
 }
 
 /* ---- privilege: ptrace and setuid ---------------------------------------- */
 
 static __always_inline void emit_priv(__u32 kind, __u32 a, __u32 b)
 {
-	struct ks_proc_priv *e = reserve(sizeof(*e), PROC_DROP_PRIV_LOST);
+	struct ks_proc_priv *e = reserve(sizeof(*e), kind == PROC_MODULE ? PROC_DROP_MODULE_LOST : PROC_DROP_PRIV_LOST);
 	if (!e)
 		return;
 	fill_head(&e->h, kind, bpf_get_current_task_btf());
@@ -355,6 +709,21 @@ static __always_inline int on_setuid(long euid)
 	if (euid != 0 || (__u32)bpf_get_current_uid_gid() == 0)
 		return 0;
 	emit_priv(PROC_SETUID, 0, 0);
+	return 0;
+}
+
+/* Loading kernel code: rare, and each one reported. */
+SEC("tracepoint/syscalls/sys_enter_init_module")
+int proc_init_module(struct sys_enter_ctx *ctx)
+{
+	emit_priv(PROC_MODULE, 0, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_finit_module")
+int proc_finit_module(struct sys_enter_ctx *ctx)
+{
+	emit_priv(PROC_MODULE, 1, ctx->args[0]);
 	return 0;
 }
 

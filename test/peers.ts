@@ -39,7 +39,8 @@ export function startPeer(script: string, args: string[], netns?: string, native
   child.stdout!.on('data', (d: Buffer) => {
     out += d.toString();
     for (const w of [...waiters]) {
-      const m = out.split('\n').find((l) => w.re.test(l));
+      // Whole lines only: a line may come in pieces (print's parts, unbuffered).
+      const m = out.split('\n').slice(0, -1).find((l) => w.re.test(l));
       if (m !== undefined) {
         waiters.splice(waiters.indexOf(w), 1);
         w.resolve(m);
@@ -51,7 +52,7 @@ export function startPeer(script: string, args: string[], netns?: string, native
     child,
     line: (re) =>
       new Promise((resolve, reject) => {
-        const m = out.split('\n').find((l) => re.test(l));
+        const m = out.split('\n').slice(0, -1).find((l) => re.test(l));
         if (m !== undefined) return resolve(m);
         waiters.push({ re, resolve });
         child.once('exit', (code) => reject(new Error(`peer exited ${code} before printing ${re}`)));

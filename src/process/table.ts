@@ -7,11 +7,28 @@ export interface ProcessInfo {
   ppid: number;
   /** Name of the executable (basename of exe, or comm). */
   name: string;
+  /**
+   * The program run, as the kernel found it: the file's own path built from
+   * its dentries (`./x`, `../x`, a symlink or /proc/self/fd/N all give the
+   * real one), `memfd:NAME` for a memory file, the script's absolute path
+   * for a script. Starts with `…` when the path was deeper than the kernel
+   * walks (its top is missing).
+   */
   exe: string;
   args: string[];
   argsTruncated: boolean;
   uid: number;
   cgroup: string;
+  /** exec: the path as execve was given it */
+  requested?: string;
+  /** exec: the working directory */
+  cwd?: string;
+  /** exec of a script: the interpreter the kernel ran */
+  interpreter?: string;
+  /** exec: the file had been unlinked when it ran */
+  deleted?: boolean;
+  /** exec: fds 0-2 that were TCP/UDP sockets, as a bit set */
+  stdioSockets?: number;
   /** Set when the process has exited, with its wait(2) status. */
   exitCode?: number;
   exitedAt?: number;
@@ -50,18 +67,22 @@ export class ProcessTable {
 
   apply(e: ProcEvent): ProcessInfo | undefined {
     if (e.kind === 'exec') {
-      const exe = e.filename && e.filename.startsWith('/') ? e.filename : resolveExe(e.pid, e.filename ?? '');
-      const memfd = e.fileName?.startsWith('memfd:') ? e.fileName : undefined;
+      const { exe, name, interpreter } = executable(e);
       const p: ProcessInfo = {
         pid: e.pid,
         ppid: e.ppid,
-        name: memfd ?? path.basename(exe) ?? e.comm,
-        exe: memfd ?? exe,
+        name: name || e.comm,
+        exe,
         args: e.args ?? [],
         argsTruncated: e.argsTruncated ?? false,
         uid: e.uid,
         // Read again at exec: a process may change cgroups between fork and exec.
         cgroup: readCgroup(e.pid) ?? this.get(e.pid)?.cgroup ?? '',
+        requested: e.filename ?? '',
+        ...(e.cwd ? { cwd: e.cwd } : {}),
+        ...(interpreter ? { interpreter } : {}),
+        ...(e.exeFlags?.deleted ? { deleted: true } : {}),
+        ...(e.stdioSockets ? { stdioSockets: e.stdioSockets } : {}),
       };
       this.put(p);
       return p;
@@ -140,6 +161,32 @@ function readCgroup(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A path the kernel built, `…`-marked when its top is missing. */
+function kernelPath(p: string | undefined, deep: boolean | undefined): string | undefined {
+  if (!p) return undefined;
+  return deep ? `…${p}` : p;
+}
+
+/**
+ * What an exec ran. The name is the one it was called by (`sh`, not the
+ * `dash` a symlink leads to), as ps and the rules' `name` expect; the path
+ * is the file's own, from the kernel.
+ */
+export function executable(e: ProcEvent): { exe: string; name: string; interpreter?: string } {
+  const requested = e.filename ?? '';
+  if (e.fileName?.startsWith('memfd:')) return { exe: e.fileName, name: e.fileName };
+  const kernel = kernelPath(e.exePath, e.exeFlags?.deep);
+  // /proc/self/fd/N, /dev/fd/N: named after the file, not the number.
+  const byFd = /^\/(proc\/(self|\d+)|dev)\/fd\/\d+$/.test(requested);
+  if (e.exeFlags?.script) {
+    // The kernel holds the interpreter by then; the script is the program.
+    const script = e.cwd && !e.cwdFlags?.truncated && !e.cwdFlags?.deep ? path.resolve(e.cwd, requested) : requested;
+    return { exe: script, name: path.basename(script), ...(kernel ? { interpreter: kernel } : {}) };
+  }
+  const exe = kernel ?? (requested.startsWith('/') ? requested : resolveExe(e.pid, requested));
+  return { exe, name: path.basename(byFd || !requested ? exe : requested) };
 }
 
 function resolveExe(pid: number, filename: string): string {

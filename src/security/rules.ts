@@ -6,7 +6,9 @@ import { describeError, errorParts, keyPath } from '../config/errors.js';
 import type { ProcessInfo } from '../process/table.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
-export const EVENTS = ['exec', 'open', 'connect', 'ptrace', 'setuid'] as const;
+export const EVENTS = ['exec', 'open', 'connect', 'ptrace', 'setuid', 'stdio_socket', 'module', 'unlink', 'rename', 'truncate', 'link'] as const;
+/** Events on a path the kernel watches by prefix. */
+const PATH_EVENTS: ReadonlySet<string> = new Set(['open', 'unlink', 'rename', 'truncate', 'link']);
 export type RuleEvent = (typeof EVENTS)[number];
 export type Severity = (typeof SEVERITIES)[number];
 
@@ -26,28 +28,31 @@ export interface ProcMatch {
 }
 
 export interface RuleMatch extends ProcMatch {
-  /** open: globs on the path as the process passed it */
+  /** open, unlink, rename, truncate, link: globs on the path (made absolute when relative to the working directory) */
   path?: string[];
-  /** open: what the open allows */
-  access?: 'read' | 'write';
+  /** open: what the open allows; `truncate`: it empties the file (O_TRUNC) */
+  access?: 'read' | 'write' | 'truncate';
   /** connect: destination ports */
   port?: number[];
+  /** exec: a TCP/UDP socket is on the new program's fd 0, 1 or 2 */
+  stdioSocket?: boolean;
   parent?: ProcMatch;
   /** Some ancestor within `depth` generations (default 4) matches. */
   ancestor?: ProcMatch & { depth?: number };
-  /** The rule does not fire if this matches (same keys as a rule's match). */
-  not?: Omit<RuleMatch, 'not'>;
+  /** The rule does not fire if this matches, or any of these (same keys as a rule's match). */
+  not?: Omit<RuleMatch, 'not'> | Array<Omit<RuleMatch, 'not'>>;
 }
 
 export interface Rule {
   name: string;
   description?: string;
   severity: Severity;
-  event: RuleEvent;
+  /** One event, or several the same match applies to (`[open, rename, unlink]`). */
+  event: RuleEvent | RuleEvent[];
   match: RuleMatch;
   /** `kill`: SIGKILL from the kernel at the exec or connect that matched. */
   actions?: Array<'alert' | 'kill'>;
-  /** `{name}`, `{exe}`, `{args}`, `{parent}`, `{ancestry}`, `{pid}` are filled in. */
+  /** `{name}`, `{exe}`, `{args}`, `{parent}`, `{ancestry}`, `{pid}`, `{cwd}` (and per event `{path}`, `{port}`, `{target}`, `{fd}`, `{peer}`) are filled in. */
   message?: string;
   enabled?: boolean;
 }
@@ -68,8 +73,9 @@ const procMatch = {
 const ruleMatchProps = {
   ...procMatch.properties,
   path: { type: 'array', items: { type: 'string', pattern: '^/' }, minItems: 1 },
-  access: { enum: ['read', 'write'] },
+  access: { enum: ['read', 'write', 'truncate'] },
   port: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 }, minItems: 1 },
+  stdioSocket: { type: 'boolean' },
   parent: procMatch,
   ancestor: { ...procMatch, properties: { ...procMatch.properties, depth: { type: 'integer', minimum: 1, maximum: 32 } } },
 };
@@ -89,7 +95,7 @@ export const RULES_SCHEMA = {
           name: { type: 'string', pattern: '^[a-z0-9][a-z0-9_-]{0,63}$' },
           description: { type: 'string' },
           severity: { enum: SEVERITIES },
-          event: { enum: EVENTS },
+          event: { oneOf: [{ enum: EVENTS }, { type: 'array', items: { enum: EVENTS }, minItems: 1, uniqueItems: true }] },
           actions: { type: 'array', items: { enum: ['alert', 'kill'] } },
           message: { type: 'string' },
           enabled: { type: 'boolean' },
@@ -97,7 +103,15 @@ export const RULES_SCHEMA = {
             type: 'object',
             additionalProperties: false,
             minProperties: 1,
-            properties: { ...ruleMatchProps, not: { type: 'object', additionalProperties: false, properties: ruleMatchProps } },
+            properties: {
+              ...ruleMatchProps,
+              not: {
+                oneOf: [
+                  { type: 'object', additionalProperties: false, properties: ruleMatchProps },
+                  { type: 'array', minItems: 1, items: { type: 'object', additionalProperties: false, properties: ruleMatchProps } },
+                ],
+              },
+            },
           },
         },
       },
@@ -148,6 +162,7 @@ export function parseRules(text: string, source: string): Rule[] {
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${where(e, doc as never)}: ${describeError(e)}`);
   }
   const rules = (doc as { rules: Rule[] }).rules.map((r) => ({ ...r, event: r.event ?? 'exec' }));
+  const events = (r: Rule): RuleEvent[] => [r.event].flat();
   const seen = new Set<string>();
   for (const r of rules) {
     const bad = (msg: string): never => {
@@ -156,10 +171,17 @@ export function parseRules(text: string, source: string): Rule[] {
     if (seen.has(r.name)) bad('name used twice');
     seen.add(r.name);
     const keys = Object.keys(r.match);
-    if ((r.match.path || r.match.access) && r.event !== 'open') bad('match.path and match.access need event: open');
-    if (r.match.port && r.event !== 'connect') bad('match.port needs event: connect');
-    if (r.event === 'open' && !r.match.path) bad('event open needs match.path (the kernel watches those paths only)');
-    if (r.event === 'connect' && !r.match.port) bad('event connect needs match.port (the kernel watches those ports only)');
+    const evs = events(r);
+    const only = (e: RuleEvent[]): boolean => evs.every((x) => e.includes(x));
+    if (r.match.path && !evs.every((e) => PATH_EVENTS.has(e))) bad('match.path needs events on paths only: open, unlink, rename, truncate, link');
+    // access narrows opens; the other path events change files by nature.
+    if (r.match.access && !evs.includes('open')) bad('match.access needs event: open');
+    if (r.match.access === 'read' && !only(['open'])) bad('match.access read needs event: open alone');
+    if (r.match.port && !only(['connect'])) bad('match.port needs event: connect');
+    if (r.match.stdioSocket !== undefined && !only(['exec'])) bad('match.stdioSocket needs event: exec');
+    for (const e of evs) if (PATH_EVENTS.has(e) && !r.match.path) bad(`event ${e} needs match.path (the kernel watches those paths only)`);
+    if (evs.includes('connect') && !r.match.port) bad('event connect needs match.port (the kernel watches those ports only)');
+    if (r.match.path?.some((p) => p.split(/[*?]/)[0]!.length > 62)) bad('match.path: the kernel compares at most 62 characters before a wildcard');
     if (r.actions?.includes('kill')) {
       // The kernel decides alone: by the file's name at exec, by the port at connect.
       const decidable =
@@ -230,9 +252,18 @@ export interface EventFacts {
   event: RuleEvent;
   path?: string;
   write?: boolean;
+  /** open: O_TRUNC */
+  truncate?: boolean;
   port?: number;
   /** ptrace: the process taken hold of */
   target?: number;
+  /** exec: a TCP/UDP socket on fd 0, 1 or 2 */
+  stdioSocket?: boolean;
+  /** stdio_socket: the stream written (0-2), and the socket's peer */
+  fd?: number;
+  peer?: string;
+  /** rename: 1 when the new name is the watched one; link: 1 for a symlink */
+  flags?: number;
 }
 
 function procMatches(c: CompiledProc, p: ProcessInfo, facts: Facts): boolean {
@@ -247,13 +278,14 @@ function procMatches(c: CompiledProc, p: ProcessInfo, facts: Facts): boolean {
 
 interface CompiledMatch {
   path?: Compiled;
-  access?: 'read' | 'write';
+  access?: 'read' | 'write' | 'truncate';
   ports?: Set<number>;
+  stdioSocket?: boolean;
   self: CompiledProc;
   parent?: CompiledProc;
   ancestor?: CompiledProc;
   depth: number;
-  not?: CompiledMatch;
+  not?: CompiledMatch[];
 }
 
 function compileMatch(m: RuleMatch): CompiledMatch {
@@ -262,23 +294,25 @@ function compileMatch(m: RuleMatch): CompiledMatch {
   if (path) c.path = path;
   if (m.access) c.access = m.access;
   if (m.port) c.ports = new Set(m.port);
+  if (m.stdioSocket !== undefined) c.stdioSocket = m.stdioSocket;
   const parent = compileProc(m.parent);
   const ancestor = compileProc(m.ancestor);
   if (parent) c.parent = parent;
   if (ancestor) c.ancestor = ancestor;
-  if (m.not) c.not = compileMatch(m.not);
+  if (m.not) c.not = [m.not].flat().map(compileMatch);
   return c;
 }
 
 function matches(c: CompiledMatch, chain: ProcessInfo[], facts: Facts, ev: EventFacts): boolean {
   if (c.path && !(ev.path !== undefined && c.path.test(ev.path))) return false;
-  if (c.access && (ev.write ? 'write' : 'read') !== c.access) return false;
+  if (ev.event === 'open' && (c.access === 'truncate' ? !ev.truncate : c.access && (ev.write ? 'write' : 'read') !== c.access)) return false;
   if (c.ports && !(ev.port !== undefined && c.ports.has(ev.port))) return false;
+  if (c.stdioSocket !== undefined && (ev.stdioSocket ?? false) !== c.stdioSocket) return false;
   const [self, parent] = chain;
   if (!self || !procMatches(c.self, self, facts)) return false;
   if (c.parent && !(parent && procMatches(c.parent, parent, facts))) return false;
   if (c.ancestor && !chain.slice(1, 1 + c.depth).some((a) => procMatches(c.ancestor!, a, facts))) return false;
-  if (c.not && matches(c.not, chain, facts, ev)) return false;
+  if (c.not?.some((n) => matches(n, chain, facts, ev))) return false;
   return true;
 }
 
@@ -292,27 +326,45 @@ export interface Alert {
 
 /** Rules compiled once; `evaluate` runs per exec event. */
 export class RuleSet {
-  private readonly compiled: Array<{ rule: Rule; match: CompiledMatch }>;
+  private readonly compiled: Array<{ rule: Rule; events: ReadonlySet<RuleEvent>; match: CompiledMatch }>;
 
   constructor(readonly rules: readonly Rule[]) {
-    this.compiled = rules.filter((r) => r.enabled !== false).map((rule) => ({ rule, match: compileMatch(rule.match) }));
+    this.compiled = rules.filter((r) => r.enabled !== false).map((rule) => ({ rule, events: new Set([rule.event].flat()), match: compileMatch(rule.match) }));
   }
 
   /** `chain`: the process first, then its parents. */
   evaluate(chain: ProcessInfo[], facts: Facts, ev: EventFacts = { event: 'exec' }): Alert[] {
     const out: Alert[] = [];
-    for (const { rule, match } of this.compiled) {
-      if (rule.event !== ev.event || !matches(match, chain, facts, ev)) continue;
+    for (const { rule, events, match } of this.compiled) {
+      if (!events.has(ev.event) || !matches(match, chain, facts, ev)) continue;
       out.push({ rule: rule.name, severity: rule.severity, message: render(rule, chain, ev), kill: rule.actions?.includes('kill') ?? false });
     }
     return out;
   }
 
-  /** Path prefixes the kernel must watch: each open rule's path up to its first wildcard. */
-  watchedPrefixes(): string[] {
-    const out = new Set<string>();
-    for (const { rule } of this.compiled) for (const p of rule.match.path ?? []) out.add(p.split(/[*?]/)[0]!);
-    return [...out];
+  /**
+   * Path prefixes the kernel must watch: each path rule's paths up to their
+   * first wildcard. A prefix only rules on writes use is `writesOnly`: the
+   * kernel then sends no read open under it (a library directory is read
+   * by every program start). One covered by a shorter prefix at least as
+   * wide is left out: the kernel compares each open with every prefix.
+   */
+  watchedPrefixes(): Array<{ prefix: string; writesOnly: boolean }> {
+    const all = new Map<string, boolean>();
+    for (const { rule, events } of this.compiled) {
+      const writes = !events.has('open') || rule.match.access === 'write' || rule.match.access === 'truncate';
+      for (const p of rule.match.path ?? []) {
+        const prefix = p.split(/[*?]/)[0]!;
+        all.set(prefix, (all.get(prefix) ?? true) && writes);
+      }
+    }
+    const sorted = [...all].sort((a, b) => a[0].length - b[0].length);
+    const kept: Array<{ prefix: string; writesOnly: boolean }> = [];
+    for (const [prefix, writesOnly] of sorted) {
+      if (kept.some((k) => prefix.startsWith(k.prefix) && (!k.writesOnly || writesOnly))) continue;
+      kept.push({ prefix, writesOnly });
+    }
+    return kept;
   }
 
   /** Ports the kernel must watch, with whether a match kills. */
@@ -326,12 +378,12 @@ export class RuleSet {
 
   /** Whether any rule needs an event the kernel reports only on demand. */
   uses(event: RuleEvent): boolean {
-    return this.compiled.some(({ rule }) => rule.event === event);
+    return this.compiled.some(({ events }) => events.has(event));
   }
 
   /** File names the kernel kills at exec. */
   killedNames(): string[] {
-    return this.compiled.filter(({ rule }) => rule.event === 'exec' && rule.actions?.includes('kill')).flatMap(({ rule }) => rule.match.name ?? []);
+    return this.compiled.filter(({ rule, events }) => events.size === 1 && events.has('exec') && rule.actions?.includes('kill')).flatMap(({ rule }) => rule.match.name ?? []);
   }
 }
 
@@ -345,8 +397,11 @@ function render(rule: Rule, chain: ProcessInfo[], ev: EventFacts): string {
     path: ev.path ?? '',
     port: ev.port !== undefined ? String(ev.port) : '',
     target: ev.target !== undefined ? String(ev.target) : '',
+    fd: ev.fd !== undefined ? String(ev.fd) : '',
+    peer: ev.peer ?? '',
     name: p?.name ?? '',
     exe: p?.exe ?? '',
+    cwd: p?.cwd ?? '',
     args: p?.args.join(' ') ?? '',
     pid: String(p?.pid ?? ''),
     uid: String(p?.uid ?? ''),

@@ -11,12 +11,16 @@ function errs(m: Awaited<ReturnType<RunningAgent['scrape']>>, service: string, o
   return sum(m, 'kernscope_socket_errors_total', { service_name: service, operation, error });
 }
 
-test('a send to a reset peer, a send after shutdown, a refused connect', async () => {
+test('a send to a reset peer, a send after shutdown, a refused connect', async (t) => {
   assert.ok(isRoot, 'the agent needs root (CI runs as root)');
   const agent = await startAgent('collectIntervalSeconds: 0.5\n');
   try {
     const f = fixtureCopy('sock-errors.py', 'sockerr');
     const peer = startPeer('/usr/bin/python3', [f.script], undefined, true);
+    t.after(async () => {
+      await peer.end();
+      f.cleanup();
+    });
     let out = '';
     peer.child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     for (const c of ['reset', 'shutdown', 'refused']) {
@@ -35,8 +39,6 @@ test('a send to a reset peer, a send after shutdown, a refused connect', async (
       }),
       `agent: ${JSON.stringify(m.filter((s) => s.name === 'kernscope_socket_errors_total' && s.labels.service_name === f.service))}, peer: ${out}`,
     );
-    await peer.end();
-    f.cleanup();
   } finally {
     assert.equal(await agent.stop(), 0);
   }
@@ -47,12 +49,15 @@ test('where the syscall exits are hooked: a write to a closed socket\'s fd is EB
   try {
     const f = fixtureCopy('sock-errors.py', 'sockerr');
     const peer = startPeer('/usr/bin/python3', [f.script], undefined, true);
-    peer.send('closed\n');
-    assert.equal(await peer.line(/^send /), 'send EBADF');
-    await peer.line(/^done closed$/);
-    assert.ok(await eventually(async () => errs(await agent.scrape(), f.service, 'send', 'EBADF') === 1));
-    await peer.end();
-    f.cleanup();
+    try {
+      peer.send('closed\n');
+      assert.equal(await peer.line(/^send /), 'send EBADF');
+      await peer.line(/^done closed$/);
+      assert.ok(await eventually(async () => errs(await agent.scrape(), f.service, 'send', 'EBADF') === 1));
+    } finally {
+      await peer.end();
+      f.cleanup();
+    }
   } finally {
     assert.equal(await agent.stop(), 0);
   }

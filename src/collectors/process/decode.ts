@@ -4,18 +4,37 @@
  * a member or value this file needs and the object lacks fails the load.
  */
 import type { BpfObject } from '../../bpf/object.js';
+import { addr } from '../inet.js';
 
-export type ProcKind = 'exec' | 'fork' | 'exit' | 'open' | 'connect' | 'ptrace' | 'setuid';
+export type ProcKind = 'exec' | 'fork' | 'exit' | 'open' | 'connect' | 'ptrace' | 'setuid' | 'stdio_socket' | 'module' | 'unlink' | 'rename' | 'truncate' | 'link';
 
 /** enum ks_proc_kind's enumerators, by the name user space gives each. */
 const KIND_NAMES: Record<string, ProcKind> = {
   PROC_EXEC: 'exec', PROC_FORK: 'fork', PROC_EXIT: 'exit', PROC_OPEN: 'open',
-  PROC_CONNECT: 'connect', PROC_PTRACE: 'ptrace', PROC_SETUID: 'setuid',
+  PROC_CONNECT: 'connect', PROC_PTRACE: 'ptrace', PROC_SETUID: 'setuid', PROC_STDIO_SOCKET: 'stdio_socket', PROC_MODULE: 'module',
+  PROC_UNLINK: 'unlink', PROC_RENAME: 'rename', PROC_TRUNCATE: 'truncate', PROC_LINK: 'link',
 };
+
+/** Kinds whose record is a watched path (struct ks_proc_io's path). */
+export const PATH_KINDS: ReadonlySet<ProcKind> = new Set(['open', 'unlink', 'rename', 'truncate', 'link']);
+
+/** enum ks_proc_path_flag: how a path the kernel built from dentries came out. */
+export interface PathFlags {
+  truncated: boolean;
+  deleted: boolean;
+  /** A pseudo file (memfd) or a detached mount: no path under the task's root. */
+  detached: boolean;
+  /** The file run is the interpreter of a script. */
+  script: boolean;
+  /** Deeper than the kernel walks: the path's top is missing. */
+  deep: boolean;
+}
 /** Metric reason labels of enum ks_proc_drop_reason, by enumerator. */
 const DROP_NAMES: Record<string, string> = {
   PROC_DROP_EXEC_LOST: 'exec_ringbuf_full', PROC_DROP_FORK_LOST: 'fork_ringbuf_full', PROC_DROP_EXIT_LOST: 'exit_ringbuf_full',
   PROC_DROP_OPEN_LOST: 'open_ringbuf_full', PROC_DROP_CONNECT_LOST: 'connect_ringbuf_full', PROC_DROP_PRIV_LOST: 'privilege_ringbuf_full',
+  PROC_DROP_STDIO_LOST: 'stdio_socket_ringbuf_full', PROC_DROP_MODULE_LOST: 'module_ringbuf_full',
+  PROC_DROP_FILE_LOST: 'file_ringbuf_full',
 };
 
 export interface ProcEvent {
@@ -33,9 +52,14 @@ export interface ProcEvent {
   /** open: the path as passed, and the O_* flags */
   path?: string;
   flags?: number;
-  /** connect: destination */
+  /** connect: destination; stdio_socket: the peer */
   port?: number;
   address?: string;
+  /** stdio_socket: the standard stream (0-2) the socket was put on, and the socket's inode */
+  fd?: number;
+  socketIno?: number;
+  /** module: finit_module (from a file descriptor) rather than init_module */
+  fromFd?: boolean;
   /** ptrace: request and target pid */
   request?: number;
   target?: number;
@@ -44,6 +68,13 @@ export interface ProcEvent {
   fileName?: string;
   args?: string[];
   argsTruncated?: boolean;
+  /** exec: the file run and the working directory, built by the kernel from dentries */
+  exePath?: string;
+  exeFlags?: PathFlags;
+  cwd?: string;
+  cwdFlags?: PathFlags;
+  /** exec: which of fds 0, 1, 2 are TCP/UDP sockets (bit i) */
+  stdioSockets?: number;
 }
 
 function cstr(b: Buffer, start: number, end: number): string {
@@ -57,15 +88,17 @@ export class ProcLayout {
   private readonly io;
   private readonly priv;
   readonly exit;
-  private readonly sizes: { comm: number; filename: number; fileName: number; args: number; path: number };
+  private readonly sizes: { comm: number; filename: number; fileName: number; args: number; path: number; exePath: number; cwd: number };
+  private readonly pathFlags: Record<'PROC_PATH_TRUNCATED' | 'PROC_PATH_DELETED' | 'PROC_PATH_DETACHED' | 'PROC_PATH_SCRIPT' | 'PROC_PATH_DEEP', number>;
   private readonly kinds: ProcKind[] = [];
   /** Drop reason labels, by the kernel's index. */
   readonly dropReasons: string[];
 
   constructor(obj: BpfObject) {
     this.head = obj.struct('ks_proc_head', ['ts_ns', 'cgroup_id', 'kind', 'pid', 'ppid', 'uid', 'exit_code', 'pad', 'comm'] as const);
-    this.exec = obj.struct('ks_proc_exec', ['args_len', 'args_truncated', 'filename', 'file_name', 'args'] as const);
-    this.io = obj.struct('ks_proc_io', ['flags', 'port', 'family', 'killed', 'addr', 'path'] as const);
+    this.exec = obj.struct('ks_proc_exec', ['args_len', 'args_truncated', 'exe_flags', 'cwd_flags', 'stdio_sockets', 'filename', 'file_name', 'exe_path', 'cwd', 'args'] as const);
+    this.pathFlags = obj.enumValues('ks_proc_path_flag', ['PROC_PATH_TRUNCATED', 'PROC_PATH_DELETED', 'PROC_PATH_DETACHED', 'PROC_PATH_SCRIPT', 'PROC_PATH_DEEP'] as const);
+    this.io = obj.struct('ks_proc_io', ['flags', 'port', 'family', 'killed', 'addr', 'ino', 'path'] as const);
     this.priv = obj.struct('ks_proc_priv', ['a', 'b'] as const);
     this.exit = obj.struct('ks_proc_exit', ['utime_ns', 'stime_ns', 'read_bytes', 'write_bytes'] as const);
     const size = (s: string, m: string): number => {
@@ -79,6 +112,8 @@ export class ProcLayout {
       fileName: size('ks_proc_exec', 'file_name'),
       args: size('ks_proc_exec', 'args'),
       path: size('ks_proc_io', 'path'),
+      exePath: size('ks_proc_exec', 'exe_path'),
+      cwd: size('ks_proc_exec', 'cwd'),
     };
     for (const [k, v] of Object.entries(obj.enumValues('ks_proc_kind', Object.keys(KIND_NAMES)))) this.kinds[v] = KIND_NAMES[k]!;
     this.dropReasons = obj.enumLabels('ks_proc_drop_reason', DROP_NAMES);
@@ -100,26 +135,31 @@ export class ProcLayout {
       comm: cstr(b, H.comm, H.comm + this.sizes.comm),
       killed: false,
     };
-    if (kind === 'ptrace' || kind === 'setuid') {
+    if (kind === 'ptrace' || kind === 'setuid' || kind === 'module') {
       if (b.length < this.priv.size) return undefined;
       if (kind === 'ptrace') {
         e.request = b.readUInt32LE(this.priv.a);
         e.target = b.readUInt32LE(this.priv.b);
+      } else if (kind === 'module') {
+        e.fromFd = b.readUInt32LE(this.priv.a) === 1;
+        if (e.fromFd) e.target = b.readUInt32LE(this.priv.b);
       }
       return e;
     }
-    if (kind === 'open' || kind === 'connect') {
+    if (PATH_KINDS.has(kind) || kind === 'connect' || kind === 'stdio_socket') {
       const O = this.io;
       if (b.length < O.size) return undefined;
       e.killed = b.readUInt8(O.killed) !== 0;
-      if (kind === 'open') {
+      if (PATH_KINDS.has(kind)) {
         e.flags = b.readUInt32LE(O.flags);
         e.path = cstr(b, O.path, O.path + this.sizes.path);
       } else {
         e.port = b.readUInt16LE(O.port);
-        const family = b.readUInt8(O.family);
-        const a = b.subarray(O.addr, O.addr + 16);
-        e.address = family === 2 ? `${a[0]}.${a[1]}.${a[2]}.${a[3]}` : Array.from({ length: 8 }, (_, i) => a.readUInt16BE(i * 2).toString(16)).join(':');
+        e.address = addr(b.subarray(O.addr, O.addr + 16), b.readUInt8(O.family));
+        if (kind === 'stdio_socket') {
+          e.fd = b.readUInt32LE(O.flags);
+          e.socketIno = Number(b.readBigUInt64LE(O.ino));
+        }
       }
       return e;
     }
@@ -131,10 +171,20 @@ export class ProcLayout {
       e.killed = b.readUInt32LE(H.pad) === 1; // the head's pad marks an exec the kernel killed
       e.filename = cstr(b, X.filename, X.filename + this.sizes.filename);
       e.fileName = cstr(b, X.file_name, X.file_name + this.sizes.fileName);
+      e.exePath = cstr(b, X.exe_path, X.exe_path + this.sizes.exePath);
+      e.exeFlags = this.flags(b.readUInt8(X.exe_flags));
+      e.cwd = cstr(b, X.cwd, X.cwd + this.sizes.cwd);
+      e.cwdFlags = this.flags(b.readUInt8(X.cwd_flags));
+      e.stdioSockets = b.readUInt8(X.stdio_sockets);
       const args = b.toString('utf8', X.args, X.args + argsLen).split('\0');
       if (args.at(-1) === '') args.pop();
       e.args = args;
     }
     return e;
+  }
+
+  private flags(v: number): PathFlags {
+    const F = this.pathFlags;
+    return { truncated: (v & F.PROC_PATH_TRUNCATED) !== 0, deleted: (v & F.PROC_PATH_DELETED) !== 0, detached: (v & F.PROC_PATH_DETACHED) !== 0, script: (v & F.PROC_PATH_SCRIPT) !== 0, deep: (v & F.PROC_PATH_DEEP) !== 0 };
   }
 }

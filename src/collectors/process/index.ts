@@ -7,13 +7,13 @@ import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { listens } from '../../process/sockets.js';
-import { RuleSet, ancestryString, loadRules, type EventFacts, type Rule } from '../../security/rules.js';
+import { RuleSet, ancestryString, loadRules, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
 import { JsonlFile } from '../../security/jsonl-file.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { ProcLayout, type ProcEvent } from './decode.js';
+import { PATH_KINDS, ProcLayout, type ProcEvent } from './decode.js';
 import { ProcessTable, type ProcessInfo } from '../../process/table.js';
 
 const OBJECT = 'proc.bpf.o';
@@ -148,11 +148,18 @@ export class ProcessCollector implements Collector {
   private applyRules(rules: RuleSet): void {
     const obj = this.obj!;
     const prefixes = rules.watchedPrefixes();
-    if (prefixes.length > 16) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds 16`);
-    for (let i = 0; i < 16; i++) {
-      const v = Buffer.alloc(64);
-      if (i < prefixes.length) v.write(prefixes[i]!.slice(0, 63), 'utf8');
-      obj.map('watched_prefixes').update(u32(i), v);
+    const slots = obj.map('watched_prefixes');
+    const { maxEntries, valueSize } = slots.info;
+    if (prefixes.length > maxEntries) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds ${maxEntries}`);
+    for (let i = 0; i < maxEntries; i++) {
+      // The prefix, NUL-terminated; the last byte says it is watched for writes only.
+      const v = Buffer.alloc(valueSize);
+      const p = prefixes[i];
+      if (p) {
+        v.write(p.prefix.slice(0, valueSize - 2), 'utf8');
+        v[valueSize - 1] = p.writesOnly ? 1 : 0;
+      }
+      slots.update(u32(i), v);
     }
     const ports = obj.map('watched_ports');
     for (const { key } of ports.entries()) ports.delete(Buffer.from(key));
@@ -173,9 +180,24 @@ export class ProcessCollector implements Collector {
     this.setIoHook('proc_connect', rules.watchedPorts().size > 0);
     this.setIoHook('proc_ptrace', rules.uses('ptrace'));
     for (const p of ['proc_setuid', 'proc_setreuid', 'proc_setresuid']) this.setIoHook(p, rules.uses('setuid'));
+    for (const p of ['proc_dup2', 'proc_dup3', 'proc_dup']) this.setIoHook(p, rules.uses('stdio_socket'));
+    // A kernel built without module support has neither syscall.
+    const modules = rules.uses('module') && this.ctx.features.hasTracepoint('sys_enter_finit_module');
+    if (rules.uses('module') && !modules && !this.noModulesSaid) {
+      this.noModulesSaid = true;
+      this.ctx.log('security: module rules inactive: this kernel has no init_module/finit_module (built without module support)');
+    }
+    for (const p of ['proc_init_module', 'proc_finit_module']) this.setIoHook(p, modules);
+    // arm64 has only the *at forms: a program whose syscall is absent stays detached.
+    const fileHooks: Array<[string, RuleEvent]> = [
+      ['unlink', 'unlink'], ['unlinkat', 'unlink'], ['truncate', 'truncate'], ['ftruncate', 'truncate'], ['rename', 'rename'], ['renameat', 'rename'], ['renameat2', 'rename'],
+      ['symlink', 'link'], ['symlinkat', 'link'], ['link', 'link'], ['linkat', 'link'],
+    ];
+    for (const [call, event] of fileHooks) this.setIoHook(`proc_${call}`, rules.uses(event) && this.ctx.features.hasTracepoint(`sys_enter_${call}`));
   }
 
   private ioLinks = new Map<string, Link>();
+  private noModulesSaid = false;
 
   private setIoHook(program: string, on: boolean): void {
     const link = this.ioLinks.get(program);
@@ -261,19 +283,30 @@ export class ProcessCollector implements Collector {
     if (!e) return;
     let ev: EventFacts;
     let p: ProcessInfo | undefined;
-    if (e.kind === 'ptrace' || e.kind === 'setuid') {
+    if (e.kind === 'ptrace' || e.kind === 'setuid' || e.kind === 'module' || e.kind === 'stdio_socket') {
       p = this.table.get(e.pid);
       if (!p) return;
       p.uid = e.uid; // the uid it runs with now, not at exec
-      ev = e.kind === 'ptrace' ? { event: 'ptrace', target: e.target! } : { event: 'setuid' };
-    } else if (e.kind === 'open' || e.kind === 'connect') {
+      ev =
+        e.kind === 'ptrace' ? { event: 'ptrace', target: e.target! }
+        : e.kind === 'stdio_socket' ? { event: 'stdio_socket', fd: e.fd!, peer: peerOf(e.address ?? '', e.port ?? 0) }
+        : { event: e.kind };
+      // A shell takes a connection onto 0, 1 and 2 in turn, and what it runs
+      // does again: one event per connection.
+      if (ev.event === 'stdio_socket' && this.seenStdio(e.socketIno ?? 0)) return;
+    } else if (PATH_KINDS.has(e.kind) || e.kind === 'connect') {
       p = this.table.get(e.pid);
       if (!p) return;
       // O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND all change the file.
-      ev = e.kind === 'open' ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0 } : { event: 'connect', port: e.port! };
+      ev =
+        e.kind === 'open' ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0, truncate: ((e.flags ?? 0) & 0o1000) !== 0 }
+        : e.kind === 'connect' ? { event: 'connect', port: e.port! }
+        : { event: e.kind as RuleEvent, path: e.path!, flags: e.flags ?? 0 };
     } else {
       p = this.table.apply(e);
-      if (e.kind === 'exit') this.exited(rec, e, p);
+      if (e.kind === 'exit') {
+        this.exited(rec, e, p);
+      }
       this.record(e, p);
       if (!p) return;
       if (this.ctx.config.security.output.processEvents && e.kind !== 'fork') {
@@ -283,7 +316,7 @@ export class ProcessCollector implements Collector {
       }
       if (e.kind !== 'exec') return;
       this.execs.inc();
-      ev = { event: 'exec' };
+      ev = { event: 'exec', stdioSocket: (p.stdioSockets ?? 0) !== 0 };
     }
     // An agent scoped to a cgroup raises alerts for its processes only.
     const scope = this.ctx.config.scope.cgroup;
@@ -293,9 +326,15 @@ export class ProcessCollector implements Collector {
       this.alerts.inc({ rule: a.rule, severity: a.severity });
       this.ctx.recorder.note('alert', { t: this.ctx.recorder.at(e.tsNs), rule: a.rule, severity: a.severity, event: ev.event, pid: p.pid, name: p.name, exe: p.exe, message: a.message, ancestry: ancestryString(chain) }, true);
       const detail =
-        ev.event === 'open' ? { path: ev.path, access: ev.write ? 'write' : 'read' }
+        ev.event === 'open' ? { path: ev.path, access: ev.write ? 'write' : 'read', ...(ev.truncate ? { truncate: true } : {}) }
+        : ev.event === 'rename' ? { path: ev.path, name: ev.flags ? 'new' : 'old' }
+        : ev.event === 'link' ? { target: ev.path, link: ev.flags ? 'symbolic' : 'hard' }
+        : ev.event === 'unlink' || ev.event === 'truncate' ? { path: ev.path }
         : ev.event === 'connect' ? { port: ev.port, address: e.address }
         : ev.event === 'ptrace' ? { target: ev.target, targetName: this.table.get(ev.target!)?.name ?? '', request: e.request }
+        : ev.event === 'stdio_socket' ? { fd: ev.fd, peer: ev.peer }
+        : ev.event === 'module' ? { syscall: e.fromFd ? 'finit_module' : 'init_module', ...(e.fromFd ? { moduleFd: e.target } : {}) }
+        : ev.event === 'exec' && p.stdioSockets ? { stdioSockets: [0, 1, 2].filter((i) => (p!.stdioSockets! >> i) & 1) }
         : {};
       this.emit({
         time: new Date().toISOString(),
@@ -315,6 +354,15 @@ export class ProcessCollector implements Collector {
   }
 
   private counts = { execs: 0, exits: 0, signaled: 0 };
+  /** Socket inodes already reported on a standard stream. */
+  private stdioSeen = new Set<number>();
+
+  private seenStdio(ino: number): boolean {
+    if (this.stdioSeen.has(ino)) return true;
+    if (this.stdioSeen.size >= 4096) this.stdioSeen.clear();
+    this.stdioSeen.add(ino);
+    return false;
+  }
 
   /** Execs and exits for the flight recorder, with their codes and signals. */
   private record(e: ProcEvent, p: ProcessInfo | undefined): void {
@@ -365,10 +413,21 @@ export class ProcessCollector implements Collector {
 }
 
 function view(p: ProcessInfo, e: ProcEvent): object {
-  return { pid: p.pid, ppid: p.ppid, name: p.name, exe: p.exe, args: p.args, argsTruncated: p.argsTruncated, uid: p.uid, cgroup: p.cgroup, comm: e.comm };
+  return {
+    pid: p.pid, ppid: p.ppid, name: p.name, exe: p.exe, args: p.args, argsTruncated: p.argsTruncated, uid: p.uid, cgroup: p.cgroup, comm: e.comm,
+    ...(p.requested !== undefined ? { requested: p.requested } : {}),
+    ...(p.cwd ? { cwd: p.cwd } : {}),
+    ...(p.interpreter ? { interpreter: p.interpreter } : {}),
+    ...(p.deleted ? { deleted: true } : {}),
+  };
 }
 
 const SIGNALS = new Map<number, string>(Object.entries(os.constants.signals).map(([name, n]) => [n, name]));
+
+/** host:port, with an IPv6 host in brackets. */
+function peerOf(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
 
 function signalName(n: number): string {
   return SIGNALS.get(n) ?? `SIG${n}`;
