@@ -139,10 +139,10 @@ export class Recorder {
   }
 
   /** The summary of the second just ended, then a sync. */
-  tick(): void {
+  tick(fold = true): void {
     const j = this.journal;
     if (!j) return;
-    for (const fn of this.ticks) {
+    for (const fn of fold ? this.ticks : []) {
       try {
         fn();
       } catch (e) {
@@ -188,7 +188,8 @@ export class Recorder {
   stop(reason: string): void {
     clearInterval(this.timer);
     if (!this.journal) return;
-    this.tick();
+    // The collectors are stopped by now: their tables are gone, not folded again.
+    this.tick(false);
     this.note('agent', { event: 'stop', reason }, true);
     this.journal.close();
     this.journal = undefined;
