@@ -80,11 +80,31 @@ const ruleMatchProps = {
   ancestor: { ...procMatch, properties: { ...procMatch.properties, depth: { type: 'integer', minimum: 1, maximum: 32 } } },
 };
 
+/** A case a rule must not alert on, added from another file (a default rule's noise on this node). */
+export interface RuleException {
+  rule: string;
+  description?: string;
+  match: Omit<RuleMatch, 'not'>;
+}
+
 export const RULES_SCHEMA = {
   type: 'object',
   additionalProperties: false,
-  required: ['rules'],
+  minProperties: 1,
   properties: {
+    exceptions: {
+      type: 'array',
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['rule', 'match'],
+        properties: {
+          rule: { type: 'string', minLength: 1 },
+          description: { type: 'string' },
+          match: { type: 'object', additionalProperties: false, minProperties: 1, properties: ruleMatchProps },
+        },
+      },
+    },
     rules: {
       type: 'array',
       items: {
@@ -151,6 +171,11 @@ function where(e: ErrorObject, doc: { rules?: Array<{ name?: unknown }> }): stri
 
 /** Parses and validates a rules document; errors name the rule and the key. */
 export function parseRules(text: string, source: string): Rule[] {
+  return parseRuleFile(text, source).rules;
+}
+
+/** A rules document: its rules, and its exceptions to rules of any file. */
+export function parseRuleFile(text: string, source: string): { rules: Rule[]; exceptions: RuleException[] } {
   let doc: unknown;
   try {
     doc = YAML.parse(text, { uniqueKeys: true });
@@ -161,7 +186,8 @@ export function parseRules(text: string, source: string): Rule[] {
     const e = validate.errors![0]!;
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${where(e, doc as never)}: ${describeError(e)}`);
   }
-  const rules = (doc as { rules: Rule[] }).rules.map((r) => ({ ...r, event: r.event ?? 'exec' }));
+  const rules = ((doc as { rules?: Rule[] }).rules ?? []).map((r) => ({ ...r, event: r.event ?? 'exec' }));
+  const exceptions = (doc as { exceptions?: RuleException[] }).exceptions ?? [];
   const events = (r: Rule): RuleEvent[] => [r.event].flat();
   const seen = new Set<string>();
   for (const r of rules) {
@@ -190,17 +216,37 @@ export function parseRules(text: string, source: string): Rule[] {
       if (!decidable) bad('actions: kill needs a match the kernel can decide alone: only exact names for exec, only ports for connect');
     }
   }
-  return rules;
+  return { rules, exceptions };
 }
 
 export function loadRules(file: string): Rule[] {
+  return loadRuleFile(file).rules;
+}
+
+export function loadRuleFile(file: string): { rules: Rule[]; exceptions: RuleException[] } {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${file}: cannot read: ${(e as Error).message}`);
   }
-  return parseRules(text, file);
+  return parseRuleFile(text, file);
+}
+
+/**
+ * The rules with every file's exceptions folded into their `not` lists.
+ * An exception names a rule of any file; one naming no rule is an error.
+ */
+export function withExceptions(rules: Rule[], exceptions: Array<RuleException & { source: string }>): Rule[] {
+  const byName = new Map(rules.map((r) => [r.name, r]));
+  const out = new Map(rules.map((r) => [r.name, r]));
+  for (const x of exceptions) {
+    const r = byName.get(x.rule);
+    if (!r) throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${x.source}: exception for rule "${x.rule}": no such rule`);
+    const cur = out.get(x.rule)!;
+    out.set(x.rule, { ...cur, match: { ...cur.match, not: [...[cur.match.not ?? []].flat(), x.match] } });
+  }
+  return rules.map((r) => out.get(r.name)!);
 }
 
 /** A glob (`*` any run, `?` one character) as an anchored RegExp. */

@@ -7,7 +7,7 @@ import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { listens } from '../../process/sockets.js';
-import { RuleSet, ancestryString, loadRules, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
+import { RuleSet, ancestryString, loadRuleFile, withExceptions, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
 import { JsonlFile } from '../../security/jsonl-file.js';
 import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
@@ -28,13 +28,14 @@ export const PROC_HOOKS: HookSpec[] = [
 /** All rules the config asks for: the shipped defaults, then the user's files. */
 export function configuredRules(config: Config): Rule[] {
   const s = config.security;
-  const rules = [...(s.defaultRules ? loadRules(DEFAULT_RULES) : []), ...s.rules.flatMap((f) => loadRules(f))];
+  const files = [...(s.defaultRules ? [DEFAULT_RULES] : []), ...s.rules].map((f) => ({ f, ...loadRuleFile(f) }));
+  const rules = files.flatMap((x) => x.rules);
   const names = new Set<string>();
   for (const r of rules) {
     if (names.has(r.name)) throw new Error(`security rules: "${r.name}" is defined twice`);
     names.add(r.name);
   }
-  return rules;
+  return withExceptions(rules, files.flatMap((x) => x.exceptions.map((e) => ({ ...e, source: x.f }))));
 }
 
 /**
