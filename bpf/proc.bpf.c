@@ -189,6 +189,47 @@ static __always_inline __u8 build_path(struct dentry *d, struct vfsmount *vm, st
 	return s->flags;
 }
 
+/* ---- a file written after its container started ------------------------- */
+
+/* struct inode's ctime as older kernels lay it out (CO-RE picks the one
+ * this kernel has): a timespec64 before 6.6, renamed __i_ctime in 6.6,
+ * seconds and nanoseconds apart from 6.11. */
+struct inode___ts {
+	struct timespec64 i_ctime;
+} __attribute__((preserve_access_index));
+
+struct inode___ts66 {
+	struct timespec64 __i_ctime;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u64 inode_ctime_ns(struct inode *i)
+{
+	if (bpf_core_field_exists(i->i_ctime_sec))
+		return BPF_CORE_READ(i, i_ctime_sec) * 1000000000ULL + BPF_CORE_READ(i, i_ctime_nsec);
+	struct inode___ts66 *i66 = (void *)i;
+	if (bpf_core_field_exists(i66->__i_ctime))
+		return BPF_CORE_READ(i66, __i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(i66, __i_ctime.tv_nsec);
+	struct inode___ts *old = (void *)i;
+	if (bpf_core_field_exists(old->i_ctime))
+		return BPF_CORE_READ(old, i_ctime.tv_sec) * 1000000000ULL + BPF_CORE_READ(old, i_ctime.tv_nsec);
+	return 0;
+}
+
+/* When the init of the task's own pid namespace started, by the boot
+ * clock: a container's start. 0 in the node's namespace. */
+static __always_inline __u64 pidns_start(struct task_struct *t)
+{
+	struct pid *pid = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	if (!level || level > 31)
+		return 0;
+	struct upid up = {};
+	if (bpf_probe_read_kernel(&up, sizeof(up), (void *)pid + bpf_core_field_offset(struct pid, numbers) + level * sizeof(struct upid)))
+		return 0;
+	struct task_struct *init = BPF_CORE_READ(up.ns, child_reaper);
+	return init ? BPF_CORE_READ(init, start_boottime) : 0;
+}
+
 /* ---- sockets on standard streams ------------------------------------------ */
 
 /* The TCP/UDP socket behind fd in the current task, or NULL. */
@@ -262,6 +303,8 @@ static __always_inline int on_exec(struct task_struct *t, struct linux_binprm *b
 		e->exe_flags |= PROC_PATH_SCRIPT;
 	e->cwd_flags = build_path(BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt), t, e->cwd);
 	e->stdio_sockets = stdio_sockets(t);
+	e->exe_ctime_ns = inode_ctime_ns(BPF_CORE_READ(bprm, file, f_inode));
+	e->pidns_start_ns = pidns_start(t);
 	e->pad[0] = 0;
 	e->pad[1] = 0;
 

@@ -79,6 +79,8 @@ struct ks_proc_exec {
 	__u8 cwd_flags;		/* enum ks_proc_path_flag, for cwd */
 	__u8 stdio_sockets;	/* bit i: fd i is a TCP/UDP socket at exec */
 	__u8 pad[2];
+	__u64 exe_ctime_ns;	/* the file's last change (inode ctime), wall clock */
+	__u64 pidns_start_ns;	/* the start (boot clock) of its pid namespace's init; 0 in the node's own */
 	char filename[PROC_PATH_MAX];	/* as passed to execve */
 	char file_name[64];		/* name of the file run: "memfd:x" for a memfd */
 	char exe_path[PROC_PATH_MAX];	/* the file run, built from its dentries up to the task's root */

@@ -29,6 +29,8 @@ export interface ProcessInfo {
   deleted?: boolean;
   /** exec: fds 0-2 that were TCP/UDP sockets, as a bit set */
   stdioSockets?: number;
+  /** exec in a container (its own pid namespace): the file run was written after the container started */
+  exeNew?: boolean;
   /** Set when the process has exited, with its wait(2) status. */
   exitCode?: number;
   exitedAt?: number;
@@ -83,6 +85,7 @@ export class ProcessTable {
         ...(interpreter ? { interpreter } : {}),
         ...(e.exeFlags?.deleted ? { deleted: true } : {}),
         ...(e.stdioSockets ? { stdioSockets: e.stdioSockets } : {}),
+        ...(writtenSinceStart(e) ? { exeNew: true } : {}),
       };
       this.put(p);
       return p;
@@ -161,6 +164,15 @@ function readCgroup(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** Wall-clock milliseconds at which the boot clock read 0 (no suspend on a server). */
+const BOOT_WALL_MS = Date.now() - Number(process.hrtime.bigint() / 1_000_000n);
+
+/** The file run changed after the init of the process's pid namespace (a container) started. */
+function writtenSinceStart(e: ProcEvent): boolean {
+  if (!e.pidnsStartNs || !e.exeCtimeNs) return false;
+  return e.exeCtimeNs / 1e6 > BOOT_WALL_MS + e.pidnsStartNs / 1e6;
 }
 
 /** A path the kernel built, `…`-marked when its top is missing. */

@@ -36,6 +36,8 @@ export interface RuleMatch extends ProcMatch {
   port?: number[];
   /** exec: a TCP/UDP socket is on the new program's fd 0, 1 or 2 */
   stdioSocket?: boolean;
+  /** exec in a container: the file run was written after the container (its pid namespace) started */
+  exeNew?: boolean;
   parent?: ProcMatch;
   /** Some ancestor within `depth` generations (default 4) matches. */
   ancestor?: ProcMatch & { depth?: number };
@@ -76,6 +78,7 @@ const ruleMatchProps = {
   access: { enum: ['read', 'write', 'truncate'] },
   port: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 }, minItems: 1 },
   stdioSocket: { type: 'boolean' },
+  exeNew: { type: 'boolean' },
   parent: procMatch,
   ancestor: { ...procMatch, properties: { ...procMatch.properties, depth: { type: 'integer', minimum: 1, maximum: 32 } } },
 };
@@ -205,6 +208,7 @@ export function parseRuleFile(text: string, source: string): { rules: Rule[]; ex
     if (r.match.access === 'read' && !only(['open'])) bad('match.access read needs event: open alone');
     if (r.match.port && !only(['connect'])) bad('match.port needs event: connect');
     if (r.match.stdioSocket !== undefined && !only(['exec'])) bad('match.stdioSocket needs event: exec');
+    if (r.match.exeNew !== undefined && !only(['exec'])) bad('match.exeNew needs event: exec');
     for (const e of evs) if (PATH_EVENTS.has(e) && !r.match.path) bad(`event ${e} needs match.path (the kernel watches those paths only)`);
     if (evs.includes('connect') && !r.match.port) bad('event connect needs match.port (the kernel watches those ports only)');
     if (r.match.path?.some((p) => p.split(/[*?]/)[0]!.length > 62)) bad('match.path: the kernel compares at most 62 characters before a wildcard');
@@ -305,6 +309,8 @@ export interface EventFacts {
   target?: number;
   /** exec: a TCP/UDP socket on fd 0, 1 or 2 */
   stdioSocket?: boolean;
+  /** exec in a container: the file was written after the container started */
+  exeNew?: boolean;
   /** stdio_socket: the stream written (0-2), and the socket's peer */
   fd?: number;
   peer?: string;
@@ -327,6 +333,7 @@ interface CompiledMatch {
   access?: 'read' | 'write' | 'truncate';
   ports?: Set<number>;
   stdioSocket?: boolean;
+  exeNew?: boolean;
   self: CompiledProc;
   parent?: CompiledProc;
   ancestor?: CompiledProc;
@@ -341,6 +348,7 @@ function compileMatch(m: RuleMatch): CompiledMatch {
   if (m.access) c.access = m.access;
   if (m.port) c.ports = new Set(m.port);
   if (m.stdioSocket !== undefined) c.stdioSocket = m.stdioSocket;
+  if (m.exeNew !== undefined) c.exeNew = m.exeNew;
   const parent = compileProc(m.parent);
   const ancestor = compileProc(m.ancestor);
   if (parent) c.parent = parent;
@@ -354,6 +362,7 @@ function matches(c: CompiledMatch, chain: ProcessInfo[], facts: Facts, ev: Event
   if (ev.event === 'open' && (c.access === 'truncate' ? !ev.truncate : c.access && (ev.write ? 'write' : 'read') !== c.access)) return false;
   if (c.ports && !(ev.port !== undefined && c.ports.has(ev.port))) return false;
   if (c.stdioSocket !== undefined && (ev.stdioSocket ?? false) !== c.stdioSocket) return false;
+  if (c.exeNew !== undefined && (ev.exeNew ?? false) !== c.exeNew) return false;
   const [self, parent] = chain;
   if (!self || !procMatches(c.self, self, facts)) return false;
   if (c.parent && !(parent && procMatches(c.parent, parent, facts))) return false;

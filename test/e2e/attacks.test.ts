@@ -224,3 +224,19 @@ test('the shadow file read by a name relative to /etc', async () => {
   assert.deepEqual(rules(got), ['shadow-file-read', 'shell-spawned-by-server']);
   assert.deepEqual(got.filter((a) => a.rule === 'shadow-file-read').map((a) => `${a.process.name} ${a.path}`), ['head /etc/shadow', 'head /etc/shadow']);
 });
+
+test('drop and execute in a container: a program written after its pid namespace started, not one from before', async () => {
+  // Outside any temporary location: only the file's age can tell.
+  const drop = fs.mkdtempSync(path.join(ROOT, '.ks-drop-'));
+  try {
+    const from = alerts().length;
+    const code = await inject({ shell: `unshare -fp --mount-proc sh -c 'cp /bin/true ${drop}/dropped && ${drop}/dropped && /bin/true'` });
+    assert.equal(code, '0');
+    const got = await raisedSince(from, 2);
+    assert.deepEqual(rules(got), ['drop-and-execute-in-container', 'shell-spawned-by-server']);
+    const d = got.filter((a) => a.rule === 'drop-and-execute-in-container');
+    assert.deepEqual(d.map((a) => a.process.exe), [`${drop}/dropped`]);
+  } finally {
+    fs.rmSync(drop, { recursive: true, force: true });
+  }
+});

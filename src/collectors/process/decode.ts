@@ -75,6 +75,9 @@ export interface ProcEvent {
   cwdFlags?: PathFlags;
   /** exec: which of fds 0, 1, 2 are TCP/UDP sockets (bit i) */
   stdioSockets?: number;
+  /** exec: the file's last change (wall clock), and its pid namespace's start (boot clock; 0 on the node's own) */
+  exeCtimeNs?: number;
+  pidnsStartNs?: number;
 }
 
 function cstr(b: Buffer, start: number, end: number): string {
@@ -96,7 +99,7 @@ export class ProcLayout {
 
   constructor(obj: BpfObject) {
     this.head = obj.struct('ks_proc_head', ['ts_ns', 'cgroup_id', 'kind', 'pid', 'ppid', 'uid', 'exit_code', 'pad', 'comm'] as const);
-    this.exec = obj.struct('ks_proc_exec', ['args_len', 'args_truncated', 'exe_flags', 'cwd_flags', 'stdio_sockets', 'filename', 'file_name', 'exe_path', 'cwd', 'args'] as const);
+    this.exec = obj.struct('ks_proc_exec', ['args_len', 'args_truncated', 'exe_flags', 'cwd_flags', 'stdio_sockets', 'exe_ctime_ns', 'pidns_start_ns', 'filename', 'file_name', 'exe_path', 'cwd', 'args'] as const);
     this.pathFlags = obj.enumValues('ks_proc_path_flag', ['PROC_PATH_TRUNCATED', 'PROC_PATH_DELETED', 'PROC_PATH_DETACHED', 'PROC_PATH_SCRIPT', 'PROC_PATH_DEEP'] as const);
     this.io = obj.struct('ks_proc_io', ['flags', 'port', 'family', 'killed', 'addr', 'ino', 'path'] as const);
     this.priv = obj.struct('ks_proc_priv', ['a', 'b'] as const);
@@ -176,6 +179,8 @@ export class ProcLayout {
       e.cwd = cstr(b, X.cwd, X.cwd + this.sizes.cwd);
       e.cwdFlags = this.flags(b.readUInt8(X.cwd_flags));
       e.stdioSockets = b.readUInt8(X.stdio_sockets);
+      e.exeCtimeNs = Number(b.readBigUInt64LE(X.exe_ctime_ns));
+      e.pidnsStartNs = Number(b.readBigUInt64LE(X.pidns_start_ns));
       const args = b.toString('utf8', X.args, X.args + argsLen).split('\0');
       if (args.at(-1) === '') args.pop();
       e.args = args;

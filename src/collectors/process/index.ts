@@ -317,7 +317,7 @@ export class ProcessCollector implements Collector {
       }
       if (e.kind !== 'exec') return;
       this.execs.inc();
-      ev = { event: 'exec', stdioSocket: (p.stdioSockets ?? 0) !== 0 };
+      ev = { event: 'exec', stdioSocket: (p.stdioSockets ?? 0) !== 0, exeNew: p.exeNew ?? false };
     }
     // An agent scoped to a cgroup raises alerts for its processes only.
     const scope = this.ctx.config.scope.cgroup;
@@ -420,6 +420,7 @@ function view(p: ProcessInfo, e: ProcEvent): object {
     ...(p.cwd ? { cwd: p.cwd } : {}),
     ...(p.interpreter ? { interpreter: p.interpreter } : {}),
     ...(p.deleted ? { deleted: true } : {}),
+    ...(p.exeNew ? { exeNew: true } : {}),
   };
 }
 
