@@ -643,8 +643,13 @@ int proc_connect(struct sys_enter_ctx *ctx)
 		return 0;
 	}
 	__u32 *act = bpf_map_lookup_elem(&watched_ports, &port);
-	if (!act)
-		return 0;
+	if (!act) {
+		/* Key 0: a rule asks for every connect (an opt-in). */
+		__u16 all = 0;
+		act = bpf_map_lookup_elem(&watched_ports, &all);
+		if (!act)
+			return 0;
+	}
 	__u8 killed = 0;
 	if (*act == PROC_ACT_KILL) {
 		/* Before the connection exists: the process never sends a byte. */

@@ -111,21 +111,28 @@ export function scanSockets(): ProcSocket[] {
 
 /** Whether a process holds a listening TCP socket (reads only its own /proc entries). */
 export function listens(pid: number): boolean {
-  const listening = new Set([...sockets(String(pid))].filter(([, r]) => r.state === 'listen').map(([inode]) => inode));
-  if (!listening.size) return false;
+  return listeningPorts(pid).size > 0;
+}
+
+/** The TCP ports a process listens on (reads only its own /proc entries). */
+export function listeningPorts(pid: number): Set<number> {
+  const listening = new Map([...sockets(String(pid))].filter(([, r]) => r.state === 'listen').map(([inode, r]) => [inode, r.localPort]));
+  const out = new Set<number>();
+  if (!listening.size) return out;
   let fds: string[];
   try {
     fds = fs.readdirSync(`/proc/${pid}/fd`);
   } catch {
-    return false;
+    return out;
   }
   for (const fd of fds) {
     try {
       const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m && listening.has(m[1]!)) return true;
+      const port = m ? listening.get(m[1]!) : undefined;
+      if (port !== undefined) out.add(port);
     } catch {
       // closed meanwhile
     }
   }
-  return false;
+  return out;
 }

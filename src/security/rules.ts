@@ -34,6 +34,12 @@ export interface RuleMatch extends ProcMatch {
   access?: 'read' | 'write' | 'truncate';
   /** connect: destination ports */
   port?: number[];
+  /**
+   * connect: the destination port is none that the nearest serving process
+   * of the chain (itself or an ancestor) listens on, nor in `allow`. Makes
+   * the kernel report every connect: opt-in.
+   */
+  unlistedPort?: { allow?: number[] };
   /** exec: a TCP/UDP socket is on the new program's fd 0, 1 or 2 */
   stdioSocket?: boolean;
   /** exec in a container: the file run was written after the container (its pid namespace) started */
@@ -79,6 +85,7 @@ const ruleMatchProps = {
   port: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 }, minItems: 1 },
   stdioSocket: { type: 'boolean' },
   exeNew: { type: 'boolean' },
+  unlistedPort: { type: 'object', additionalProperties: false, properties: { allow: { type: 'array', items: { type: 'integer', minimum: 1, maximum: 65535 } } } },
   parent: procMatch,
   ancestor: { ...procMatch, properties: { ...procMatch.properties, depth: { type: 'integer', minimum: 1, maximum: 32 } } },
 };
@@ -207,10 +214,11 @@ export function parseRuleFile(text: string, source: string): { rules: Rule[]; ex
     if (r.match.access && !evs.includes('open')) bad('match.access needs event: open');
     if (r.match.access === 'read' && !only(['open'])) bad('match.access read needs event: open alone');
     if (r.match.port && !only(['connect'])) bad('match.port needs event: connect');
+    if (r.match.unlistedPort && !only(['connect'])) bad('match.unlistedPort needs event: connect');
     if (r.match.stdioSocket !== undefined && !only(['exec'])) bad('match.stdioSocket needs event: exec');
     if (r.match.exeNew !== undefined && !only(['exec'])) bad('match.exeNew needs event: exec');
     for (const e of evs) if (PATH_EVENTS.has(e) && !r.match.path) bad(`event ${e} needs match.path (the kernel watches those paths only)`);
-    if (evs.includes('connect') && !r.match.port) bad('event connect needs match.port (the kernel watches those ports only)');
+    if (evs.includes('connect') && !r.match.port && !r.match.unlistedPort) bad('event connect needs match.port (the kernel watches those ports only) or match.unlistedPort');
     if (r.match.path?.some((p) => p.split(/[*?]/)[0]!.length > 62)) bad('match.path: the kernel compares at most 62 characters before a wildcard');
     if (r.actions?.includes('kill')) {
       // The kernel decides alone: by the file's name at exec, by the port at connect.
@@ -295,6 +303,8 @@ function compileProc(m: ProcMatch | undefined): CompiledProc | undefined {
 export interface Facts {
   /** Whether a process listens on a TCP socket (asked only when a rule needs it). */
   isServer(pid: number): boolean;
+  /** The TCP ports it listens on (asked only by `unlistedPort`). */
+  listenPorts?(pid: number): ReadonlySet<number>;
 }
 
 /** What happened, beyond the process: an open's path and mode, a connect's port. */
@@ -334,6 +344,7 @@ interface CompiledMatch {
   ports?: Set<number>;
   stdioSocket?: boolean;
   exeNew?: boolean;
+  unlisted?: { allow: ReadonlySet<number> };
   self: CompiledProc;
   parent?: CompiledProc;
   ancestor?: CompiledProc;
@@ -349,6 +360,7 @@ function compileMatch(m: RuleMatch): CompiledMatch {
   if (m.port) c.ports = new Set(m.port);
   if (m.stdioSocket !== undefined) c.stdioSocket = m.stdioSocket;
   if (m.exeNew !== undefined) c.exeNew = m.exeNew;
+  if (m.unlistedPort) c.unlisted = { allow: new Set(m.unlistedPort.allow ?? []) };
   const parent = compileProc(m.parent);
   const ancestor = compileProc(m.ancestor);
   if (parent) c.parent = parent;
@@ -363,12 +375,21 @@ function matches(c: CompiledMatch, chain: ProcessInfo[], facts: Facts, ev: Event
   if (c.ports && !(ev.port !== undefined && c.ports.has(ev.port))) return false;
   if (c.stdioSocket !== undefined && (ev.stdioSocket ?? false) !== c.stdioSocket) return false;
   if (c.exeNew !== undefined && (ev.exeNew ?? false) !== c.exeNew) return false;
+  if (c.unlisted && !unlisted(c.unlisted.allow, chain, facts, ev.port)) return false;
   const [self, parent] = chain;
   if (!self || !procMatches(c.self, self, facts)) return false;
   if (c.parent && !(parent && procMatches(c.parent, parent, facts))) return false;
   if (c.ancestor && !chain.slice(1, 1 + c.depth).some((a) => procMatches(c.ancestor!, a, facts))) return false;
   if (c.not?.some((n) => matches(n, chain, facts, ev))) return false;
   return true;
+}
+
+/** A port neither allowed nor listened on by the chain's nearest server; no server: no judgement. */
+function unlisted(allow: ReadonlySet<number>, chain: ProcessInfo[], facts: Facts, port: number | undefined): boolean {
+  if (port === undefined || allow.has(port)) return false;
+  const server = chain.find((p) => facts.isServer(p.pid));
+  if (!server) return false;
+  return !(facts.listenPorts?.(server.pid) ?? new Set()).has(port);
 }
 
 export interface Alert {
@@ -420,6 +441,11 @@ export class RuleSet {
       kept.push({ prefix, writesOnly });
     }
     return kept;
+  }
+
+  /** Whether a rule needs every connect (`unlistedPort`), not only watched ports. */
+  allConnects(): boolean {
+    return this.compiled.some(({ rule }) => rule.match.unlistedPort !== undefined);
   }
 
   /** Ports the kernel must watch, with whether a match kills. */

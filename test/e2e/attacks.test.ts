@@ -17,6 +17,7 @@ import { fixtureCopy, startPeer, type Peer } from '../peers.js';
 interface AlertLine {
   rule: string;
   event: string;
+  port?: number;
   path?: string;
   fd?: number;
   peer?: string;
@@ -31,6 +32,7 @@ let alertsFile: string;
 let server: Peer;
 let serverCleanup: () => void;
 let done = 0;
+let serverPort = 0;
 
 before(async () => {
   assert.ok(isRoot, 'the agent needs root (CI runs as root)');
@@ -40,7 +42,7 @@ before(async () => {
   const f = fixtureCopy('cmd-server.mjs', 'victim');
   serverCleanup = f.cleanup;
   server = startPeer(f.script, []);
-  await server.line(/^ready$/);
+  serverPort = Number((await server.line(/^ready \d+$/)).split(' ')[1]);
 });
 
 after(async () => {
@@ -238,5 +240,22 @@ test('drop and execute in a container: a program written after its pid namespace
     assert.deepEqual(d.map((a) => a.process.exe), [`${drop}/dropped`]);
   } finally {
     fs.rmSync(drop, { recursive: true, force: true });
+  }
+});
+
+test('opt-in (rules/outbound.yaml): a server\'s child connecting to a port the server does not listen on, not to its own', async () => {
+  const file2 = path.join(dir, 'outbound.jsonl');
+  const second = await startAgent(`security:\n  rules: [${path.join(ROOT, 'rules', 'outbound.yaml')}]\n  output:\n    stdout: false\n    file: ${file2}\n`);
+  const c = await shellCatcher();
+  try {
+    await inject({ shell: `nc -z -w 1 127.0.0.1 ${serverPort}; nc -z -w 1 127.0.0.1 ${c.port}` });
+    const mine = (): AlertLine[] => (fs.existsSync(file2) ? fs.readFileSync(file2, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as AlertLine) : [])
+      .filter((a) => a.rule === 'server-descendant-unexpected-connection' && a.parents.some((p) => p.pid === server.child.pid));
+    assert.ok(await eventually(async () => mine().length > 0, 5000));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(mine().map((a) => [a.process.name, a.port]), [['nc', c.port]]);
+  } finally {
+    c.close();
+    assert.equal(await second.stop(), 0);
   }
 });

@@ -41,7 +41,9 @@ test('after a kernel panic, the last boot\'s events are read back in order, to w
     const records = shown.entries.filter((e) => e.k !== 'kernel');
     workloadEvents(records, facts);
     const last = records.at(-1)!;
-    assert.ok(panicAt - last.t >= 0 && panicAt - last.t <= 1000, `the last record is ${panicAt - last.t} ms before the panic`);
+    // PANIC_AT is stamped just before the trigger, which takes tens of ms
+    // under emulation: a record (the summary a second) may land in between.
+    assert.ok(panicAt - last.t >= -250 && panicAt - last.t <= 1000, `the last record is ${panicAt - last.t} ms before the panic`);
     // The kernel's own account, placed on the same clock.
     const panic = shown.entries.find((e) => e.k === 'kernel' && /Kernel panic - not syncing: sysrq triggered crash/.test(String(e.msg)));
     assert.ok(panic, `no panic line from pstore (${shown.kernelLines} kernel lines)`);

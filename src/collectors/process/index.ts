@@ -6,7 +6,7 @@ import { BpfObject, u64, type BpfProgram, type Link, type RingBuffer } from '../
 import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
-import { listens } from '../../process/sockets.js';
+import { listeningPorts, listens } from '../../process/sockets.js';
 import { RuleSet, ancestryString, loadRuleFile, withExceptions, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
 import { JsonlFile } from '../../security/jsonl-file.js';
@@ -169,6 +169,8 @@ export class ProcessCollector implements Collector {
       k.writeUInt16LE(port);
       ports.update(k, u32(kill ? 2 : 1));
     }
+    // Port 0, never a connect's destination, asks the kernel for every connect.
+    if (rules.allConnects()) ports.update(Buffer.alloc(2), u32(1));
     const names = obj.map('kill_exec');
     for (const { key } of names.entries()) names.delete(Buffer.from(key));
     for (const name of rules.killedNames()) {
@@ -178,7 +180,7 @@ export class ProcessCollector implements Collector {
     }
     this.setIoHook('proc_openat', prefixes.length > 0);
     this.setIoHook('proc_openat2', prefixes.length > 0);
-    this.setIoHook('proc_connect', rules.watchedPorts().size > 0);
+    this.setIoHook('proc_connect', rules.watchedPorts().size > 0 || rules.allConnects());
     this.setIoHook('proc_ptrace', rules.uses('ptrace'));
     for (const p of ['proc_setuid', 'proc_setreuid', 'proc_setresuid']) this.setIoHook(p, rules.uses('setuid'));
     for (const p of ['proc_dup2', 'proc_dup3', 'proc_dup']) this.setIoHook(p, rules.uses('stdio_socket'));
@@ -253,6 +255,19 @@ export class ProcessCollector implements Collector {
     return this.obj ? [...this.obj.programs.values()] : [];
   }
 
+  private portsCache = new Map<number, { at: number; ports: ReadonlySet<number> }>();
+
+  /** The ports a process listens on; asked only by `unlistedPort`, cached briefly. */
+  private listenPorts = (pid: number): ReadonlySet<number> => {
+    const now = Date.now();
+    const c = this.portsCache.get(pid);
+    if (c && now - c.at < 5000) return c.ports;
+    const ports = listeningPorts(pid);
+    if (this.portsCache.size > 4096) this.portsCache.clear();
+    this.portsCache.set(pid, { at: now, ports });
+    return ports;
+  };
+
   /** Whether a process listens on TCP; asked only when a rule needs it, cached briefly. */
   private isServer = (pid: number): boolean => {
     const now = Date.now();
@@ -323,7 +338,7 @@ export class ProcessCollector implements Collector {
     const scope = this.ctx.config.scope.cgroup;
     if (scope && !p.cgroup.includes(scope)) return;
     const chain = this.table.ancestry(p.pid);
-    for (const a of this.rules.evaluate(chain, { isServer: this.isServer }, ev)) {
+    for (const a of this.rules.evaluate(chain, { isServer: this.isServer, listenPorts: this.listenPorts }, ev)) {
       this.alerts.inc({ rule: a.rule, severity: a.severity });
       this.ctx.recorder.note('alert', { t: this.ctx.recorder.at(e.tsNs), rule: a.rule, severity: a.severity, event: ev.event, pid: p.pid, name: p.name, exe: p.exe, message: a.message, ancestry: ancestryString(chain) }, true);
       const detail =
