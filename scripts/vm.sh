@@ -148,15 +148,18 @@ echo $KS_VM_BOOT > /mnt/ks-vm/boots
 export KS_VM_BOOT
 if [ "$KS_VM_BOOT" -gt "$KS_VM_BOOTS" ]; then
   echo "vm: boot $KS_VM_BOOT of at most $KS_VM_BOOTS: stopping" > /dev/console
-  echo 125 > /mnt/ks-vm/status
+  # The last boot's status stands; 125 only when none came.
+  [ -f /mnt/ks-vm/status ] || echo 125 > /mnt/ks-vm/status
   echo o > /proc/sysrq-trigger
-  sleep 30
+  while :; do :; done
 fi
 "$@" < /dev/null > /dev/console 2>&1
 echo $? > /mnt/ks-vm/status
 sync
 echo o > /proc/sysrq-trigger
-sleep 30
+# Builtins only while the power goes: a program exec'd now may find the
+# shared root gone, and an init that exits panics (and, with panic=1, boots).
+while :; do :; done
 EOF
 
 ACCEL=${KS_VM_ACCEL:-tcg}
