@@ -26,6 +26,9 @@ interface AlertLine {
   parents: Array<{ pid: number; name: string }>;
 }
 
+/** A directory no rule calls temporary, wherever the checkout lives (CI may clone under /tmp). */
+const OUTSIDE_TMP = '/var/lib';
+
 let agent: RunningAgent;
 let dir: string;
 let alertsFile: string;
@@ -98,7 +101,7 @@ test('a dropper: fetched with curl, made executable, run by a relative path, a p
   await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
   const port = (web.address() as net.AddressInfo).port;
   // The symlink lives outside any temporary location: only the resolved path tells.
-  const linkDir = fs.mkdtempSync(path.join(ROOT, '.ks-link-'));
+  const linkDir = fs.mkdtempSync(path.join(OUTSIDE_TMP, 'ks-link-'));
   try {
     const work = path.join(dir, 'work');
     fs.mkdirSync(work);
@@ -229,7 +232,7 @@ test('the shadow file read by a name relative to /etc', async () => {
 
 test('drop and execute in a container: a program written after its pid namespace started, not one from before', async () => {
   // Outside any temporary location: only the file's age can tell.
-  const drop = fs.mkdtempSync(path.join(ROOT, '.ks-drop-'));
+  const drop = fs.mkdtempSync(path.join(OUTSIDE_TMP, 'ks-drop-'));
   try {
     const from = alerts().length;
     const code = await inject({ shell: `unshare -fp --mount-proc sh -c 'cp /bin/true ${drop}/dropped && ${drop}/dropped && /bin/true'` });
