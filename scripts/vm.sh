@@ -124,6 +124,7 @@ trap 'rm -rf "$SHARE"' EXIT
   for a in "$@"; do printf " '%s'" "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done
   printf '\n'
 } > "$SHARE/cmd"
+printf '%s\n' "$ROOT" > "$SHARE/root"
 cat > "$SHARE/guest.sh" <<'EOF'
 # PID 1 in the guest, the host's sh on the overlay: mounts what the agent
 # needs, runs the command, records its status, powers off.
@@ -131,7 +132,11 @@ mount -t proc proc /proc || echo "vm: no /proc" > /dev/console
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs shm /dev/shm
+# A checkout under /tmp stays visible under the guest's own /tmp.
+KS_ROOT=$(cat /mnt/ks-vm/root)
+case "$KS_ROOT" in /tmp/*) mkdir -p /mnt/ks-root && mount --bind "$KS_ROOT" /mnt/ks-root ;; esac
 mount -t tmpfs tmp /tmp
+case "$KS_ROOT" in /tmp/*) mkdir -p "$KS_ROOT" && mount --bind /mnt/ks-root "$KS_ROOT" ;; esac
 mount -t tmpfs run /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || { mkdir -p /sys/fs/cgroup/unified; mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified; }
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
