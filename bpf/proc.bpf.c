@@ -233,14 +233,23 @@ static __always_inline __u64 pidns_start(struct task_struct *t)
 /* ---- sockets on standard streams ------------------------------------------ */
 
 /* The TCP/UDP socket behind fd in the current task, or NULL. */
-static __always_inline struct sock *inet_sock_at(struct task_struct *t, __u64 fd, __u64 *ino)
+/* The file behind fd in task t's table, or NULL. */
+static __always_inline struct file *file_at(struct task_struct *t, __u64 fd)
 {
 	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
 	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
 		return NULL;
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]))
+		return NULL;
+	return f;
+}
+
+static __always_inline struct sock *inet_sock_at(struct task_struct *t, __u64 fd, __u64 *ino)
+{
+	struct file *f = file_at(t, fd);
+	if (!f)
 		return NULL;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
@@ -465,16 +474,10 @@ static __always_inline bool read_path(struct ks_proc_io *e, const char *upath, l
 	return true;
 }
 
-/* A syscall on a path under a watched prefix: reported, with `flags`.
+/* e->path under a watched prefix: reported as `kind`, with `flags`.
  * Returns whether the path was watched. */
-static __always_inline int on_path(__u32 kind, const char *upath, long dirfd, __u32 flags, __u32 lost)
+static __always_inline int report_if_watched(struct ks_proc_io *e, __u32 kind, __u32 flags, __u32 lost)
 {
-	__u32 zero = 0;
-	struct ks_proc_io *e = bpf_map_lookup_elem(&io_scratch, &zero);
-	if (!e)
-		return 0;
-	if (!read_path(e, upath, dirfd))
-		return 0;
 	bool hit = false;
 	for (__u32 i = 0; i < PROC_PREFIXES; i++) {
 		__u32 k = i;
@@ -494,8 +497,7 @@ static __always_inline int on_path(__u32 kind, const char *upath, long dirfd, __
 	struct ks_proc_io *out = reserve(sizeof(*out), lost);
 	if (!out)
 		return 1;
-	struct task_struct *t = bpf_get_current_task_btf();
-	fill_head(&out->h, kind, t);
+	fill_head(&out->h, kind, bpf_get_current_task_btf());
 	out->flags = flags;
 	out->port = 0;
 	out->family = 0;
@@ -505,6 +507,17 @@ static __always_inline int on_path(__u32 kind, const char *upath, long dirfd, __
 	out->ino = 0;
 	submit(out);
 	return 1;
+}
+
+/* A syscall on a path under a watched prefix: reported, with `flags`.
+ * Returns whether the path was watched. */
+static __always_inline int on_path(__u32 kind, const char *upath, long dirfd, __u32 flags, __u32 lost)
+{
+	__u32 zero = 0;
+	struct ks_proc_io *e = bpf_map_lookup_elem(&io_scratch, &zero);
+	if (!e || !read_path(e, upath, dirfd))
+		return 0;
+	return report_if_watched(e, kind, flags, lost);
 }
 
 SEC("tracepoint/syscalls/sys_enter_openat")
@@ -540,44 +553,15 @@ SEC("tracepoint/syscalls/sys_enter_ftruncate")
 int proc_ftruncate(struct sys_enter_ctx *ctx)
 {
 	struct task_struct *t = bpf_get_current_task_btf();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
-	__u64 fd = (unsigned int)ctx->args[0];
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xffff]) || !f)
+	struct file *f = file_at(t, (unsigned int)ctx->args[0]);
+	if (!f)
 		return 0;
 	__u32 zero = 0;
 	struct ks_proc_io *e = bpf_map_lookup_elem(&io_scratch, &zero);
 	if (!e)
 		return 0;
 	build_path(BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), t, e->path);
-	bool hit = false;
-	for (__u32 i = 0; i < PROC_PREFIXES; i++) {
-		__u32 k = i;
-		struct prefix *p = bpf_map_lookup_elem(&watched_prefixes, &k);
-		if (!p || !p->s[0])
-			break;
-		if (prefix_match(e->path, p)) {
-			hit = true;
-			break;
-		}
-	}
-	if (!hit)
-		return 0;
-	struct ks_proc_io *out = reserve(sizeof(*out), PROC_DROP_FILE_LOST);
-	if (!out)
-		return 0;
-	fill_head(&out->h, PROC_TRUNCATE, t);
-	out->flags = 0;
-	out->port = 0;
-	out->family = 0;
-	out->killed = 0;
-	__builtin_memset(out->addr, 0, sizeof(out->addr));
-	__builtin_memcpy(out->path, e->path, sizeof(out->path));
-	out->ino = 0;
-	submit(out);
+	report_if_watched(e, PROC_TRUNCATE, 0, PROC_DROP_FILE_LOST);
 	return 0;
 }
 

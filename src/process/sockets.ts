@@ -109,11 +109,6 @@ export function scanSockets(): ProcSocket[] {
   return out;
 }
 
-/** Whether a process holds a listening TCP socket (reads only its own /proc entries). */
-export function listens(pid: number): boolean {
-  return listeningPorts(pid).size > 0;
-}
-
 /** The TCP ports a process listens on (reads only its own /proc entries). */
 export function listeningPorts(pid: number): Set<number> {
   const listening = new Map([...sockets(String(pid))].filter(([, r]) => r.state === 'listen').map(([inode, r]) => [inode, r.localPort]));

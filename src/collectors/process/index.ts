@@ -6,7 +6,7 @@ import { BpfObject, u64, type BpfProgram, type Link, type RingBuffer } from '../
 import { ROOT, bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
-import { listeningPorts, listens } from '../../process/sockets.js';
+import { listeningPorts } from '../../process/sockets.js';
 import { RuleSet, ancestryString, loadRuleFile, withExceptions, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
 import { JsonlFile } from '../../security/jsonl-file.js';
@@ -76,7 +76,6 @@ export class ProcessCollector implements Collector {
   private reloads!: client.Counter<string>;
   private out: JsonlFile | undefined;
   private webhook: Webhook | undefined;
-  private serverCache = new Map<number, { at: number; yes: boolean }>();
 
   plan(f: KernelFeatures, config: Config): CollectorPlan {
     const hooks = PROC_HOOKS.map((h) => chooseHook(h, f));
@@ -257,7 +256,7 @@ export class ProcessCollector implements Collector {
 
   private portsCache = new Map<number, { at: number; ports: ReadonlySet<number> }>();
 
-  /** The ports a process listens on; asked only by `unlistedPort`, cached briefly. */
+  /** The ports a process listens on; asked only when a rule needs it, cached briefly. */
   private listenPorts = (pid: number): ReadonlySet<number> => {
     const now = Date.now();
     const c = this.portsCache.get(pid);
@@ -268,16 +267,8 @@ export class ProcessCollector implements Collector {
     return ports;
   };
 
-  /** Whether a process listens on TCP; asked only when a rule needs it, cached briefly. */
-  private isServer = (pid: number): boolean => {
-    const now = Date.now();
-    const c = this.serverCache.get(pid);
-    if (c && now - c.at < 5000) return c.yes;
-    const yes = listens(pid);
-    if (this.serverCache.size > 4096) this.serverCache.clear();
-    this.serverCache.set(pid, { at: now, yes });
-    return yes;
-  };
+  /** Whether a process listens on TCP: one cache with the ports. */
+  private isServer = (pid: number): boolean => this.listenPorts(pid).size > 0;
 
   private exited(rec: Buffer, e: ProcEvent, p: ProcessInfo | undefined): void {
     const L = this.layout?.exit;
