@@ -32,8 +32,8 @@ struct {
 	__uint(max_entries, 2 << 20);
 } proc_events SEC(".maps");
 
-/* Watched path prefixes: index -> NUL-terminated prefix, its last byte 1
- * when watched for writes only; empty ends the list. */
+/* Watched path prefixes: index -> NUL-terminated prefix, found through
+ * prefix_buckets. */
 struct prefix {
 	char s[PROC_PREFIX_LEN];
 };
@@ -44,6 +44,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct prefix);
 } watched_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PROC_PREFIX_BUCKETS);
+	__type(key, __u32);
+	__type(value, struct ks_prefix_bucket);
+} prefix_buckets SEC(".maps");
 
 /* Destination port -> action, for connect(2). */
 struct {
@@ -478,16 +485,20 @@ static __always_inline bool read_path(struct ks_proc_io *e, const char *upath, l
  * Returns whether the path was watched. */
 static __always_inline int report_if_watched(struct ks_proc_io *e, __u32 kind, __u32 flags, __u32 lost)
 {
+	/* Only the prefixes of the path's bucket, and for a read-only open only
+	 * those watched for reads: most opens compare with none or one. */
+	__u32 b = proc_prefix_bucket(*(const __u32 *)e->path) & (PROC_PREFIX_BUCKETS - 1);
+	struct ks_prefix_bucket *bk = bpf_map_lookup_elem(&prefix_buckets, &b);
+	if (!bk)
+		return 0;
+	__u32 mask = kind == PROC_OPEN && !(flags & O_CHANGES) ? bk->reads : bk->any;
 	bool hit = false;
-	for (__u32 i = 0; i < PROC_PREFIXES; i++) {
+	for (__u32 i = 0; i < PROC_PREFIXES && mask >> i; i++) {
+		if (!((mask >> i) & 1))
+			continue;
 		__u32 k = i;
 		struct prefix *p = bpf_map_lookup_elem(&watched_prefixes, &k);
-		if (!p || !p->s[0])
-			break;
-		if (prefix_match(e->path, p)) {
-			/* A prefix watched for writes only: no read open under it. */
-			if (kind == PROC_OPEN && p->s[PROC_PREFIX_LEN - 1] && !(flags & O_CHANGES))
-				continue;
+		if (p && prefix_match(e->path, p)) {
 			hit = true;
 			break;
 		}

@@ -29,6 +29,24 @@ enum ks_proc_path_flag {
 #define PROC_PREFIXES 32	/* watched path prefixes */
 #define PROC_PREFIX_LEN 64
 
+/* Watched prefixes by the first four bytes of a path: a path can only be
+ * under a prefix of four or more bytes whose first four are its own, so it
+ * is compared with the prefixes of its bucket (bit i: prefix i) and with
+ * the shorter ones, which are in every bucket. `reads` is the subset watched
+ * for reads too: a read-only open is compared with those alone. The bucket
+ * is proc_prefix_bucket() of the four bytes as a little-endian u32; user
+ * space computes the same. */
+#define PROC_PREFIX_BUCKET_BITS 6
+#define PROC_PREFIX_BUCKETS (1 << PROC_PREFIX_BUCKET_BITS)
+struct ks_prefix_bucket {
+	__u32 any;
+	__u32 reads;
+};
+static inline __u32 proc_prefix_bucket(__u32 w)
+{
+	return ((w ^ (w >> 15)) * 0x9E3779B1u) >> (32 - PROC_PREFIX_BUCKET_BITS);
+}
+
 /* What the kernel does on its own when a rule decided there matches. */
 enum ks_proc_action { PROC_ACT_REPORT = 1, PROC_ACT_KILL = 2 };
 

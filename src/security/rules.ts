@@ -423,7 +423,7 @@ export class RuleSet {
    * first wildcard. A prefix only rules on writes use is `writesOnly`: the
    * kernel then sends no read open under it (a library directory is read
    * by every program start). One covered by a shorter prefix at least as
-   * wide is left out: the kernel compares each open with every prefix.
+   * wide is left out: each is a compare for the opens of its bucket.
    */
   watchedPrefixes(): Array<{ prefix: string; writesOnly: boolean }> {
     const all = new Map<string, boolean>();

@@ -204,13 +204,31 @@ test('a write below a binary directory, in a private mount namespace, by path an
 
 test('logs cleared: a log emptied by a redirection, truncate(1) and rm from its directory', async () => {
   const from = alerts().length;
-  const code = await inject({ shell: "unshare -m sh -c 'mount -t tmpfs ks /var/log && echo x >> /var/log/app.log && : > /var/log/app.log && truncate -s 0 /var/log/app.log && cd /var/log && rm app.log'" });
+  // The log is a moment old when it is emptied: an open that makes the file is no clearing.
+  const code = await inject({ shell: "unshare -m sh -c 'mount -t tmpfs ks /var/log && echo x >> /var/log/app.log && sleep 0.1 && : > /var/log/app.log && truncate -s 0 /var/log/app.log && cd /var/log && rm app.log'" });
   assert.equal(code, '0');
   const got = await raisedSince(from, 4);
   assert.deepEqual(rules(got), ['log-or-history-cleared', 'shell-spawned-by-server']);
   // The append is no clearing; the rest are, each once.
   const c = got.filter((a) => a.rule === 'log-or-history-cleared').map((a) => `${a.process.name} ${a.event} ${a.path}`);
   assert.deepEqual(c, ['sh open /var/log/app.log', 'truncate truncate /var/log/app.log', 'rm unlink /var/log/app.log']);
+});
+
+test('a shell history: made by an interactive bash, not cleared; emptied later, cleared', async () => {
+  // Under /home, as a user's: bash makes a missing history file with O_CREAT|O_TRUNC.
+  fs.mkdirSync('/home', { recursive: true });
+  const home = fs.mkdtempSync('/home/ks-hist-');
+  try {
+    const from = alerts().length;
+    const code = await inject({ shell: `printf 'echo hi\\nexit\\n' | HOME=${home} bash --norc -i >/dev/null 2>&1; test -s ${home}/.bash_history && sleep 0.1 && : > ${home}/.bash_history` });
+    assert.equal(code, '0');
+    const got = await raisedSince(from, 2);
+    assert.deepEqual(rules(got), ['log-or-history-cleared', 'shell-spawned-by-server']);
+    const c = got.filter((a) => a.rule === 'log-or-history-cleared');
+    assert.deepEqual(c.map((a) => `${a.process.name} ${a.event} ${a.path}`), [`sh open ${home}/.bash_history`]);
+  } finally {
+    fs.rmSync(home, { recursive: true, force: true });
+  }
 });
 
 test('a symlink to /etc/shadow', async () => {

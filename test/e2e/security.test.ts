@@ -42,6 +42,10 @@ before(async () => {
     severity: medium
     event: open
     match: { path: ["${dir}/watched.txt"], access: write }
+  - name: short-prefix-read
+    severity: info
+    event: open
+    match: { path: ["/kq*"] }
   - name: kill-on-port
     severity: critical
     event: connect
@@ -182,17 +186,20 @@ test('bad rules: one clear error naming the rule and the key', async () => {
   }
 });
 
+// Each path meets the kernel's prefix index: its own bucket (/etc/shadow, the
+// watched file), a prefix shorter than a bucket's four bytes (/kq), reads
+// under a prefix watched for writes only (/etc/passwd, the watched file).
 test('file events: a read of /etc/shadow, a write to a watched file, not a read of it', async () => {
   const watched = path.join(dir, 'watched.txt');
   fs.writeFileSync(watched, 'a\n');
-  const sh = spawn('sh', ['-c', `cat /etc/shadow > /dev/null; echo b >> ${watched}; cat ${watched} > /dev/null`], { stdio: 'ignore' });
+  const sh = spawn('sh', ['-c', `cat /etc/shadow > /dev/null; echo b >> ${watched}; cat ${watched} > /dev/null; cat /etc/passwd > /dev/null; cat /kqz-none 2>/dev/null; cat /k /kz 2>/dev/null; true`], { stdio: 'ignore' });
   const pid = sh.pid!;
   await new Promise((r) => sh.once('exit', r));
   const mine = (a: AlertLine): boolean => a.process.pid === pid || a.parents.some((p) => p.pid === pid);
-  assert.ok(await eventually(async () => alerts(mine).length >= 2, 5000));
+  assert.ok(await eventually(async () => alerts(mine).length >= 3, 5000));
   await new Promise((r) => setTimeout(r, 300));
   const got = alerts(mine).map((a) => `${a.rule} ${a.process.name} ${a.path} ${a.access}`).sort();
-  assert.deepEqual(got, [`shadow-file-read cat /etc/shadow read`, `watched-file-written sh ${watched} write`]);
+  assert.deepEqual(got, [`shadow-file-read cat /etc/shadow read`, `short-prefix-read cat /kqz-none read`, `watched-file-written sh ${watched} write`]);
 });
 
 test('a connection to a stratum port alerts; with action kill the process dies before it sends a byte', async () => {

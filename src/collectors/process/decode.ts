@@ -91,6 +91,8 @@ export class ProcLayout {
   private readonly io;
   private readonly priv;
   readonly exit;
+  /** struct ks_prefix_bucket: the watched-prefix index by a path's first four bytes. */
+  readonly bucket;
   private readonly sizes: { comm: number; filename: number; fileName: number; args: number; path: number; exePath: number; cwd: number };
   private readonly pathFlags: Record<'PROC_PATH_TRUNCATED' | 'PROC_PATH_DELETED' | 'PROC_PATH_DETACHED' | 'PROC_PATH_SCRIPT' | 'PROC_PATH_DEEP', number>;
   private readonly kinds: ProcKind[] = [];
@@ -104,6 +106,7 @@ export class ProcLayout {
     this.io = obj.struct('ks_proc_io', ['flags', 'port', 'family', 'killed', 'addr', 'ino', 'path'] as const);
     this.priv = obj.struct('ks_proc_priv', ['a', 'b'] as const);
     this.exit = obj.struct('ks_proc_exit', ['utime_ns', 'stime_ns', 'read_bytes', 'write_bytes'] as const);
+    this.bucket = obj.struct('ks_prefix_bucket', ['any', 'reads'] as const);
     const size = (s: string, m: string): number => {
       const t = obj.btfType(s);
       if (t?.kind !== 'struct' || !t.members[m]) throw new Error(`${obj.path}: struct ${s} has no member ${m}`);

@@ -14,6 +14,7 @@ import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hook
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
 import { PATH_KINDS, ProcLayout, type ProcEvent } from './decode.js';
+import { prefixBuckets } from './prefixes.js';
 import { ProcessTable, type ProcessInfo } from '../../process/table.js';
 
 const OBJECT = 'proc.bpf.o';
@@ -53,6 +54,30 @@ export interface ProcessExit {
   writeBytes: number;
 }
 
+
+/**
+ * Whether an open with O_TRUNC emptied a file. With O_CREAT it may have made
+ * the file instead, and the kernel truncates only a file that was there
+ * (bash creates its history file this way): the file's birth, read now,
+ * tells. Birth times come from the clock's coarse tick, so a birth up to
+ * 10 ms before the call counts as the call's own: so young a file held
+ * nothing to clear. Where the birth cannot be read, the open emptied.
+ */
+function emptied(flags: number, pid: number, file: string, atMs: number): boolean {
+  if (!(flags & 0o1000)) return false;
+  if (!(flags & 0o100)) return true;
+  const st = statBirth(`/proc/${pid}/root${file}`) ?? statBirth(file);
+  return !st || st < atMs - 10;
+}
+
+function statBirth(file: string): number | undefined {
+  try {
+    const ms = fs.statSync(file, { throwIfNoEntry: false })?.birthtimeMs;
+    return ms ? ms : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export class ProcessCollector implements Collector {
   readonly name = 'process';
@@ -152,15 +177,20 @@ export class ProcessCollector implements Collector {
     const { maxEntries, valueSize } = slots.info;
     if (prefixes.length > maxEntries) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds ${maxEntries}`);
     for (let i = 0; i < maxEntries; i++) {
-      // The prefix, NUL-terminated; the last byte says it is watched for writes only.
-      const v = Buffer.alloc(valueSize);
+      const v = Buffer.alloc(valueSize); // NUL-terminated
       const p = prefixes[i];
-      if (p) {
-        v.write(p.prefix.slice(0, valueSize - 2), 'utf8');
-        v[valueSize - 1] = p.writesOnly ? 1 : 0;
-      }
+      if (p) v.write(p.prefix.slice(0, valueSize - 1), 'utf8');
       slots.update(u32(i), v);
     }
+    const buckets = obj.map('prefix_buckets');
+    const masks = prefixBuckets(prefixes, buckets.info.maxEntries);
+    const { any, reads } = this.layout!.bucket;
+    masks.forEach((m, i) => {
+      const v = Buffer.alloc(buckets.info.valueSize);
+      v.writeUInt32LE(m.any, any);
+      v.writeUInt32LE(m.reads, reads);
+      buckets.update(u32(i), v);
+    });
     const ports = obj.map('watched_ports');
     for (const { key } of ports.entries()) ports.delete(Buffer.from(key));
     for (const [port, kill] of rules.watchedPorts()) {
@@ -306,7 +336,7 @@ export class ProcessCollector implements Collector {
       if (!p) return;
       // O_WRONLY, O_RDWR, O_CREAT, O_TRUNC, O_APPEND all change the file.
       ev =
-        e.kind === 'open' ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0, truncate: ((e.flags ?? 0) & 0o1000) !== 0 }
+        e.kind === 'open' ? { event: 'open', path: e.path!, write: ((e.flags ?? 0) & (0o3 | 0o100 | 0o1000 | 0o2000)) !== 0, truncate: emptied(e.flags ?? 0, e.pid, e.path!, this.ctx.recorder.at(e.tsNs)) }
         : e.kind === 'connect' ? { event: 'connect', port: e.port! }
         : { event: e.kind as RuleEvent, path: e.path!, flags: e.flags ?? 0 };
     } else {
