@@ -113,16 +113,17 @@ struct {
 	__type(value, struct path_scratch);
 } path_scratch SEC(".maps");
 
-/* Writes the absolute path of (dentry, vfsmount) into out, as d_path(3)
- * would, from the dentries: up each mount to its root, across to the
- * mount point it hangs on, up to the task's root (a container's, for a
- * process in one). Needs no helper that tracepoints lack (bpf_d_path is
+/* Writes the absolute path of (dentry, vfsmount) into path_scratch and
+ * into out unless it is NULL, as d_path(3) would, from the dentries: up
+ * each mount to its root, across to the mount point it hangs on, up to
+ * the task's root (a container's, for a process in one). Needs no helper that tracepoints lack (bpf_d_path is
  * for fentry and LSM programs only). Returns enum ks_proc_path_flag. */
 static __always_inline __u8 build_path(struct dentry *d, struct vfsmount *vm, struct task_struct *t, char *out)
 {
 	__u32 zero = 0;
 	struct path_scratch *s = bpf_map_lookup_elem(&path_scratch, &zero);
-	out[0] = 0;
+	if (out)
+		out[0] = 0;
 	if (!s || !d || !vm)
 		return PROC_PATH_DEEP;
 	struct dentry *root_d = BPF_CORE_READ(t, fs, root.dentry);
@@ -191,8 +192,10 @@ static __always_inline __u8 build_path(struct dentry *d, struct vfsmount *vm, st
 	}
 	asm volatile("" : "+r"(pos));
 	s->buf[pos & (PROC_PATH_MAX - 1)] = 0;
-	bpf_probe_read_kernel(out, PROC_PATH_MAX, s->buf);
-	out[PROC_PATH_MAX - 1] = 0;
+	if (out) {
+		bpf_probe_read_kernel(out, PROC_PATH_MAX, s->buf);
+		out[PROC_PATH_MAX - 1] = 0;
+	}
 	return s->flags;
 }
 
@@ -456,26 +459,26 @@ struct sys_enter_ctx {
  * leading "./" is dropped; ".." is kept as written). */
 static __always_inline bool read_path(struct ks_proc_io *e, const char *upath, long dirfd)
 {
-	char head[2] = {};
-	if (bpf_probe_read_user(head, sizeof(head), upath))
-		return bpf_probe_read_user_str(e->path, sizeof(e->path), upath) > 0;
+	/* One read of user memory per call: each read costs more in its fixed
+	 * checks than in the bytes it copies. */
+	if (bpf_probe_read_user_str(e->path, sizeof(e->path), upath) <= 0)
+		return false;
 	/* An int in a 64-bit register: its upper half is not the sign. */
-	if (head[0] == '/' || (int)dirfd != AT_FDCWD)
-		return bpf_probe_read_user_str(e->path, sizeof(e->path), upath) > 0;
-	if (head[0] == '.' && head[1] == '/')
-		upath += 2;
+	if (e->path[0] == '/' || (int)dirfd != AT_FDCWD)
+		return true;
+	__u32 skip = e->path[0] == '.' && e->path[1] == '/' ? 2 : 0;
 	struct task_struct *t = bpf_get_current_task_btf();
-	build_path(BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt), t, e->path);
+	build_path(BPF_CORE_READ(t, fs, pwd.dentry), BPF_CORE_READ(t, fs, pwd.mnt), t, NULL);
 	__u32 zero = 0;
 	struct path_scratch *s = bpf_map_lookup_elem(&path_scratch, &zero);
 	if (!s)
 		return false;
 	__u32 pos = s->pos; /* the working directory's length; 0 for "/" */
-	if (pos >= PROC_PATH_MAX - 1)
-		return true; /* the directory alone fills it */
-	s->buf[pos & (PROC_PATH_MAX - 1)] = '/';
-	if (bpf_probe_read_user_str(&s->buf[(pos + 1) & (PROC_PATH_MAX - 1)], PROC_PATH_MAX, upath) <= 0)
-		return false;
+	if (pos < PROC_PATH_MAX - 1) {
+		s->buf[pos & (PROC_PATH_MAX - 1)] = '/';
+		if (bpf_probe_read_kernel_str(&s->buf[(pos + 1) & (PROC_PATH_MAX - 1)], PROC_PATH_MAX, e->path + skip) <= 0)
+			return false;
+	} /* else the directory alone fills it */
 	bpf_probe_read_kernel(e->path, sizeof(e->path), s->buf);
 	e->path[PROC_PATH_MAX - 1] = 0;
 	return true;
