@@ -4,7 +4,7 @@ import { MetricsRegistry } from './metrics/registry.js';
 import { ServiceNamer } from './process/names.js';
 import { Liveness } from './process/liveness.js';
 import { ProgramStatsSampler } from './bpf/stats.js';
-import { detectFeatures, ensureTracefs, type KernelFeatures } from './capabilities/features.js';
+import { detectFeatures, ensureTracefs, withoutFeatures, type KernelFeatures } from './capabilities/features.js';
 import { TcpCollector } from './collectors/tcp/index.js';
 import { HttpCollector } from './collectors/http/index.js';
 import { ResourcesCollector } from './collectors/resources/index.js';
@@ -71,7 +71,8 @@ export class Agent {
     this.server = await serve(this.metrics, addr, this.events);
     const tracefs = ensureTracefs();
     if (!tracefs.ok) this.log(`tracefs: ${tracefs.detail}; classic tracepoints unavailable`);
-    this.features = detectFeatures();
+    this.features = withoutFeatures(detectFeatures(), this.config.kernel.without);
+    if (this.config.kernel.without.length) this.log(`kernel features turned off by kernel.without: ${this.config.kernel.without.join(', ')}`);
     const m = this.metrics;
     const drops = m.counter('kernscope_events_dropped_total', 'Events, table entries or label sets lost to a bound, by where and why.', ['source', 'reason']);
     const up = m.gauge('kernscope_collector_up', '1 if the collector is running, 0 if it could not start.', ['collector']);

@@ -1,5 +1,5 @@
-import type { Config } from './config/schema.js';
-import { detectFeatures, ensureTracefs, type Feature, type KernelFeatures } from './capabilities/features.js';
+import type { Config, KernelFeatureName } from './config/schema.js';
+import { SOCKET_EVENTS, detectFeatures, ensureTracefs, withoutFeatures, type Feature, type KernelFeatures } from './capabilities/features.js';
 import { measureHookCosts, type HookCost } from './capabilities/hook-cost.js';
 import { allCollectors } from './agent.js';
 import type { CollectorPlan } from './collectors/types.js';
@@ -21,19 +21,22 @@ function flag(ok: boolean, detail?: string): Feature {
 
 export async function doctor(config: Config, opts: { measure: boolean }): Promise<DoctorReport> {
   const tracefs = ensureTracefs();
-  const f: KernelFeatures = detectFeatures();
+  const f: KernelFeatures = withoutFeatures(detectFeatures(), config.kernel.without);
+  const off = (name: KernelFeatureName): string | undefined => (config.kernel.without.includes(name) ? 'turned off by kernel.without' : undefined);
   const features: Record<string, Feature> = {
     btf: f.btf,
     tracefs,
     bpffs: f.bpffs,
     'cgroup v2': f.cgroup2,
     tracepoint: flag(f.tracepoint),
-    raw_tp: flag(f.rawTp),
-    tp_btf: flag(f.tpBtf),
+    raw_tp: flag(f.rawTp, off('raw_tp')),
+    tp_btf: flag(f.tpBtf, off('tp_btf')),
     kprobe: f.kprobe,
     fentry: f.fentry,
     uprobe: f.uprobe,
-    'ring buffer': flag(f.ringbuf),
+    'ring buffer': flag(f.ringbuf, off('ring_buffer')),
+    'socket tracepoints': flag(SOCKET_EVENTS.every((e) => f.hasBtfType(`btf_trace_${e}`)), off('socket_tracepoints') ?? 'sock_recv_length, sock_send_length (Linux 6.3+)'),
+    'tcp iterator': flag(f.hasBtfType('bpf_iter__tcp'), off('tcp_iterator') ?? 'iter/tcp (Linux 5.9+)'),
     perf_event: f.perfEvent,
     cgroup_skb: flag(f.cgroupSkb),
     sockops: flag(f.sockops),

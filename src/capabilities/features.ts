@@ -4,6 +4,7 @@ import { addon } from '../bpf/addon.js';
 import { BpfObject } from '../bpf/object.js';
 import { isBpfError } from '../errors.js';
 import { HOOK_TARGETS_PATH, bpfObjectPath } from '../paths.js';
+import type { KernelFeatureName } from '../config/schema.js';
 
 export const TRACEFS = '/sys/kernel/tracing';
 
@@ -164,5 +165,37 @@ export function detectFeatures(): KernelFeatures {
     sockops: a.probeProgType(PROG.SOCK_OPS),
     hasBtfType,
     hasTracepoint,
+  };
+}
+
+/** The socket tracepoints HTTP reads and writes are seen by (Linux 6.3+). */
+export const SOCKET_EVENTS = ['sock_recv_length', 'sock_send_length'] as const;
+const SOCKET_TRACEPOINTS: ReadonlySet<string> = new Set(SOCKET_EVENTS);
+
+/**
+ * The features a kernel would have without those named (config
+ * `kernel.without`): an older kernel simulated on this one, so that each
+ * fallback hook, and each collector's refusal to start, can be chosen and
+ * tested here.
+ */
+export function withoutFeatures(f: KernelFeatures, without: readonly KernelFeatureName[]): KernelFeatures {
+  if (without.length === 0) return f;
+  const off = new Set(without);
+  const gone: Feature = { ok: false, detail: 'turned off by kernel.without' };
+  const tpGone = (event: string): boolean => off.has('socket_tracepoints') && SOCKET_TRACEPOINTS.has(event);
+  return {
+    ...f,
+    tpBtf: f.tpBtf && !off.has('tp_btf'),
+    rawTp: f.rawTp && !off.has('raw_tp'),
+    ringbuf: f.ringbuf && !off.has('ring_buffer'),
+    uprobe: off.has('uprobe') ? gone : f.uprobe,
+    kprobe: off.has('kprobe') ? gone : f.kprobe,
+    fentry: off.has('fentry') ? gone : f.fentry,
+    hasBtfType: (name) => {
+      if (off.has('tcp_iterator') && name === 'bpf_iter__tcp') return false;
+      if (name.startsWith('btf_trace_') && tpGone(name.slice('btf_trace_'.length))) return false;
+      return f.hasBtfType(name);
+    },
+    hasTracepoint: (event) => !tpGone(event) && f.hasTracepoint(event),
   };
 }

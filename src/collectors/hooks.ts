@@ -34,6 +34,9 @@ export function chooseHook(spec: HookSpec, f: KernelFeatures): HookChoice {
   return { event: spec.event, kind: null, reason: why };
 }
 
+/** Why a collector that sends records through a ring buffer cannot start. */
+export const NO_RINGBUF = 'no BPF ring buffer (Linux 5.8+)';
+
 export function attachSpec(c: HookChoice): AttachSpec {
   return c.kind === 'tp_btf' ? { kind: 'tp_btf' } : { kind: 'raw_tp', name: c.event };
 }

@@ -1,5 +1,9 @@
 /** The agent's configuration: JSON Schema (validated by Ajv) and its type. */
 
+/** Features `kernel.without` can take away (src/capabilities/features.ts). */
+export const KERNEL_FEATURE_NAMES = ['tp_btf', 'raw_tp', 'ring_buffer', 'uprobe', 'kprobe', 'fentry', 'socket_tracepoints', 'tcp_iterator'] as const;
+export type KernelFeatureName = (typeof KERNEL_FEATURE_NAMES)[number];
+
 export interface ServiceRule {
   name: string;
   match: {
@@ -181,6 +185,11 @@ export interface Config {
     };
   };
   bpfStats: { intervalSeconds: number; windowSeconds: number };
+  /**
+   * Kernel features to act as if absent, as on an older kernel: each
+   * collector then takes its fallback hook or says why it cannot start.
+   */
+  kernel: { without: KernelFeatureName[] };
   /** A CPU budget for the agent and its BPF programs together, in % of one core; 0: none. */
   overhead: { maxCpuPercent: number; maxSampleEvery: number };
   collectIntervalSeconds: number;
@@ -239,6 +248,7 @@ export const DEFAULT_CONFIG: Config = {
   objects: [],
   security: { enabled: true, defaultRules: true, rules: [], output: { stdout: true, file: '', maxFileBytes: 100 * 1024 * 1024, keepFiles: 3, processEvents: false, webhook: { url: '', batchSize: 100, flushIntervalMs: 1000, maxQueue: 10000, maxRetries: 5, backoffMs: 500 } } },
   bpfStats: { intervalSeconds: 30, windowSeconds: 1 },
+  kernel: { without: [] },
   overhead: { maxCpuPercent: 0, maxSampleEvery: 1024 },
   collectIntervalSeconds: 5,
   recorder: { enabled: true, path: '/var/lib/kernscope/recorder', maxBytes: 64 * 1024 * 1024, segmentBytes: 0, maxRecordsPerSecond: 2000, retransmitBurst: 5 },
@@ -524,6 +534,13 @@ export const CONFIG_SCHEMA = {
       properties: {
         intervalSeconds: { type: 'number', minimum: 1, maximum: 86400 },
         windowSeconds: { type: 'number', exclusiveMinimum: 0, maximum: 60 },
+      },
+    },
+    kernel: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        without: { type: 'array', items: { enum: KERNEL_FEATURE_NAMES }, uniqueItems: true },
       },
     },
     overhead: {

@@ -156,3 +156,35 @@ test('doctor reports features, hook costs and plans', async () => {
   assert.match(text.stdout, /^  tcp: will run$/m);
   assert.doesNotMatch(text.stdout, /hook cost/);
 });
+
+test('a kernel without tp_btf, raw_tp and the ring buffer (kernel.without): doctor says so, each collector that needs them does not start and says why, the rest run', async () => {
+  const dir = tmpDir('ks-without');
+  try {
+    const cfg = path.join(dir, 'config.yaml');
+    fs.writeFileSync(cfg, 'kernel:\n  without: [tp_btf, raw_tp, ring_buffer, uprobe]\n');
+    const d = await runCli(['doctor', '--no-measure', '--config', cfg]);
+    assert.equal(d.code, 0, d.stderr);
+    for (const f of ['raw_tp', 'tp_btf', 'uprobe', 'ring buffer']) assert.match(d.stdout, new RegExp(`^  ${f} +NO  turned off by kernel.without$`, 'm'), f);
+    assert.match(d.stdout, /^  tcp: cannot run: inet_sock_set_state: neither tp_btf nor raw_tp programs can be loaded$/m);
+    assert.match(d.stdout, /^  process: cannot run: sched_process_exec: neither tp_btf nor raw_tp programs can be loaded$/m);
+    assert.match(d.stdout, /^  http: cannot run: no BPF ring buffer \(Linux 5\.8\+\)$/m);
+    assert.match(d.stdout, /^  recorder: cannot run: no BPF ring buffer \(Linux 5\.8\+\)$/m);
+    assert.match(d.stdout, /^  resources: will run$/m);
+
+    const agent = await startAgent('kernel:\n  without: [tp_btf, raw_tp, ring_buffer, uprobe]\n');
+    try {
+      const err = agent.stderr();
+      assert.match(err, /kernel features turned off by kernel\.without: tp_btf, raw_tp, ring_buffer, uprobe/);
+      assert.match(err, /collector tcp: not started: inet_sock_set_state: neither tp_btf nor raw_tp programs can be loaded/);
+      assert.match(err, /collector http: not started: no BPF ring buffer \(Linux 5\.8\+\)/);
+      const text = await agent.scrapeText();
+      for (const c of ['tcp', 'http', 'process', 'recorder']) assert.match(text, new RegExp(`kernscope_collector_up\\{collector="${c}"\\} 0`), c);
+      assert.match(text, /kernscope_collector_up\{collector="resources"\} 1/);
+      assert.match(text, /process_cpu_time_seconds_total\{/);
+    } finally {
+      assert.equal(await agent.stop(), 0);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

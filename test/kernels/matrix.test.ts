@@ -3,7 +3,9 @@
 // 12's own 6.1 kernel (`npm run test:kernels`, scripts/vm.sh): the same
 // objects must load there, and give the same values, through CO-RE and
 // probing alone. One agent start only: under emulation a start takes a
-// minute.
+// minute. KS_MATRIX_WITHOUT (features, comma-separated) runs it again with
+// kernel.without set, every collector on its fallback hooks
+// (test/kernels/fallbacks.test.ts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -14,6 +16,8 @@ import { eventually, isRoot, runCli, startAgent, sum, tmpDir, SLOW, type Running
 import { fixtureCopy, peerScript, startPeer, type Peer } from '../peers.js';
 
 const inVm = !!process.env.KS_VM;
+const without = (process.env.KS_MATRIX_WITHOUT ?? '').split(',').filter(Boolean);
+const kernelYaml = without.length ? `kernel:\n  without: [${without.join(', ')}]\n` : '';
 let agent: RunningAgent;
 let dir: string;
 let payment: string;
@@ -29,7 +33,7 @@ before(async () => {
   // kill(2) aimed at this process is what the tracepoint probe counts.
   target = spawn('sleep', ['600'], { stdio: 'ignore' });
   const probes = fs.readFileSync(path.join(ROOT, 'examples', 'payment', 'kernscope.yaml'), 'utf8').replace('PAYMENT_BINARY', payment);
-  agent = await startAgent(`collectIntervalSeconds: 0.5
+  agent = await startAgent(`${kernelYaml}collectIntervalSeconds: 0.5
 ${probes}
   - name: kills
     tracepoint: syscalls:sys_enter_kill
@@ -62,10 +66,24 @@ async function settle(check: (m: Sample[]) => boolean): Promise<Sample[]> {
 
 test('every collector runs; doctor names kprobe and fentry where the kernel has them', async () => {
   for (const c of ['tcp', 'http', 'process', 'custom', 'resources']) assert.match(agent.stderr(), new RegExp(`collector ${c}: running`), c);
-  const r = await runCli(['doctor', '--json', '--no-measure'], { timeoutMs: 20_000 * SLOW });
+  const cfg = path.join(dir, 'doctor.yaml');
+  fs.writeFileSync(cfg, kernelYaml);
+  const r = await runCli(['doctor', '--json', '--no-measure', '--config', cfg], { timeoutMs: 20_000 * SLOW });
   assert.equal(r.code, 0, r.stderr);
-  const rep = JSON.parse(r.stdout) as { kernel: string; features: Record<string, { ok: boolean; detail?: string }> };
-  for (const f of ['btf', 'tracefs', 'raw_tp', 'tp_btf', 'uprobe', 'ring buffer']) assert.equal(rep.features[f]!.ok, true, f);
+  const rep = JSON.parse(r.stdout) as { kernel: string; features: Record<string, { ok: boolean; detail?: string }>; collectors: Array<{ collector: string; hooks: Array<{ event: string; kind: string | null }> }> };
+  for (const f of ['btf', 'tracefs', 'raw_tp', 'tp_btf', 'uprobe', 'ring buffer'].filter((x) => !without.includes(x))) assert.equal(rep.features[f]!.ok, true, f);
+  for (const f of without) {
+    const shown = rep.features[f.replace('_', ' ')] ?? rep.features[f];
+    assert.deepEqual(shown, { ok: false, detail: 'turned off by kernel.without' }, f);
+  }
+  // Each collector on the hook this kernel, less what is turned off, allows.
+  const kinds = (c: string): string[] => [...new Set(rep.collectors.find((x) => x.collector === c)!.hooks.map((h) => h.kind ?? 'none'))].sort();
+  const btf = !without.includes('tp_btf');
+  assert.deepEqual(kinds('tcp'), [btf ? 'tp_btf' : 'raw_tp']);
+  assert.deepEqual(kinds('process'), [btf ? 'tp_btf' : 'raw_tp']);
+  const socket = rep.features['socket tracepoints']!.ok && btf;
+  assert.deepEqual(kinds('http'), socket ? ['tp_btf', 'tracepoint', 'uprobe'] : ['tracepoint', 'uprobe']);
+  for (const c of ['tcp', 'http', 'process']) assert.match(agent.stderr(), new RegExp(`collector ${c}: running \\(${c === 'http' ? 'sys_exit_accept4=tracepoint' : `[a-z_]+=${btf ? 'tp_btf' : 'raw_tp'}`}`), c);
   if (inVm) {
     // Debian's own kernel has both; this machine's has neither.
     assert.equal(rep.features.kprobe!.ok, true, rep.features.kprobe!.detail);

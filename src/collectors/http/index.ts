@@ -18,6 +18,7 @@ import { HttpExport } from './export.js';
 import { Tally } from '../../recorder/tally.js';
 import { HttpFold, type KernelProc } from './fold.js';
 import { HttpKernel, planHooks } from './kernel.js';
+import { NO_RINGBUF } from '../hooks.js';
 import { HttpRecords } from './records.js';
 import { SocketErrors } from './sockerr.js';
 import { META_LABELS, metadataOn } from '../../process/names.js';
@@ -58,6 +59,7 @@ export class HttpCollector implements Collector {
     if (!config.collectors.http.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     if (!f.tracepoint) return { collector: this.name, runnable: false, reason: 'tracepoint programs cannot be loaded', hooks };
     if (missing) return { collector: this.name, runnable: false, reason: `${missing.event}: ${missing.reason}`, hooks };
+    if (!f.ringbuf) return { collector: this.name, runnable: false, reason: NO_RINGBUF, hooks };
     return { collector: this.name, runnable: true, hooks };
   }
 

@@ -10,7 +10,7 @@ import { listeningPorts } from '../../process/sockets.js';
 import { RuleSet, ancestryString, loadRuleFile, withExceptions, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
 import { JsonlFile } from '../../security/jsonl-file.js';
-import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
+import { NO_RINGBUF, attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
 import { PATH_KINDS, ProcLayout, type ProcEvent } from './decode.js';
@@ -107,6 +107,7 @@ export class ProcessCollector implements Collector {
     if (!config.collectors.process.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     const missing = hooks.find((h) => !h.kind);
     if (missing) return { collector: this.name, runnable: false, reason: `${missing.event}: ${missing.reason}`, hooks };
+    if (!f.ringbuf) return { collector: this.name, runnable: false, reason: NO_RINGBUF, hooks };
     return { collector: this.name, runnable: true, hooks };
   }
 

@@ -14,7 +14,7 @@ import { BpfObject, u64, type BpfProgram, type RingBuffer } from '../../bpf/obje
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
-import type { HookChoice } from '../hooks.js';
+import { NO_RINGBUF, type HookChoice } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
 
@@ -85,7 +85,7 @@ export class RecorderCollector implements Collector {
     const oom = f.tracepoint && f.hasTracepoint(OOM_EVENT);
     const hooks: HookChoice[] = [oom ? { event, kind: 'tracepoint', program: 'rec_oom' } : { event, kind: null, reason: f.tracepoint ? 'tracepoint oom:mark_victim not in this kernel' : 'classic tracepoints unavailable (no tracefs)' }];
     if (!config.recorder.enabled) return { collector: this.name, runnable: false, reason: 'recorder disabled in config', hooks };
-    if (!f.ringbuf) return { collector: this.name, runnable: false, reason: 'no BPF ring buffer (Linux 5.8+)', hooks };
+    if (!f.ringbuf) return { collector: this.name, runnable: false, reason: NO_RINGBUF, hooks };
     if (!oom) return { collector: this.name, runnable: false, reason: `${event}: ${hooks[0]!.reason}`, hooks };
     return { collector: this.name, runnable: true, hooks };
   }

@@ -6,7 +6,7 @@ import type { KernelFeatures } from '../../capabilities/features.js';
 import { KernelHistogram } from '../../metrics/kernel-histogram.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Labels } from '../../metrics/registry.js';
-import { attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
+import { NO_RINGBUF, attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
 import { Cumulative } from '../cumulative.js';
@@ -69,6 +69,7 @@ export class TcpCollector implements Collector {
     const missing = hooks.find((h, i) => !h.kind && TCP_HOOKS[i]!.required);
     if (!config.collectors.tcp.enabled) return { collector: this.name, runnable: false, reason: 'disabled in config', hooks };
     if (missing) return { collector: this.name, runnable: false, reason: `${missing.event}: ${missing.reason}`, hooks };
+    if (!f.ringbuf) return { collector: this.name, runnable: false, reason: NO_RINGBUF, hooks };
     return { collector: this.name, runnable: true, hooks };
   }
 
