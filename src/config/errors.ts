@@ -4,6 +4,8 @@
  * and a short reason.
  */
 import type { ErrorObject } from 'ajv';
+import YAML from 'yaml';
+import { KernscopeError } from '../errors.js';
 
 /** The path of the offending key: instance path parts, plus the key an unknown or missing-key error names. */
 export function errorParts(e: ErrorObject): string[] {
@@ -38,5 +40,24 @@ export function describeError(e: ErrorObject, patterns: Record<string, string> =
       return patterns[e.instancePath] ?? `must match ${e.params.pattern}`;
     default:
       return e.message ?? 'invalid';
+  }
+}
+
+/**
+ * A YAML document's value. What YAML only warns of (an unknown directive
+ * or tag) is refused too: a file the agent half understands is not loaded.
+ */
+export function parseYaml(text: string, source: string): unknown {
+  const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  const bad = doc.errors[0] ?? doc.warnings[0];
+  const refuse = (msg: string): never => {
+    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: invalid YAML: ${msg.split('\n')[0]}`);
+  };
+  if (bad) refuse(bad.message);
+  try {
+    // An alias with no anchor, or too many aliases, fails only here.
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    return refuse((e as Error).message);
   }
 }

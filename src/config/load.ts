@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
-import { describeError, errorParts, keyPath } from './errors.js';
-import YAML from 'yaml';
+import { describeError, errorParts, keyPath, parseYaml } from './errors.js';
 import { KernscopeError } from '../errors.js';
 import { CONFIG_SCHEMA, DEFAULT_CONFIG, type Config } from './schema.js';
 
@@ -53,13 +52,7 @@ export function loadConfig(file: string | undefined): Config {
   } catch (e) {
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${file}: cannot read: ${(e as Error).message}`);
   }
-  let doc: unknown;
-  try {
-    doc = YAML.parse(text, { prettyErrors: true, uniqueKeys: true });
-  } catch (e) {
-    const msg = (e as Error).message.split('\n')[0];
-    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${file}: invalid YAML: ${msg}`);
-  }
+  const doc = parseYaml(text, file);
   const config = parseConfig(doc, file);
   // An object's path is the config's business: relative to the file.
   for (const o of config.objects) o.path = path.resolve(path.dirname(file), o.path);

@@ -97,14 +97,23 @@ function get(src: KubeSource, timeoutMs = 5000): Promise<string> {
 
 /** The workload owning a pod: a ReplicaSet's Deployment (its name less the template hash), else the owner itself. */
 function workload(p: ApiPod): string {
-  const owner = p.metadata.ownerReferences?.find((o) => o.controller) ?? p.metadata.ownerReferences?.[0];
+  const refs = Array.isArray(p.metadata.ownerReferences) ? p.metadata.ownerReferences.filter((o) => isText(o?.name) && isText(o.kind)) : [];
+  const owner = refs.find((o) => o.controller === true) ?? refs[0];
   if (!owner) return '';
   if (owner.kind === 'ReplicaSet') {
     const hash = p.metadata.labels?.['pod-template-hash'];
-    if (hash && owner.name.endsWith(`-${hash}`)) return owner.name.slice(0, -hash.length - 1);
+    if (isText(hash) && owner.name.endsWith(`-${hash}`)) return owner.name.slice(0, -hash.length - 1);
     return owner.name.replace(/-[a-z0-9]{5,10}$/, '');
   }
   return owner.name;
+}
+
+const isText = (v: unknown): v is string => typeof v === 'string' && v.length > 0;
+
+/** The container statuses of a pod that name a container and its id. */
+function statuses(p: ApiPod): Array<{ name: string; containerID: string }> {
+  const all = [p.status?.containerStatuses, p.status?.initContainerStatuses].flatMap((l) => (Array.isArray(l) ? l : []));
+  return all.filter((c): c is { name: string; containerID: string } => isText(c?.name) && isText(c.containerID));
 }
 
 /** Pods of this node by container id and by pod UID, refreshed from the API. */
@@ -123,15 +132,18 @@ export class KubeMetadata {
 
   /** Parses a PodList (core/v1) into the lookup tables. */
   load(podList: string): void {
-    const doc = JSON.parse(podList) as { kind?: string; items?: ApiPod[] };
-    if (!Array.isArray(doc.items)) throw new Error(`not a PodList (kind ${doc.kind ?? 'missing'})`);
+    const doc = JSON.parse(podList) as { kind?: unknown; items?: ApiPod[] } | null;
+    if (!doc || typeof doc !== 'object' || !Array.isArray(doc.items)) throw new Error(`not a PodList (kind ${isText(doc?.kind) ? doc.kind : 'missing'})`);
     const byContainer = new Map<string, PodInfo>();
     const byPod = new Map<string, Omit<PodInfo, 'container'>>();
     for (const p of doc.items) {
-      const base = { namespace: p.metadata.namespace, pod: p.metadata.name, deployment: workload(p) };
-      byPod.set(p.metadata.uid, base);
-      for (const c of [...(p.status?.containerStatuses ?? []), ...(p.status?.initContainerStatuses ?? [])]) {
-        const id = c.containerID?.replace(/^[\w-]+:\/\//, '');
+      // An item without a name, namespace and uid labels nothing: passed over.
+      const md = p?.metadata;
+      if (!md || !isText(md.name) || !isText(md.namespace) || !isText(md.uid)) continue;
+      const base = { namespace: md.namespace, pod: md.name, deployment: workload(p) };
+      byPod.set(md.uid, base);
+      for (const c of statuses(p)) {
+        const id = c.containerID.replace(/^[\w-]+:\/\//, '');
         if (id) byContainer.set(id, { ...base, container: c.name });
       }
     }

@@ -1,8 +1,7 @@
 import fs from 'node:fs';
 import { Ajv, type ErrorObject } from 'ajv';
-import YAML from 'yaml';
 import { KernscopeError } from '../errors.js';
-import { describeError, errorParts, keyPath } from '../config/errors.js';
+import { describeError, errorParts, keyPath, parseYaml } from '../config/errors.js';
 import type { ProcessInfo } from '../process/table.js';
 
 export const SEVERITIES = ['info', 'low', 'medium', 'high', 'critical'] as const;
@@ -186,12 +185,7 @@ export function parseRules(text: string, source: string): Rule[] {
 
 /** A rules document: its rules, and its exceptions to rules of any file. */
 export function parseRuleFile(text: string, source: string): { rules: Rule[]; exceptions: RuleException[] } {
-  let doc: unknown;
-  try {
-    doc = YAML.parse(text, { uniqueKeys: true });
-  } catch (e) {
-    throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: invalid YAML: ${(e as Error).message.split('\n')[0]}`);
-  }
+  const doc = parseYaml(text, source);
   if (!validate(doc)) {
     const e = validate.errors![0]!;
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${where(e, doc as never)}: ${describeError(e)}`);
