@@ -162,7 +162,15 @@ test('a storm of 10,000 execs: each counted, or its loss is', async () => {
     return sum(m, 'kernscope_security_alerts_total', { rule: 'storm-marker' }) - base + sum(m, 'kernscope_events_dropped_total', lost) - lostBase;
   };
   assert.ok(await eventually(async () => (await counted()) >= N, 10_000), `counted ${await counted()} of ${N} in ${seconds} s`);
-  assert.equal(await counted(), N);
+  // A full ring buffer loses whatever execs the node makes then, not only
+  // the storm's: the losses may hold other processes' too, the alerts
+  // never more than the storm's, and with no loss the alerts are exact.
+  const m = await agent.scrape();
+  const alerts = sum(m, 'kernscope_security_alerts_total', { rule: 'storm-marker' }) - base;
+  const drops = sum(m, 'kernscope_events_dropped_total', lost) - lostBase;
+  assert.ok(alerts <= N, `${alerts} alerts for ${N} execs`);
+  if (drops === 0) assert.equal(alerts, N);
+  console.log(`# ${alerts} alerts and ${drops} execs lost for a storm of ${N} in ${seconds} s`);
 });
 
 test('bad rules: one clear error naming the rule and the key', async () => {
