@@ -19,6 +19,7 @@ import { KubeMetadata, kubeSource } from './process/kubernetes.js';
 import { metadataOn, type MetaResolver } from './process/names.js';
 import { registerSelfMetrics } from './self-metrics.js';
 import { EventStream, parseListen, serve } from './server.js';
+import { loadWebConfig } from './web.js';
 import { addon } from './bpf/addon.js';
 import { KernscopeError } from './errors.js';
 import { Recorder } from './recorder/recorder.js';
@@ -68,7 +69,8 @@ export class Agent {
     const addr = parseListen(this.config.listen);
     const streamLoss = this.metrics.counter('kernscope_event_stream_dropped_total', 'Live events not sent to a /events reader that fell behind.');
     this.events = new EventStream(() => streamLoss.inc());
-    this.server = await serve(this.metrics, addr, this.events);
+    const web = this.config.web.configFile ? loadWebConfig(this.config.web.configFile) : undefined;
+    this.server = await serve(this.metrics, addr, this.events, web, this.log);
     const tracefs = ensureTracefs();
     if (!tracefs.ok) this.log(`tracefs: ${tracefs.detail}; classic tracepoints unavailable`);
     this.features = withoutFeatures(detectFeatures(), this.config.kernel.without);
@@ -129,7 +131,7 @@ export class Agent {
     this.timer.unref();
 
     const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
-    return `http://${host}:${addr.port}/metrics`;
+    return `${web?.tls ? 'https' : 'http'}://${host}:${addr.port}/metrics${web?.users.size ? ' (basic auth)' : ''}`;
   }
 
   /**

@@ -18,6 +18,8 @@ commands:
 options (run):
   --config FILE        YAML configuration (see README); defaults are built in
   --listen HOST:PORT   address for /metrics and /healthz (default 127.0.0.1:9527)
+  --web.config.file FILE  TLS and basic auth for every endpoint, in the format
+                       node_exporter and Prometheus read (see README)
 options (recorder):
   --config FILE        as for run (the journal is at recorder.path)
   --dir DIR            the journal's folder, instead of the config's
@@ -58,6 +60,7 @@ export async function main(argv: string[]): Promise<number> {
     const options = {
       config: { type: 'string' },
       listen: { type: 'string' },
+      'web.config.file': { type: 'string' },
       json: { type: 'boolean' },
       'no-measure': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
@@ -67,6 +70,7 @@ export async function main(argv: string[]): Promise<number> {
       throw new KernscopeError('ERR_KERNSCOPE_USAGE', `run: unknown option '--${values.json ? 'json' : 'no-measure'}'`);
     }
     if (command === 'doctor' && values.listen) throw new KernscopeError('ERR_KERNSCOPE_USAGE', "doctor: unknown option '--listen'");
+    if (command === 'doctor' && values['web.config.file']) throw new KernscopeError('ERR_KERNSCOPE_USAGE', "doctor: unknown option '--web.config.file'");
   } catch (e) {
     const msg = e instanceof KernscopeError ? e.message : (e as Error).message;
     process.stderr.write(`kernscope: ${msg}\n\n${USAGE}`);
@@ -82,6 +86,7 @@ export async function main(argv: string[]): Promise<number> {
       parseListen(values.listen as string);
       config.listen = values.listen as string;
     }
+    if (values['web.config.file'] !== undefined) config.web.configFile = values['web.config.file'] as string;
     if (command === 'run') return await run(config);
     if (command === 'doctor') {
       checkPrivileges();
@@ -151,6 +156,8 @@ async function recorder(argv: string[]): Promise<number> {
 }
 
 async function run(config: import('./config/schema.js').Config): Promise<number> {
+  // A bad web config is a bad config: refused before anything is loaded.
+  if (config.web.configFile) (await import('./web.js')).loadWebConfig(config.web.configFile);
   if (config.security.enabled) {
     // Bad rules are a bad config: refuse to start, naming the rule and key.
     const { configuredRules } = await import('./collectors/process/index.js');

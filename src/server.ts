@@ -1,6 +1,10 @@
+import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
+import type tls from 'node:tls';
 import { KernscopeError } from './errors.js';
 import { wantsOpenMetrics, type MetricsRegistry } from './metrics/registry.js';
+import { BasicAuth, accepts, loadWebConfig, secureOptions, type WebConfig } from './web.js';
 
 export interface ListenAddress {
   host: string;
@@ -43,9 +47,15 @@ export class EventStream {
   }
 }
 
-/** /metrics (Prometheus text or OpenMetrics, by Accept), /events (live, server-sent events) and /healthz. */
-export async function serve(metrics: MetricsRegistry, addr: ListenAddress, events?: EventStream): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
+/**
+ * /metrics (Prometheus text or OpenMetrics, by Accept), /events (live,
+ * server-sent events) and /healthz; over TLS and behind basic auth when a
+ * web configuration file says so.
+ */
+export async function serve(metrics: MetricsRegistry, addr: ListenAddress, events?: EventStream, web?: WebConfig, log: (m: string) => void = () => {}): Promise<http.Server> {
+  let auth = new BasicAuth(web?.users ?? new Map());
+  let headers = web?.headers ?? {};
+  const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const url = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end();
@@ -71,7 +81,39 @@ export async function serve(metrics: MetricsRegistry, addr: ListenAddress, event
       return;
     }
     res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
-  });
+  };
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    if (web?.tls && !accepts(web, req.socket as tls.TLSSocket)) {
+      res.writeHead(403, { 'Content-Type': 'text/plain' }).end('client certificate refused\n');
+      return;
+    }
+    if (!auth.enabled) return route(req, res);
+    auth.check(req).then(
+      (ok) => (ok ? route(req, res) : res.writeHead(401, { 'WWW-Authenticate': 'Basic', 'Content-Type': 'text/plain' }).end('unauthorized\n')),
+      () => res.writeHead(500).end(),
+    );
+  };
+  const server = web?.tls ? https.createServer(secureOptions(web), handler) : http.createServer(handler);
+  if (web) {
+    // The file, and the certificate and key it names, are read again when
+    // they change (certificates are rotated); a bad change keeps the last.
+    const files = [web.file, web.tls?.cert, web.tls?.key, web.tls?.ca].filter((f): f is string => !!f);
+    const reload = (): void => {
+      try {
+        const next = loadWebConfig(web.file);
+        if (!!next.tls !== !!web.tls) throw new Error('TLS cannot be turned on or off without a restart');
+        if (next.tls) (server as https.Server).setSecureContext(secureOptions(next));
+        auth = new BasicAuth(next.users);
+        headers = next.headers;
+        log(`web config: ${web.file} reloaded`);
+      } catch (e) {
+        log(`web config: ${(e as Error).message}; the last one stays in force`);
+      }
+    };
+    for (const f of files) fs.watchFile(f, { interval: 2000 }, (cur, prev) => cur.mtimeMs !== prev.mtimeMs && reload());
+    server.once('close', () => files.forEach((f) => fs.unwatchFile(f)));
+  }
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {

@@ -113,6 +113,8 @@ export interface ObjectConfig {
 
 export interface Config {
   listen: string;
+  /** A web configuration file (exporter-toolkit's format): TLS and basic auth for every endpoint; "" for none. */
+  web: { configFile: string };
   collectors: {
     tcp: {
       enabled: boolean;
@@ -214,6 +216,7 @@ export interface Config {
 
 export const DEFAULT_CONFIG: Config = {
   listen: '127.0.0.1:9527',
+  web: { configFile: '' },
   collectors: {
     tcp: {
       enabled: true,
@@ -291,6 +294,7 @@ export const CONFIG_SCHEMA = {
   additionalProperties: false,
   properties: {
     listen: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s]+):[0-9]{1,5}$' },
+    web: { type: 'object', additionalProperties: false, properties: { configFile: { type: 'string' } } },
     collectors: {
       type: 'object',
       additionalProperties: false,
