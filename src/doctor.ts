@@ -4,6 +4,7 @@ import { measureHookCosts, type HookCost } from './capabilities/hook-cost.js';
 import { allCollectors } from './agent.js';
 import type { CollectorPlan } from './collectors/types.js';
 import { addon } from './bpf/addon.js';
+import { CAPABILITIES, capabilityReport, type CapabilityState } from './privileges.js';
 
 export interface DoctorReport {
   kernel: string;
@@ -12,7 +13,9 @@ export interface DoctorReport {
   hookCosts: HookCost[];
   /** Wall time of the hook cost measurement, loads and detaches included. */
   measureMs: number;
-  collectors: CollectorPlan[];
+  collectors: Array<CollectorPlan & { capabilities: string[] }>;
+  /** The capabilities the agent uses, and whether this process has them. */
+  capabilities: CapabilityState[];
 }
 
 function flag(ok: boolean, detail?: string): Feature {
@@ -50,7 +53,8 @@ export async function doctor(config: Config, opts: { measure: boolean }): Promis
     features,
     hookCosts,
     measureMs: Math.round(performance.now() - t0),
-    collectors: allCollectors().map((c) => c.plan(f, config)),
+    collectors: allCollectors().map((c) => ({ ...c.plan(f, config), capabilities: CAPABILITIES.filter((k) => (k.collectors as readonly string[]).includes(c.name)).map((k) => k.name) })),
+    capabilities: capabilityReport(),
   };
 }
 
@@ -62,6 +66,9 @@ export function formatDoctor(r: DoctorReport): string {
     const detail = k === 'lockdown' ? '' : v.detail ? `  ${v.detail}` : '';
     lines.push(`  ${k.padEnd(w)}  ${state}${detail}`);
   }
+  lines.push('', 'capabilities:');
+  const cw = Math.max(...r.capabilities.map((c) => c.name.length));
+  for (const c of r.capabilities) lines.push(`  ${c.name.padEnd(cw)}  ${c.ok ? 'yes' : 'NO '}  ${c.for}`);
   if (r.hookCosts.length) {
     lines.push('', `hook cost on this machine (added ns per hit, best of 5 runs; measured in ${r.measureMs} ms):`);
     const hw = Math.max(...r.hookCosts.map((c) => c.hook.length));
@@ -73,6 +80,8 @@ export function formatDoctor(r: DoctorReport): string {
   for (const p of r.collectors) {
     lines.push(`  ${p.collector}: ${p.runnable ? 'will run' : `cannot run: ${p.reason}`}`);
     for (const h of p.hooks) lines.push(`    ${h.event}: ${h.kind ?? `none (${h.reason})`}`);
+    const has = new Map(r.capabilities.map((c) => [c.name, c.ok]));
+    if (p.capabilities.length) lines.push(`    needs ${p.capabilities.map((c) => `${c}${has.get(c) ? '' : ' (MISSING)'}`).join(', ')}`);
   }
   return lines.join('\n');
 }
