@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -121,6 +121,47 @@ test('process events with exit codes and signals, to a file rotated by size', as
     assert.ok(!fs.existsSync(`${file}.3`), 'keeps 2 old files at most');
   } finally {
     await agent.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the alert file\'s disk fills: every line lost is counted, the file keeps whole lines, the agent serves on, and writing resumes when there is room', async () => {
+  const dir = tmpDir('ks-full');
+  const disk = path.join(dir, 'disk');
+  fs.mkdirSync(disk);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'ks-full', disk]);
+  const file = path.join(disk, 'alerts.jsonl');
+  const marker = path.join(dir, 'ks-full-marker');
+  fs.copyFileSync('/bin/true', marker);
+  fs.chmodSync(marker, 0o755);
+  const rules = path.join(dir, 'rules.yaml');
+  fs.writeFileSync(rules, 'rules:\n  - name: full-disk-marker\n    severity: info\n    match: { name: [ks-full-marker] }\n');
+  // All but 16 KiB taken by another file.
+  fs.writeFileSync(path.join(disk, 'filler'), Buffer.alloc(48 << 10));
+  const agent = await startAgent(`security:\n  defaultRules: false\n  rules: [${rules}]\n  output:\n    stdout: false\n    file: ${file}\n    maxFileBytes: 1048576\n`);
+  const lost = async (): Promise<number> => sum(await agent.scrape(), 'kernscope_events_dropped_total', { source: 'process', reason: 'alert_output_failed' });
+  const raised = async (): Promise<number> => sum(await agent.scrape(), 'kernscope_security_alerts_total', { rule: 'full-disk-marker' });
+  const inFile = (): number => {
+    const text = fs.readFileSync(file, 'utf8');
+    assert.ok(text === '' || text.endsWith('\n'), 'whole lines only');
+    const lines = text.split('\n').filter(Boolean);
+    for (const l of lines) assert.equal(JSON.parse(l).rule, 'full-disk-marker');
+    return lines.length;
+  };
+  try {
+    await runTimes(marker, 100);
+    assert.ok(await eventually(async () => (await raised()) === 100 && inFile() + (await lost()) === 100, 10_000), `${await raised()} raised, ${inFile()} in the file, ${await lost()} lost`);
+    assert.ok((await lost()) > 0, 'the disk filled');
+    assert.match(agent.stderr(), /security: .*alerts\.jsonl: (ENOSPC|short_write): lines lost/);
+    const before = await lost();
+    fs.rmSync(path.join(disk, 'filler'));
+    await runTimes(marker, 20);
+    assert.ok(await eventually(async () => (await raised()) === 120 && inFile() + (await lost()) === 120, 10_000));
+    assert.equal(await lost(), before, 'with room again, nothing more is lost');
+    assert.equal(agent.child.exitCode, null);
+  } finally {
+    await agent.stop();
+    execFileSync('umount', [disk]);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

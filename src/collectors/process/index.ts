@@ -124,7 +124,14 @@ export class ProcessCollector implements Collector {
     const tracked = m.gauge('kernscope_processes_tracked', 'Processes in the agent\'s process table (running, and exited in the last minute).');
     m.onScrape(() => tracked.set(this.table.size));
     const o = ctx.config.security.output;
-    if (o.file) this.out = new JsonlFile(o.file, o.maxFileBytes, o.keepFiles);
+    if (o.file) {
+      const told = new Set<string>();
+      this.out = new JsonlFile(o.file, o.maxFileBytes, o.keepFiles, (lines, why) => {
+        this.ctx.drops.inc({ source: 'process', reason: 'alert_output_failed' }, lines);
+        if (!told.has(why)) this.ctx.log(`security: ${o.file}: ${why}: lines lost, counted in kernscope_events_dropped_total{reason="alert_output_failed"}`);
+        told.add(why);
+      });
+    }
     const wh = ctx.config.security.output.webhook;
     if (wh.url) {
       const retries = m.counter('kernscope_security_webhook_retries_total', 'Webhook posts tried again after a failure.');
@@ -147,7 +154,7 @@ export class ProcessCollector implements Collector {
       this.obj = undefined;
       throw e;
     }
-    this.drops = new KernelDrops(this.obj.map('drops'), 'process', this.layout.dropReasons, ctx.drops, ['alert_output_full', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
+    this.drops = new KernelDrops(this.obj.map('drops'), 'process', this.layout.dropReasons, ctx.drops, ['alert_output_full', 'alert_output_failed', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
     try {
       this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
       this.drain = setInterval(() => {
