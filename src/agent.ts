@@ -42,6 +42,7 @@ export type Log = (msg: string) => void;
 export class Agent {
   readonly metrics = new MetricsRegistry();
   private server: http.Server | undefined;
+  private reloadWeb = (): void => {};
   private collectors: Collector[] = [];
   private stats: ProgramStatsSampler;
   private timer: NodeJS.Timeout | undefined;
@@ -70,7 +71,9 @@ export class Agent {
     const streamLoss = this.metrics.counter('kernscope_event_stream_dropped_total', 'Live events not sent to a /events reader that fell behind.');
     this.events = new EventStream(() => streamLoss.inc());
     const web = this.config.web.configFile ? loadWebConfig(this.config.web.configFile) : undefined;
-    this.server = await serve(this.metrics, addr, this.events, web, this.log);
+    const served = await serve(this.metrics, addr, this.events, web, this.log);
+    this.server = served.server;
+    this.reloadWeb = served.reload;
     const tracefs = ensureTracefs();
     if (!tracefs.ok) this.log(`tracefs: ${tracefs.detail}; classic tracepoints unavailable`);
     this.features = withoutFeatures(detectFeatures(), this.config.kernel.without);
@@ -199,6 +202,13 @@ export class Agent {
       }
       return { labels, complete };
     };
+  }
+
+  /** SIGHUP: every file the agent reads while it runs is read again (rules, the web config). */
+  reload(): void {
+    this.log('SIGHUP: reading rules and the web config again');
+    for (const c of this.collectors) c.reload?.();
+    this.reloadWeb();
   }
 
   async stop(reason = 'stopped'): Promise<void> {

@@ -181,6 +181,7 @@ async function run(config: import('./config/schema.js').Config): Promise<number>
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGHUP', () => agent.reload());
   try {
     const url = await agent.start();
     process.stderr.write(`kernscope: serving metrics at ${url}\n`);

@@ -52,7 +52,7 @@ export class EventStream {
  * server-sent events) and /healthz; over TLS and behind basic auth when a
  * web configuration file says so.
  */
-export async function serve(metrics: MetricsRegistry, addr: ListenAddress, events?: EventStream, web?: WebConfig, log: (m: string) => void = () => {}): Promise<http.Server> {
+export async function serve(metrics: MetricsRegistry, addr: ListenAddress, events?: EventStream, web?: WebConfig, log: (m: string) => void = () => {}): Promise<{ server: http.Server; reload: () => void }> {
   let auth = new BasicAuth(web?.users ?? new Map());
   let headers = web?.headers ?? {};
   const route = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -95,11 +95,12 @@ export async function serve(metrics: MetricsRegistry, addr: ListenAddress, event
     );
   };
   const server = web?.tls ? https.createServer(secureOptions(web), handler) : http.createServer(handler);
+  let reload = (): void => {};
   if (web) {
     // The file, and the certificate and key it names, are read again when
     // they change (certificates are rotated); a bad change keeps the last.
     const files = [web.file, web.tls?.cert, web.tls?.key, web.tls?.ca].filter((f): f is string => !!f);
-    const reload = (): void => {
+    reload = (): void => {
       try {
         const next = loadWebConfig(web.file);
         if (!!next.tls !== !!web.tls) throw new Error('TLS cannot be turned on or off without a restart');
@@ -125,5 +126,5 @@ export async function serve(metrics: MetricsRegistry, addr: ListenAddress, event
     });
     server.listen(addr.port, addr.host, () => resolve());
   });
-  return server;
+  return { server, reload: () => reload() };
 }

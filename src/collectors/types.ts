@@ -52,6 +52,8 @@ export interface Collector {
   programs(): BpfProgram[];
   /** A per-request stream the CPU budget may thin out (config `overhead`), when the collector has one. */
   readonly sampled?: Sampled;
+  /** Reads its files again (SIGHUP), when it has any. */
+  reload?(): void;
   /** Detaches everything; perf-event links detach in parallel, off the main thread. */
   stop(): Promise<void> | void;
 }

@@ -299,3 +299,12 @@ test('ptrace of another process, and a non-root process making itself root', asy
   assert.equal(alerts(p2)[0]!.rule, 'setuid-to-root-by-non-root');
   assert.match(alerts(p2)[0]!.message, /python3 \(uid 65534\) made itself root/);
 });
+
+test('SIGHUP reads the rules again; the agent keeps running', async () => {
+  const ok = async (): Promise<number> => sum(await agent.scrape(), 'kernscope_security_rule_reloads_total', { result: 'ok' });
+  const before = await ok();
+  process.kill(agent.child.pid!, 'SIGHUP');
+  assert.ok(await eventually(async () => (await ok()) === before + 1, 5000), 'one reload');
+  assert.match(agent.stderr(), /SIGHUP: reading rules and the web config again/);
+  assert.equal(agent.child.exitCode, null);
+});

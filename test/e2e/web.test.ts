@@ -166,6 +166,10 @@ test('a changed file takes effect without a restart; a broken one leaves the las
   fs.writeFileSync(f('web.yml'), 'basic_auth_users: {prometheus: not-a-hash}\n');
   assert.ok(await eventually(async () => /web config: .*basic_auth_users\.prometheus: expected a bcrypt hash.*the last one stays in force/.test(agent.stderr()), 15_000, 250), agent.stderr());
   assert.equal((await get('/healthz', { ...auth, password: 'rotated' })).status, 200);
+  // SIGHUP reads it again too, whether or not it changed.
+  fs.writeFileSync(f('web.yml'), webConfig({ prometheus: 'after-hup' }));
+  process.kill(agent.child.pid!, 'SIGHUP');
+  assert.ok(await eventually(async () => (await get('/healthz', { ...auth, password: 'after-hup' })).status === 200, 5000));
 });
 
 test('a bad web config file: exit 2, the key named', async () => {

@@ -257,19 +257,7 @@ export class ProcessCollector implements Collector {
     if (!s.enabled) return;
     const files = [...(s.defaultRules ? [DEFAULT_RULES] : []), ...s.rules];
     let timer: NodeJS.Timeout | undefined;
-    const reload = (): void => {
-      try {
-        const next = new RuleSet(configuredRules(this.ctx.config));
-        this.applyRules(next);
-        this.rules = next;
-        for (const r of next.rules) this.alerts.inc({ rule: r.name, severity: r.severity }, 0);
-        this.reloads.inc({ result: 'ok' });
-        this.ctx.log(`security: rules reloaded (${next.rules.length})`);
-      } catch (e) {
-        this.reloads.inc({ result: 'error' });
-        this.ctx.log(`security: rules not reloaded, the previous ones stay: ${(e as Error).message}`);
-      }
-    };
+    const reload = (): void => this.reload();
     for (const f of files) {
       try {
         // Editors replace files: watch the folder, filter on the name.
@@ -287,6 +275,22 @@ export class ProcessCollector implements Collector {
   }
 
   private watchers: fs.FSWatcher[] = [];
+
+  /** The rule files read again (on a change, or SIGHUP); a broken set leaves the last in force. */
+  reload(): void {
+    if (!this.ctx.config.security.enabled || !this.obj) return;
+    try {
+      const next = new RuleSet(configuredRules(this.ctx.config));
+      this.applyRules(next);
+      this.rules = next;
+      for (const r of next.rules) this.alerts.inc({ rule: r.name, severity: r.severity }, 0);
+      this.reloads.inc({ result: 'ok' });
+      this.ctx.log(`security: rules reloaded (${next.rules.length})`);
+    } catch (e) {
+      this.reloads.inc({ result: 'error' });
+      this.ctx.log(`security: rules not reloaded, the previous ones stay: ${(e as Error).message}`);
+    }
+  }
 
   programs(): BpfProgram[] {
     return this.obj ? [...this.obj.programs.values()] : [];
