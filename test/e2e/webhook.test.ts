@@ -165,3 +165,39 @@ test('the alert file\'s disk fills: every line lost is counted, the file keeps w
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('webhook: a receiver down for a while, then back: the queue holds its bound, what it held arrives in order, the rest is counted', async () => {
+  const { dir, bin, rules } = setup();
+  const port = await freePort(); // nobody listens yet
+  const agent = await startAgent(
+    `security:\n  defaultRules: false\n  rules: [${rules}]\n  output:\n    stdout: false\n    webhook: { url: "http://127.0.0.1:${port}/", batchSize: 5, flushIntervalMs: 50, backoffMs: 50, maxRetries: 100, maxQueue: 5 }\n`,
+  );
+  const got: Array<{ process: { pid: number } }> = [];
+  const receiver = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      got.push(...(JSON.parse(body) as typeof got));
+      res.writeHead(204).end();
+    });
+  });
+  const dropped = async (reason: string): Promise<number> => sum(await agent.scrape(), 'kernscope_events_dropped_total', { source: 'process', reason });
+  try {
+    const down = await runTimes(bin, 12);
+    // Five wait in the queue, seven find it full.
+    assert.ok(await eventually(async () => (await dropped('webhook_queue_full')) === 7, 8000), `queue_full ${await dropped('webhook_queue_full')}`);
+    await new Promise<void>((r) => receiver.listen(port, '127.0.0.1', () => r()));
+    assert.ok(await eventually(async () => got.length === 5, 15_000), `received ${got.length}`);
+    assert.deepEqual(got.map((a) => a.process.pid), down.slice(0, 5));
+    const up = await runTimes(bin, 3);
+    assert.ok(await eventually(async () => got.length === 8, 8000), `received ${got.length}`);
+    assert.deepEqual(got.slice(5).map((a) => a.process.pid), up);
+    assert.equal(await dropped('webhook_queue_full'), 7);
+    assert.equal(await dropped('webhook_failed'), 0);
+    assert.equal(sum(await agent.scrape(), 'kernscope_security_alerts_total', { rule: 'hook-marker' }), 15);
+  } finally {
+    receiver.close();
+    await agent.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
