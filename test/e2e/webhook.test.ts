@@ -4,6 +4,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
+import { ROOT } from '../../src/paths.js';
 import { eventually, freePort, isRoot, startAgent, subscribeEvents, sum, tmpDir } from '../helpers.js';
 
 async function runTimes(bin: string, n: number): Promise<number[]> {
@@ -197,6 +198,73 @@ test('webhook: a receiver down for a while, then back: the queue holds its bound
     assert.equal(sum(await agent.scrape(), 'kernscope_security_alerts_total', { rule: 'hook-marker' }), 15);
   } finally {
     receiver.close();
+    await agent.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('live stream: a reader that stops reading loses events, each counted, while a reader that keeps up loses none', async () => {
+  const dir = tmpDir('ks-slow');
+  const agent = await startAgent('security:\n  defaultRules: false\n  output:\n    stdout: false\n    processEvents: true\n');
+  // Both readers count the events between two execs: of these files.
+  const [begin, marker] = ['begin', 'end'].map((w) => {
+    const f = path.join(dir, `ks-stream-${w}`);
+    fs.copyFileSync('/bin/true', f);
+    fs.chmodSync(f, 0o755);
+    return f;
+  }) as [string, string];
+  const run = (f: string): Promise<unknown> => new Promise((r) => spawn(f, [], { stdio: 'ignore' }).once('exit', r));
+  let fastGot = -1;
+  let fastDone = false;
+  const fast = http.get(`http://127.0.0.1:${agent.port}/events`, (res) => {
+    let buf = '';
+    res.on('data', (d) => {
+      if (fastDone) return;
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n\n')) >= 0) {
+        const ev = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        if (!ev.startsWith('data: ') || fastDone) continue;
+        if (fastGot < 0) {
+          if (ev.includes(`"exe":"${begin}"`)) fastGot = 0;
+          continue;
+        }
+        fastGot++;
+        if (ev.includes(`"exe":"${marker}"`)) fastDone = true;
+      }
+    });
+  });
+  fast.on('error', () => {});
+  const flag = path.join(dir, 'read-now');
+  const slow = spawn('python3', [path.join(ROOT, 'test', 'fixtures', 'slow-reader.py'), String(agent.port), flag, begin, marker], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  slow.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const lost = async (): Promise<number> => sum(await agent.scrape(), 'kernscope_event_stream_dropped_total');
+  try {
+    assert.ok(await eventually(async () => out.includes('connected'), 5000));
+    await new Promise((r) => setTimeout(r, 500)); // both attached
+    await run(begin);
+    // 5,000 runs: an exec and an exit event each, several MiB in all.
+    await new Promise<void>((resolve) => {
+      const c = spawn('sh', ['-c', 'i=0; while [ $i -lt 5000 ]; do /bin/true; i=$((i+1)); done'], { stdio: 'ignore' });
+      c.once('exit', () => resolve());
+    });
+    assert.ok(await eventually(async () => (await lost()) > 0, 10_000), 'the slow reader lost nothing');
+    // The slow reader catches up, then the marker ends both counts.
+    fs.writeFileSync(flag, '');
+    await new Promise((r) => setTimeout(r, 5000));
+    await run(marker);
+    const code = await Promise.race([new Promise((r) => slow.once('exit', r)), new Promise((r) => setTimeout(() => r('timeout'), 30_000))]);
+    assert.equal(code, 0, 'the slow reader saw the marker');
+    assert.ok(await eventually(async () => fastDone, 5000), 'the fast reader saw the marker');
+    const slowGot = Number(out.trim().split('\n').at(-1));
+    const dropped = await lost();
+    assert.ok(fastGot >= 10_000, `the fast reader got ${fastGot}`);
+    assert.equal(slowGot + dropped, fastGot, `slow ${slowGot} + lost ${dropped} = fast ${fastGot}`);
+  } finally {
+    fast.destroy();
+    if (slow.exitCode === null) slow.kill();
     await agent.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
