@@ -1161,6 +1161,15 @@ static napi_value num_cpus(napi_env env, napi_callback_info info)
 	return mk_i64(env, n);
 }
 
+/* Freed memory in the middle of malloc's heap goes back to the kernel only
+ * on request: the agent asks now and then, or its RSS keeps the high-water
+ * mark of every burst of allocations (reads of /proc, map dumps). */
+static napi_value trim_heap(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	return mk_bool(env, malloc_trim(0) != 0);
+}
+
 /* ---- module ------------------------------------------------------------- */
 
 static napi_value init(napi_env env, napi_value exports)
@@ -1189,7 +1198,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "progInfo", prog_info },	   { "enableStats", enable_stats },
 		{ "closeFd", close_fd },	   { "probeProgType", probe_prog_type },
 		{ "probeMapType", probe_map_type }, { "vmlinuxHasType", vmlinux_has_type },
-		{ "numPossibleCpus", num_cpus },
+		{ "numPossibleCpus", num_cpus },    { "trimHeap", trim_heap },
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
 		napi_value f;

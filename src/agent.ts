@@ -46,6 +46,7 @@ export class Agent {
   private collectors: Collector[] = [];
   private stats: ProgramStatsSampler;
   private timer: NodeJS.Timeout | undefined;
+  private trimTimer: NodeJS.Timeout | undefined;
   private events: EventStream | undefined;
   private budget: OverheadBudget | undefined;
   private kubeTimer: NodeJS.Timeout | undefined;
@@ -132,6 +133,10 @@ export class Agent {
       collectAll();
     }, this.config.collectIntervalSeconds * 1000);
     this.timer.unref();
+    // The pages malloc holds free after bursts (reads of /proc, map dumps)
+    // go back once a minute: RSS follows use, not its high-water mark.
+    this.trimTimer = setInterval(() => addon().trimHeap(), 60_000);
+    this.trimTimer.unref();
 
     const host = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
     return `${web?.tls ? 'https' : 'http'}://${host}:${addr.port}/metrics${web?.users.size ? ' (basic auth)' : ''}`;
@@ -213,6 +218,7 @@ export class Agent {
 
   async stop(reason = 'stopped'): Promise<void> {
     clearInterval(this.timer);
+    clearInterval(this.trimTimer);
     clearInterval(this.kubeTimer);
     this.budget?.stop();
     this.stats.stop();

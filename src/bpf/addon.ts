@@ -88,6 +88,8 @@ export interface Addon {
   probeMapType(type: number): boolean;
   vmlinuxHasType(name: string): boolean;
   numPossibleCpus(): number;
+  /** malloc_trim(0): free pages in malloc's heap back to the kernel. */
+  trimHeap(): boolean;
 }
 
 let cached: Addon | undefined;

@@ -23,6 +23,11 @@ export class Liveness {
     return a;
   }
 
+  /** A process known to have exited (its exit event): forgotten when this round ends. */
+  exited(tgid: number): void {
+    this.round.set(tgid, false);
+  }
+
   /** Called with each process found gone, when its round ends. */
   whenGone(fn: (tgid: number) => void): void {
     this.onGone.push(fn);

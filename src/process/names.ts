@@ -100,7 +100,9 @@ function readProc(tgid: number): ProcFacts | undefined {
  * entry. A process gone before it is first seen keeps its kernel comm.
  */
 export class ServiceNamer {
-  private readonly cache = new Map<string, ProcessNames & { until?: number }>();
+  /** By tgid, then by comm and port: a process's names are forgotten in one step. */
+  private readonly cache = new Map<number, Map<string, ProcessNames & { until?: number }>>();
+  private cached = 0;
   private readonly rules: Array<ServiceRule & { re?: RegExp }>;
 
   constructor(
@@ -120,22 +122,36 @@ export class ServiceNamer {
    */
   names(tgid: number, kernelComm: string, port?: number, kernelArgv?: readonly string[]): ProcessNames {
     if (tgid === 0) return { process: 'unknown', service: 'unknown', inScope: !this.scope, meta: this.meta ? this.meta('').labels : {} };
-    const key = `${tgid}\0${kernelComm}\0${port ?? ''}`;
-    let n = this.cache.get(key);
+    const key = `${kernelComm}\0${port ?? ''}`;
+    let mine = this.cache.get(tgid);
+    let n = mine?.get(key);
     // Names whose pod lookup was pending are looked at again a little later.
     if (n?.until !== undefined && Date.now() > n.until) n = undefined;
     if (!n) {
       n = this.resolve(tgid, kernelComm, port, kernelArgv);
-      if (this.cache.size >= this.maxCache) this.cache.clear();
-      this.cache.set(key, n);
+      if (this.cached >= this.maxCache) {
+        this.cache.clear();
+        this.cached = 0;
+        mine = undefined;
+      }
+      if (!mine) this.cache.set(tgid, (mine = new Map()));
+      if (!mine.has(key)) this.cached++;
+      mine.set(key, n);
     }
     return n;
   }
 
   /** Forgets a process that has exited. */
   forget(tgid: number): void {
-    const prefix = `${tgid}\0`;
-    for (const k of this.cache.keys()) if (k.startsWith(prefix)) this.cache.delete(k);
+    const mine = this.cache.get(tgid);
+    if (!mine) return;
+    this.cached -= mine.size;
+    this.cache.delete(tgid);
+  }
+
+  /** Names held, for tests and the soak. */
+  get size(): number {
+    return this.cached;
   }
 
   private resolve(tgid: number, kernelComm: string, port?: number, kernelArgv?: readonly string[]): ProcessNames & { until?: number } {
