@@ -188,3 +188,37 @@ test('a kernel without tp_btf, raw_tp and the ring buffer (kernel.without): doct
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('killed under load and started again: nothing is left loaded, and the new agent counts afresh, exactly', async () => {
+  const { fixtureCopy, startPeer } = await import('../peers.js');
+  const { spawn, execFileSync } = await import('node:child_process');
+  const { sum } = await import('../helpers.js');
+  const { ROOT } = await import('../../src/paths.js');
+  const srv = fixtureCopy('http-server.mjs', 'restart');
+  const server = startPeer(srv.script, []);
+  let second: Awaited<ReturnType<typeof startAgent>> | undefined;
+  try {
+    const port = (await server.line(/^\d+$/)).trim();
+    const first = await startAgent();
+    const ids = programsOf(first.child.pid!);
+    // Load all through the kill and the start of the next agent (bounded: 200,000 requests).
+    const load = spawn(process.execPath, [path.join(ROOT, 'test', 'fixtures', 'http-load.mjs'), port, '200000', '8'], { stdio: 'ignore' });
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(first.child.pid!, 'SIGKILL');
+    await first.stop(); // reaps it, removes its files
+    assert.ok(await eventually(async () => ids.every((id) => !allProgramIds().has(id)), 5000), 'programs of the killed agent still loaded');
+    second = await startAgent();
+    assert.equal(programsOf(second.child.pid!).length, ids.length);
+    load.kill('SIGTERM');
+    await new Promise((r) => load.once('exit', r));
+    // Traffic after the load: exactly what this agent must count anew.
+    const count = async (): Promise<number> => sum(await second!.scrape(), 'http_server_request_duration_seconds_count', { service_name: srv.service, http_route: '/ping/*' });
+    assert.equal(await count(), 0);
+    for (let i = 0; i < 7; i++) execFileSync('curl', ['-s', '-o', '/dev/null', `http://127.0.0.1:${port}/ping/${i}`]);
+    assert.ok(await eventually(async () => (await count()) === 7, 10_000), `counted ${await count()}`);
+  } finally {
+    if (second) assert.equal(await second.stop(), 0);
+    await server.end();
+    srv.cleanup();
+  }
+});
