@@ -710,19 +710,19 @@ SEC("tracepoint/syscalls/sys_enter_dup3")
 int proc_dup3(struct sys_enter_ctx *ctx)
 { return on_stdio_dup(ctx->args[0], ctx->args[1]); }
 
-struct sys_exit_ctx {
-	__u64 unused;
-	long id;
-	long ret;
-};
-
-/* close(0); dup(sock): the lowest free fd is the one written. */
-SEC("tracepoint/syscalls/sys_exit_dup")
-int proc_dup(struct sys_exit_ctx *ctx)
+/* close(0); dup(sock): dup(2) takes the lowest free descriptor, so a 0, 1
+ * or 2 free at entry is where the socket lands. Seen at entry: an exit
+ * tracepoint would put the exit of every syscall on the slow path. */
+SEC("tracepoint/syscalls/sys_enter_dup")
+int proc_dup(struct sys_enter_ctx *ctx)
 {
-	if (ctx->ret < 0 || ctx->ret > 2)
+	struct task_struct *t = bpf_get_current_task_btf();
+	unsigned long *open = BPF_CORE_READ(t, files, fdt, open_fds);
+	unsigned long w = ~0UL;
+	if (!open || bpf_probe_read_kernel(&w, sizeof(w), open))
 		return 0;
-	return on_stdio_dup(ctx->ret, ctx->ret);
+	__u64 newfd = !(w & 1) ? 0 : !(w & 2) ? 1 : !(w & 4) ? 2 : 3;
+	return on_stdio_dup(ctx->args[0], newfd);
 }
 
 /* ---- privilege: ptrace and setuid ---------------------------------------- */

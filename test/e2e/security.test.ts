@@ -55,6 +55,10 @@ before(async () => {
     severity: critical
     match: { name: [ks-evil-touch] }
     actions: [kill]
+  - name: socket-dup-onto-stdio
+    severity: info
+    event: stdio_socket
+    match: { name: [ks-dup-python] }
 `,
   );
   agent = await startAgent(`collectIntervalSeconds: 0.5\nsecurity:\n  rules: [${rules}]\n  output:\n    stdout: false\n    file: ${alertsFile}\n`);
@@ -307,4 +311,29 @@ test('SIGHUP reads the rules again; the agent keeps running', async () => {
   assert.ok(await eventually(async () => (await ok()) === before + 1, 5000), 'one reload');
   assert.match(agent.stderr(), /SIGHUP: reading rules and the web config again/);
   assert.equal(agent.child.exitCode, null);
+});
+
+test('close(0); dup(socket): the socket lands on stdin, seen at dup(2)\'s entry', async () => {
+  const py = path.join(dir, 'ks-dup-python');
+  fs.copyFileSync('/usr/bin/python3', py);
+  fs.chmodSync(py, 0o755);
+  const srv = net.createServer((c) => c.on('error', () => undefined));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  try {
+    // dup lands on the lowest free descriptor: 0 once stdin is closed; a
+    // dup while 0, 1 and 2 are all open lands past them and is no event.
+    // dup(2) itself (Python's os.dup is fcntl(F_DUPFD_CLOEXEC)).
+    const code = `import ctypes,os,socket;dup=ctypes.CDLL(None).dup;s=socket.create_connection(('127.0.0.1',${port}));assert dup(s.fileno())>2;os.close(0);fd=dup(s.fileno());assert fd==0,fd`;
+    const c = spawn(py, ['-c', code], { stdio: ['pipe', 'ignore', 'inherit'] });
+    const exit = await new Promise((r) => c.once('exit', r));
+    assert.equal(exit, 0);
+    const mine = (a: AlertLine): boolean => a.process.pid === c.pid && a.rule === 'socket-dup-onto-stdio';
+    assert.ok(await eventually(async () => alerts(mine).length > 0, 5000), 'no alert');
+    await new Promise((r) => setTimeout(r, 300));
+    const got = alerts(mine) as Array<AlertLine & { fd: number; peer: string }>;
+    assert.deepEqual(got.map((a) => [a.fd, a.peer]), [[0, `127.0.0.1:${port}`]]);
+  } finally {
+    srv.close();
+  }
 });
