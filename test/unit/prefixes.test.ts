@@ -6,9 +6,16 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
 import { RuleSet, parseRuleFile } from '../../src/security/rules.js';
-import { prefixBuckets, watchedThroughBuckets, type WatchedPrefix } from '../../src/collectors/process/prefixes.js';
+import { firstWord, prefixBucket, prefixBuckets, type PrefixBucket, type WatchedPrefix } from '../../src/collectors/process/prefixes.js';
 
 const DEFAULTS = parseRuleFile(fs.readFileSync(path.join(ROOT, 'rules', 'default.yaml'), 'utf8'), 'default.yaml').rules;
+
+/** The kernel's walk (report_if_watched in bpf/proc.bpf.c): the path's bucket, then only its prefixes. */
+function watchedThroughBuckets(path: string, readOnlyOpen: boolean, prefixes: readonly WatchedPrefix[], masks: readonly PrefixBucket[]): boolean {
+  const b = masks[prefixBucket(firstWord(Buffer.from(path, 'utf8')), masks.length)]!;
+  const mask = readOnlyOpen ? b.reads : b.any;
+  return prefixes.some((p, i) => ((mask >>> i) & 1) === 1 && path.startsWith(p.prefix));
+}
 
 function everyPrefix(p: string, readOnly: boolean, prefixes: readonly WatchedPrefix[]): boolean {
   return prefixes.some((w) => p.startsWith(w.prefix) && !(readOnly && w.writesOnly));

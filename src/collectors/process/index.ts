@@ -355,6 +355,8 @@ export class ProcessCollector implements Collector {
       p = this.table.apply(e);
       if (e.kind === 'exit') {
         this.exited(rec, e, p);
+        // Its names go once every collector has read its entries a last time.
+        this.ctx.procs.exited(e.pid);
       }
       this.record(e, p);
       if (!p) return;

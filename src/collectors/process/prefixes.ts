@@ -24,10 +24,8 @@ export function prefixBucket(word: number, buckets: number): number {
 }
 
 /** The first four bytes of a path as the kernel reads them (a shorter path's are its own, then NUL). */
-export function firstWord(bytes: Buffer): number {
-  const b = Buffer.alloc(4);
-  bytes.copy(b, 0, 0, 4);
-  return b.readUInt32LE(0);
+export function firstWord(bytes: Uint8Array): number {
+  return ((bytes[0] ?? 0) | ((bytes[1] ?? 0) << 8) | ((bytes[2] ?? 0) << 16) | ((bytes[3] ?? 0) << 24)) >>> 0;
 }
 
 /** Each bucket's masks for a list of prefixes (at most 32, the order of the kernel's slots). */
@@ -45,12 +43,4 @@ export function prefixBuckets(prefixes: readonly WatchedPrefix[], buckets: numbe
     }
   });
   return out;
-}
-
-/** Whether a path is under one of the prefixes for this kind of access, through the index as the kernel walks it. */
-export function watchedThroughBuckets(path: string, readOnlyOpen: boolean, prefixes: readonly WatchedPrefix[], masks: readonly PrefixBucket[]): boolean {
-  const bytes = Buffer.from(path, 'utf8');
-  const b = masks[prefixBucket(firstWord(bytes), masks.length)]!;
-  const mask = readOnlyOpen ? b.reads : b.any;
-  return prefixes.some((p, i) => ((mask >>> i) & 1) === 1 && path.startsWith(p.prefix));
 }

@@ -308,8 +308,6 @@ export class ResourcesCollector implements Collector {
     const p = this.procs.get(x.pid);
     if (p?.ended) return;
     const n = this.ctx.namer.names(x.pid, x.comm, undefined, x.argv);
-    // Its names go once every collector has read its entries a last time.
-    this.ctx.procs.exited(x.pid);
     this.procs.set(x.pid, { start: p?.start ?? -1, utime: x.utimeSeconds, stime: x.stimeSeconds, readBytes: x.readBytes, writeBytes: x.writeBytes, waitNs: p?.waitNs ?? 0, memCg: undefined, cpuCg: undefined, ended: true, gone: p?.gone ?? Date.now() });
     if (!n.inScope) return;
     const labels = this.limiter.admit(`${n.service}\0${Object.values(n.meta).join('\0')}`, { service_name: n.service, ...n.meta });
