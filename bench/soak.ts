@@ -29,7 +29,10 @@ const SAMPLE_MS = 10_000;
 interface Point {
   t: number; // seconds since start
   rssMiB: number;
+  anonMiB: number;
   heapMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
   cpuPct: number;
   fds: number;
   drops: Record<string, number>;
@@ -56,13 +59,14 @@ function fit(xs: number[], ys: number[]): { slope: number; mean: number } {
   return { slope: den ? num / den : 0, mean: my };
 }
 
-function procStat(pid: number): { rssMiB: number; cpuS: number; fds: number } {
+function procStat(pid: number): { rssMiB: number; anonMiB: number; cpuS: number; fds: number } {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  const rss = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0) / 1024;
+  const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) / 1024;
+  const rss = kib('VmRSS');
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const cpuS = (Number(f[11]) + Number(f[12])) / 100;
-  return { rssMiB: rss, cpuS, fds: fs.readdirSync(`/proc/${pid}/fd`).length };
+  return { rssMiB: rss, anonMiB: kib('RssAnon'), cpuS, fds: fs.readdirSync(`/proc/${pid}/fd`).length };
 }
 
 /** Entries in each hash map the agent holds (its map fds' fdinfo names their ids). */
@@ -192,7 +196,10 @@ async function main(): Promise<void> {
       const p: Point = {
         t: (t - t0) / 1000,
         rssMiB: now.rssMiB,
+        anonMiB: now.anonMiB,
         heapMiB: sum(m, 'nodejs_heap_size_used_bytes') / 2 ** 20,
+        heapTotalMiB: sum(m, 'nodejs_heap_size_total_bytes') / 2 ** 20,
+        externalMiB: sum(m, 'nodejs_external_memory_bytes') / 2 ** 20,
         cpuPct: ((now.cpuS - last.cpuS) / ((t - lastT) / 1000)) * 100,
         fds: now.fds,
         drops: drops(m),
@@ -225,15 +232,21 @@ async function main(): Promise<void> {
 function report(points: Point[], exitCode: number | null): void {
   const warm = Math.max(60, (MINUTES * 60) / 5);
   const kept = points.filter((p) => p.t >= warm);
-  const xs = kept.map((p) => p.t / 3600);
-  const line = (name: string, ys: number[], unit: string, limit?: number): { row: string; ok: boolean } => {
-    const { slope, mean } = fit(xs, ys);
+  // Allocators and V8 grow toward a plateau: the second half's slope says
+  // whether memory is still climbing once the first growth is over.
+  const late = points.filter((p) => p.t >= (MINUTES * 60) / 2);
+  const line = (name: string, ys: number[], unit: string, limit?: number, over = kept): { row: string; ok: boolean } => {
+    const { slope, mean } = fit(over.map((p) => p.t / 3600), ys);
     const ok = limit === undefined || Math.abs(slope) <= limit;
     return { row: `| ${name} | ${mean.toFixed(2)} ${unit} | ${slope >= 0 ? '+' : ''}${slope.toFixed(2)} ${unit}/h | ${limit === undefined ? '' : `${limit} ${unit}/h`} | ${limit === undefined ? '' : ok ? 'flat' : 'GROWS'} |`, ok };
   };
   const rows = [
     line('agent RSS', kept.map((p) => p.rssMiB), 'MiB', 8),
+    line('agent RSS, second half', late.map((p) => p.rssMiB), 'MiB', undefined, late),
+    line('  of it anonymous', kept.map((p) => p.anonMiB), 'MiB'),
     line('V8 heap used', kept.map((p) => p.heapMiB), 'MiB', 4),
+    line('V8 heap reserved', kept.map((p) => p.heapTotalMiB), 'MiB'),
+    line('memory outside V8 (buffers)', kept.map((p) => p.externalMiB), 'MiB'),
     line('open fds', kept.map((p) => p.fds), 'fds', 1),
     line('agent CPU', kept.map((p) => p.cpuPct), '%'),
   ];
@@ -257,7 +270,10 @@ function report(points: Point[], exitCode: number | null): void {
     '',
   ].join('\n');
   process.stdout.write(text);
-  if (OUT) fs.writeFileSync(OUT, text);
+  if (OUT) {
+    fs.writeFileSync(OUT, text);
+    fs.writeFileSync(OUT.replace(/(\.md)?$/, '.json'), JSON.stringify(points));
+  }
   if (!ok) process.exitCode = 1;
 }
 
