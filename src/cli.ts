@@ -14,6 +14,11 @@ commands:
            merged with the kernel's panic log from pstore
   recorder tail
            follow the flight recorder's journal while the agent runs
+  config check --config FILE
+           validate a configuration file and say what is wrong, without running
+  config schema
+           the configuration's JSON Schema, with every default (for editors:
+           yaml-language-server, VS Code)
 
 options (run):
   --config FILE        YAML configuration (see README); defaults are built in
@@ -55,6 +60,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'recorder') return recorder(rest);
+  if (command === 'config') return configCommand(rest);
   let values: Record<string, string | boolean | undefined>;
   try {
     const options = {
@@ -100,6 +106,27 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   } catch (e) {
     return fail(e);
+  }
+}
+
+async function configCommand(argv: string[]): Promise<number> {
+  const [sub, ...rest] = argv;
+  try {
+    if (sub !== 'check' && sub !== 'schema') throw new KernscopeError('ERR_KERNSCOPE_USAGE', `config: expected "check" or "schema", got ${sub ? `"${sub}"` : 'nothing'}`);
+    const { values } = parseArgs({ args: rest, options: { config: { type: 'string' } }, strict: true, allowPositionals: false });
+    if (sub === 'schema') {
+      const { FILE_SCHEMA } = await import('./config/schema.js');
+      process.stdout.write(`${JSON.stringify({ $schema: 'http://json-schema.org/draft-07/schema#', title: 'kernscope configuration', ...(FILE_SCHEMA as object) }, null, 2)}\n`);
+      return 0;
+    }
+    if (!values.config) throw new KernscopeError('ERR_KERNSCOPE_USAGE', 'config check: --config FILE is required');
+    loadConfig(values.config);
+    process.stdout.write(`${values.config}: ok\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof KernscopeError && e.code === 'ERR_KERNSCOPE_CONFIG') return fail(e);
+    process.stderr.write(`kernscope: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
   }
 }
 

@@ -3,9 +3,10 @@ import path from 'node:path';
 import { Ajv } from 'ajv';
 import { describeError, errorParts, keyPath, parseYaml } from './errors.js';
 import { KernscopeError } from '../errors.js';
-import { CONFIG_SCHEMA, DEFAULT_CONFIG, type Config } from './schema.js';
+import { DEFAULT_CONFIG, FILE_SCHEMA, type Config } from './schema.js';
 
-const ajv = new Ajv({ allErrors: false, strict: true });
+// Missing keys take the schema's defaults as the file is validated.
+const ajv = new Ajv({ allErrors: false, strict: true, useDefaults: true });
 ajv.addFormat('regex', {
   validate: (s: string) => {
     try {
@@ -16,26 +17,17 @@ ajv.addFormat('regex', {
     }
   },
 });
-const validate = ajv.compile(CONFIG_SCHEMA);
-
-function merge<T>(base: T, over: unknown): T {
-  if (over === undefined) return base;
-  if (Array.isArray(base) || typeof base !== 'object' || base === null) return over as T;
-  const out: Record<string, unknown> = { ...(base as Record<string, unknown>) };
-  for (const [k, v] of Object.entries(over as Record<string, unknown>)) {
-    out[k] = merge((base as Record<string, unknown>)[k], v);
-  }
-  return out as T;
-}
+const validate = ajv.compile(FILE_SCHEMA as object);
 
 /** Validates a parsed document and fills defaults; throws ERR_KERNSCOPE_CONFIG naming the key. */
 export function parseConfig(doc: unknown, source = 'config'): Config {
-  if (doc === null || doc === undefined) doc = {};
+  // Validation fills the defaults in: on a copy, not the caller's document.
+  doc = doc === null || doc === undefined ? {} : structuredClone(doc);
   if (!validate(doc)) {
     const e = validate.errors![0]!;
     throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: ${keyPath(errorParts(e))}: ${describeError(e, { '/listen': 'expected HOST:PORT' })}`);
   }
-  const config = merge(DEFAULT_CONFIG, doc);
+  const config = doc as Config;
   config.probes.forEach((p, i) => {
     if ([p.uprobe, p.uretprobe, p.usdt, p.tracepoint].filter(Boolean).length !== 1) {
       throw new KernscopeError('ERR_KERNSCOPE_CONFIG', `${source}: probes[${i}]: give one of uprobe, uretprobe, usdt or tracepoint`);

@@ -55,3 +55,25 @@ test('the documented example config is valid and says the defaults', async () =>
   assert.deepEqual({ ...c, services: [] }, DEFAULT_CONFIG);
   assert.equal(c.services.length, 3);
 });
+
+test('the file schema: every key with a default may be left out; `config check` and `config schema`', async () => {
+  const { spawnSync } = await import('node:child_process');
+  const { Ajv } = await import('ajv');
+  const { FILE_SCHEMA } = await import('../../src/config/schema.js');
+  const { ROOT } = await import('../../src/paths.js');
+  // As an editor would check a file: no defaults filled in.
+  const check = new Ajv({ strict: false }).compile(FILE_SCHEMA as object);
+  assert.equal(check({}), true);
+  assert.equal(check({ collectors: { http: { hooks: 'socket' } } }), true);
+  assert.equal(check({ collectors: { http: { hooks: 'kprobes' } } }), false);
+  assert.equal(check({ services: [{ name: 'x' }] }), false);
+  const cli = (...args: string[]) => spawnSync(`${ROOT}/bin/kernscope`, args, { encoding: 'utf8' });
+  const schema = cli('config', 'schema');
+  assert.equal(schema.status, 0);
+  assert.deepEqual(JSON.parse(schema.stdout).properties.collectors.properties.http.properties.durationBuckets.default, DEFAULT_CONFIG.collectors.http.durationBuckets);
+  const ok = cli('config', 'check', '--config', `${ROOT}/docs/kernscope.example.yaml`);
+  assert.equal(ok.status, 0, ok.stderr);
+  const bad = cli('config', 'check', '--config', `${ROOT}/test/unit/config.test.ts`);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /config\.test\.ts: /);
+});
