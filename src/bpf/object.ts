@@ -245,6 +245,13 @@ export class BpfObject {
     return obj;
   }
 
+  /** Bytes of a read-only (.rodata) variable: an array's length comes from the C side. */
+  rodataSize(name: string): number {
+    const v = addon().objectInfo(this.handle).rodata.find((r) => r.name === name);
+    if (!v) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no read-only variable "${name}"`);
+    return v.size;
+  }
+
   program(name: string): BpfProgram {
     const p = this.programs.get(name);
     if (!p) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${this.path}: no loaded program "${name}"`);

@@ -52,6 +52,10 @@ export interface MetricSpec {
 export class CustomLayout {
   readonly slotSize: number;
   readonly metricSize: number;
+  /** Slots, metrics and pair fields a probe has (the .rodata arrays' lengths: CUSTOM_SLOTS, CUSTOM_METRICS). */
+  readonly maxSlots: number;
+  readonly maxMetrics: number;
+  readonly maxPairs: number;
   /** Explicit bounds a metric holds (struct ks_metric bounds[]). */
   readonly maxBounds: number;
   /** Bytes of a string label (struct ks_agg_key str[]), its NUL included. */
@@ -76,6 +80,10 @@ export class CustomLayout {
     this.putMetric = Object.fromEntries(metricMembers.filter((n) => n !== 'bounds').map((n) => [n, writer(metric.m, n)]));
     this.boundsAt = metric.m.bounds!.offset;
     this.maxBounds = metric.m.bounds!.size / 8;
+    this.maxSlots = obj.rodataSize('slots') / slot.size;
+    this.maxMetrics = obj.rodataSize('metrics') / metric.size;
+    this.maxPairs = obj.rodataSize('pair_slots');
+    if (obj.rodataSize('end_slots') !== this.maxPairs * slot.size) throw new KernscopeError('ERR_KERNSCOPE_BPF', `${obj.path}: end_slots does not hold one slot per pair_slots entry`);
     const key = struct(obj, 'ks_agg_key', ['label', 'label2', 'bucket', 'metric', 'str']);
     this.key = { label: key.m.label!.offset, label2: key.m.label2!.offset, bucket: key.m.bucket!.offset, metric: key.m.metric!.offset, str: key.m.str!.offset };
     this.strBytes = key.m.str!.size;
