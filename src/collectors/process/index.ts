@@ -2,29 +2,23 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type client from 'prom-client';
-import { BpfObject, u64, type BpfProgram, type Link, type RingBuffer } from '../../bpf/object.js';
-import { ROOT, bpfObjectPath } from '../../paths.js';
+import { u64, type BpfObject, type BpfProgram, type RingBuffer } from '../../bpf/object.js';
+import { ROOT } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { listeningPorts } from '../../process/sockets.js';
 import { RuleSet, ancestryString, loadRuleFile, withExceptions, type EventFacts, type Rule, type RuleEvent } from '../../security/rules.js';
 import { Webhook } from '../../security/webhook.js';
 import { JsonlFile } from '../../security/jsonl-file.js';
-import { NO_RINGBUF, attachSpec, chooseHook, unchosenPrograms, type HookSpec } from '../hooks.js';
+import { NO_RINGBUF, chooseHook } from '../hooks.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import { KernelDrops } from '../drops.js';
-import { PATH_KINDS, ProcLayout, type ProcEvent } from './decode.js';
-import { prefixBuckets } from './prefixes.js';
+import { PATH_KINDS, type ProcLayout, type ProcEvent } from './decode.js';
+import { PROC_HOOKS, ProcKernel } from './kernel.js';
 import { ProcessTable, type ProcessInfo } from '../../process/table.js';
 
-const OBJECT = 'proc.bpf.o';
 export const DEFAULT_RULES = path.join(ROOT, 'rules', 'default.yaml');
 
-export const PROC_HOOKS: HookSpec[] = [
-  { event: 'sched_process_exec', required: true, programs: { tp_btf: 'proc_exec_btf', raw_tp: 'proc_exec_raw' } },
-  { event: 'sched_process_fork', required: true, programs: { tp_btf: 'proc_fork_btf', raw_tp: 'proc_fork_raw' } },
-  { event: 'sched_process_exit', required: true, programs: { tp_btf: 'proc_exit_btf', raw_tp: 'proc_exit_raw' } },
-];
 
 /** All rules the config asks for: the shipped defaults, then the user's files. */
 export function configuredRules(config: Config): Rule[] {
@@ -39,10 +33,6 @@ export function configuredRules(config: Config): Rule[] {
   return withExceptions(rules, files.flatMap((x) => x.exceptions.map((e) => ({ ...e, source: x.f }))));
 }
 
-/**
- * Process executions with their ancestry, matched against the security
- * rules. Alerts go out as JSON lines and as metrics.
- */
 /** A process's end and what it used in all, as the kernel summed it. */
 export interface ProcessExit {
   pid: number;
@@ -79,11 +69,21 @@ function statBirth(file: string): number | undefined {
   }
 }
 
+/**
+ * Process executions with their ancestry, matched against the security
+ * rules. Alerts go out as JSON lines, to a webhook, to /events and as
+ * metrics. kernel.ts holds the hooks and each rule set's kernel side;
+ * this file folds the kernel's records into the process table and rules.
+ */
 export class ProcessCollector implements Collector {
   readonly name = 'process';
-  private obj: BpfObject | undefined;
-  /** bpf/proc.h's layouts, from the object's BTF. */
-  private layout: ProcLayout | undefined;
+  private kernel: ProcKernel | undefined;
+  private get obj(): BpfObject | undefined {
+    return this.kernel?.obj;
+  }
+  private get layout(): ProcLayout | undefined {
+    return this.kernel?.layout;
+  }
   private exitListeners: Array<(e: ProcessExit) => void> = [];
 
   /** Called at each process's end with what it used in all (the resources collector's last delta). */
@@ -145,106 +145,23 @@ export class ProcessCollector implements Collector {
       return c;
     });
     this.table.seedFromProc();
-    const chosen = plan.hooks.filter((h) => h.kind);
-    this.obj = BpfObject.load(bpfObjectPath(OBJECT), { skipPrograms: unchosenPrograms(PROC_HOOKS, chosen) });
+    const kernel = (this.kernel = new ProcKernel(plan.hooks.filter((h) => h.kind), ctx.features, ctx.log));
+    this.drops = new KernelDrops(kernel.obj.map('drops'), 'process', kernel.layout.dropReasons, ctx.drops, ['alert_output_full', 'alert_output_failed', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
     try {
-      this.layout = new ProcLayout(this.obj);
-    } catch (e) {
-      this.obj.close();
-      this.obj = undefined;
-      throw e;
-    }
-    this.drops = new KernelDrops(this.obj.map('drops'), 'process', this.layout.dropReasons, ctx.drops, ['alert_output_full', 'alert_output_failed', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
-    try {
-      this.rb = this.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
+      this.rb = kernel.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
       this.drain = setInterval(() => {
         this.rb?.consume();
         this.table.sweep();
       }, 200);
       this.drain.unref();
-      for (const h of chosen) this.obj.attach(h.program!, attachSpec(h));
-      this.applyRules(this.rules);
+      kernel.attach();
+      kernel.apply(this.rules);
       this.watchRuleFiles();
     } catch (e) {
       clearInterval(this.drain);
-      this.obj.close();
-      this.obj = undefined;
+      kernel.obj.close();
+      this.kernel = undefined;
       throw e;
-    }
-  }
-
-  /**
-   * Puts the kernel's side of a rule set in place: watched path prefixes,
-   * watched ports and names to kill, and hooks on openat and connect only
-   * while some rule needs them (they cost every open and connect).
-   */
-  private applyRules(rules: RuleSet): void {
-    const obj = this.obj!;
-    const prefixes = rules.watchedPrefixes();
-    const slots = obj.map('watched_prefixes');
-    const { maxEntries, valueSize } = slots.info;
-    if (prefixes.length > maxEntries) throw new Error(`security rules watch ${prefixes.length} path prefixes; the kernel filter holds ${maxEntries}`);
-    for (let i = 0; i < maxEntries; i++) {
-      const v = Buffer.alloc(valueSize); // NUL-terminated
-      const p = prefixes[i];
-      if (p) v.write(p.prefix.slice(0, valueSize - 1), 'utf8');
-      slots.update(u32(i), v);
-    }
-    const buckets = obj.map('prefix_buckets');
-    const masks = prefixBuckets(prefixes, buckets.info.maxEntries);
-    const { any, reads } = this.layout!.bucket;
-    masks.forEach((m, i) => {
-      const v = Buffer.alloc(buckets.info.valueSize);
-      v.writeUInt32LE(m.any, any);
-      v.writeUInt32LE(m.reads, reads);
-      buckets.update(u32(i), v);
-    });
-    const ports = obj.map('watched_ports');
-    for (const { key } of ports.entries()) ports.delete(Buffer.from(key));
-    for (const [port, kill] of rules.watchedPorts()) {
-      const k = Buffer.alloc(2);
-      k.writeUInt16LE(port);
-      ports.update(k, u32(kill ? 2 : 1));
-    }
-    // Port 0, never a connect's destination, asks the kernel for every connect.
-    if (rules.allConnects()) ports.update(Buffer.alloc(2), u32(1));
-    const names = obj.map('kill_exec');
-    for (const { key } of names.entries()) names.delete(Buffer.from(key));
-    for (const name of rules.killedNames()) {
-      const k = Buffer.alloc(64);
-      k.write(name.slice(0, 63), 'utf8');
-      names.update(k, u32(2));
-    }
-    this.setIoHook('proc_openat', prefixes.length > 0);
-    this.setIoHook('proc_openat2', prefixes.length > 0);
-    this.setIoHook('proc_connect', rules.watchedPorts().size > 0 || rules.allConnects());
-    this.setIoHook('proc_ptrace', rules.uses('ptrace'));
-    for (const p of ['proc_setuid', 'proc_setreuid', 'proc_setresuid']) this.setIoHook(p, rules.uses('setuid'));
-    for (const p of ['proc_dup2', 'proc_dup3', 'proc_dup']) this.setIoHook(p, rules.uses('stdio_socket'));
-    // A kernel built without module support has neither syscall.
-    const modules = rules.uses('module') && this.ctx.features.hasTracepoint('sys_enter_finit_module');
-    if (rules.uses('module') && !modules && !this.noModulesSaid) {
-      this.noModulesSaid = true;
-      this.ctx.log('security: module rules inactive: this kernel has no init_module/finit_module (built without module support)');
-    }
-    for (const p of ['proc_init_module', 'proc_finit_module']) this.setIoHook(p, modules);
-    // arm64 has only the *at forms: a program whose syscall is absent stays detached.
-    const fileHooks: Array<[string, RuleEvent]> = [
-      ['unlink', 'unlink'], ['unlinkat', 'unlink'], ['truncate', 'truncate'], ['ftruncate', 'truncate'], ['rename', 'rename'], ['renameat', 'rename'], ['renameat2', 'rename'],
-      ['symlink', 'link'], ['symlinkat', 'link'], ['link', 'link'], ['linkat', 'link'],
-    ];
-    for (const [call, event] of fileHooks) this.setIoHook(`proc_${call}`, rules.uses(event) && this.ctx.features.hasTracepoint(`sys_enter_${call}`));
-  }
-
-  private ioLinks = new Map<string, Link>();
-  private noModulesSaid = false;
-
-  private setIoHook(program: string, on: boolean): void {
-    const link = this.ioLinks.get(program);
-    if (on && !link && this.obj!.programs.has(program)) this.ioLinks.set(program, this.obj!.attach(program, { kind: 'auto' }));
-    if (!on && link) {
-      link.detach();
-      this.ioLinks.delete(program);
     }
   }
 
@@ -278,10 +195,10 @@ export class ProcessCollector implements Collector {
 
   /** The rule files read again (on a change, or SIGHUP); a broken set leaves the last in force. */
   reload(): void {
-    if (!this.ctx.config.security.enabled || !this.obj) return;
+    if (!this.ctx.config.security.enabled || !this.kernel) return;
     try {
       const next = new RuleSet(configuredRules(this.ctx.config));
-      this.applyRules(next);
+      this.kernel.apply(next);
       this.rules = next;
       for (const r of next.rules) this.alerts.inc({ rule: r.name, severity: r.severity }, 0);
       this.reloads.inc({ result: 'ok' });
@@ -456,7 +373,7 @@ export class ProcessCollector implements Collector {
     this.rb?.close();
     this.rb = undefined;
     const obj = this.obj;
-    this.obj = undefined;
+    this.kernel = undefined;
     obj?.close();
     await this.webhook?.close();
     await this.out?.close();
@@ -483,10 +400,4 @@ function peerOf(address: string, port: number): string {
 
 function signalName(n: number): string {
   return SIGNALS.get(n) ?? `SIG${n}`;
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
 }
