@@ -111,13 +111,18 @@ struct {
 
 /* With the socket tracepoints, each tracked socket points back at its
  * connection's key, so that the socket's own state change ends the
- * connection: no hook on every close(2) of every file and pipe. Written at
- * the connection's first read or write, freed with the socket. */
+ * connection: no hook on every close(2) of every file and pipe, nor on
+ * the exits of accept(2) and connect(2). A client's is written when its
+ * SYN leaves (in connect(2)); a server's is made, empty (tgid 0), when the
+ * handshake makes the socket, and filled at its first read or write, where
+ * the task and its fd are known. Freed with the socket. */
 struct conn_ref {
-	__u32 tgid;
+	__u32 tgid;	/* 0: accepted, not yet seen by its task; REF_SEEN: seen, not tracked */
 	__u32 fd;
 	__u64 id;
 };
+
+#define REF_SEEN 0xffffffff
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
@@ -247,11 +252,11 @@ struct {
 #define EBADF 9
 
 /* Counted unless the call only has to be made again. */
-static __always_inline void count_sock_error(__u16 op, long ret)
+static __always_inline void count_sock_error_of(__u32 tgid, __u16 op, long ret)
 {
 	if (ret == -EAGAIN || ret == -EINTR || ret == -EINPROGRESS || ret >= 0 || ret < -4095)
 		return;
-	struct ks_sock_err_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .op = op, .err = -ret };
+	struct ks_sock_err_key k = { .tgid = tgid, .op = op, .err = -ret };
 	if (k.tgid == self_tgid)
 		return;
 	__u64 *v = bpf_map_lookup_elem(&sock_errors, &k);
@@ -262,6 +267,11 @@ static __always_inline void count_sock_error(__u16 op, long ret)
 	__u64 one = 1;
 	if (bpf_map_update_elem(&sock_errors, &k, &one, BPF_NOEXIST))
 		count_drop(HTTP_DROP_SOCK_ERRORS_FULL);
+}
+
+static __always_inline void count_sock_error(__u16 op, long ret)
+{
+	count_sock_error_of(bpf_get_current_pid_tgid() >> 32, op, ret);
 }
 
 static __always_inline struct pt_regs *user_regs(void)
@@ -1266,33 +1276,11 @@ static __always_inline __u16 local_port(__u32 fd)
 	return BPF_CORE_READ(sock, sk, __sk_common.skc_num);
 }
 
-static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa)
+/* A connection starts being tracked: its entry in conns, unless the watch
+ * list leaves its process out. `lport`: its local port, host order. */
+static __always_inline void track_conn(__u32 fd, __u8 role, __u8 family, __u16 port, const __u8 *addr, __u16 lport)
 {
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
-	__u8 family = 0;
-	__u16 port = 0;
-	__u8 addr[16] = {};
-	if (k.tgid == self_tgid)
-		return;
-	if (sa) {
-		__u16 f = 0;
-		bpf_probe_read_user(&f, sizeof(f), &sa->sa_family);
-		if (f == AF_INET) {
-			struct sockaddr_in in = {};
-			bpf_probe_read_user(&in, sizeof(in), sa);
-			port = bpf_ntohs(in.sin_port);
-			__builtin_memcpy(addr, &in.sin_addr, 4);
-		} else if (f == AF_INET6) {
-			struct sockaddr_in6 in6 = {};
-			bpf_probe_read_user(&in6, sizeof(in6), sa);
-			port = bpf_ntohs(in6.sin6_port);
-			__builtin_memcpy(addr, &in6.sin6_addr, 16);
-		} else {
-			return; /* unix sockets and others: not HTTP over TCP */
-		}
-		family = f;
-	}
-	__u16 lport = local_port(fd);
 	if (filter_on) {
 		__u16 sport = role == HTTP_ROLE_SERVER ? lport : port;
 		if (!bpf_map_lookup_elem(&watch_ports, &sport)) {
@@ -1320,7 +1308,36 @@ static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa
 	c->peer_port = port;
 	c->local_port = lport;
 	c->connect_ns = role == HTTP_ROLE_CLIENT ? bpf_ktime_get_ns() : 0;
-	__builtin_memcpy(c->peer_addr, addr, sizeof(addr));
+	__builtin_memcpy(c->peer_addr, addr, 16);
+}
+
+/* With the syscall exits: the peer from the syscall's sockaddr. */
+static __always_inline void track(__u32 fd, __u8 role, const struct sockaddr *sa)
+{
+	__u8 family = 0;
+	__u16 port = 0;
+	__u8 addr[16] = {};
+	if ((bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return;
+	if (sa) {
+		__u16 f = 0;
+		bpf_probe_read_user(&f, sizeof(f), &sa->sa_family);
+		if (f == AF_INET) {
+			struct sockaddr_in in = {};
+			bpf_probe_read_user(&in, sizeof(in), sa);
+			port = bpf_ntohs(in.sin_port);
+			__builtin_memcpy(addr, &in.sin_addr, 4);
+		} else if (f == AF_INET6) {
+			struct sockaddr_in6 in6 = {};
+			bpf_probe_read_user(&in6, sizeof(in6), sa);
+			port = bpf_ntohs(in6.sin6_port);
+			__builtin_memcpy(addr, &in6.sin6_addr, 16);
+		} else {
+			return; /* unix sockets and others: not HTTP over TCP */
+		}
+		family = f;
+	}
+	track_conn(fd, role, family, port, addr, local_port(fd));
 }
 
 /* First iovec of an iovec array: where a head would be. */
@@ -1569,6 +1586,7 @@ int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, f
 #define NR_RECVFROM 207
 #define NR_SENDMSG 211
 #define NR_RECVMSG 212
+#define NR_CONNECT 203
 #define REG_NR syscallno
 #else
 #define NR_READ 0
@@ -1580,6 +1598,7 @@ int http_sendfile(struct sys_exit_ctx *ctx) { return on_syscall(ctx, BUF_NONE, f
 #define NR_RECVFROM 45
 #define NR_SENDMSG 46
 #define NR_RECVMSG 47
+#define NR_CONNECT 42
 #define REG_NR orig_ax
 #endif
 
@@ -1596,6 +1615,89 @@ static __always_inline void index_conn(struct sock *sk, const struct conn_key *k
 	ref->tgid = k->tgid;
 	ref->fd = k->fd;
 	ref->id = c->id;
+}
+
+/* The peer of a socket, from the socket itself. */
+static __always_inline __u8 sock_peer(struct sock *sk, __u16 *port, __u8 *addr)
+{
+	__u8 family = sk->__sk_common.skc_family;
+	*port = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (family == AF_INET)
+		__builtin_memcpy(addr, &sk->__sk_common.skc_daddr, 4);
+	else if (family == AF_INET6)
+		BPF_CORE_READ_INTO(addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	else
+		return 0;
+	return family;
+}
+
+/* A socket accepted since the agent started, at its task's first read or
+ * write: tracked now, with the fd the task reads it by (even in another
+ * process than the one that accepted it, as Node's cluster hands them
+ * over). Tried once per socket: a process the watch list leaves out pays
+ * one storage lookup per call after that. */
+static __always_inline struct conn *accepted(struct sock *sk, struct conn_key *k)
+{
+	struct conn_ref *ref = bpf_sk_storage_get(&conn_refs, sk, NULL, 0);
+	if (!ref || ref->tgid != 0 || k->tgid == self_tgid)
+		return NULL;
+	ref->tgid = REF_SEEN;
+	/* A server's series are by its own port; its peer stays unnamed, as
+	 * with the syscall hooks. */
+	__u8 addr[16] = {};
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	track_conn(k->fd, HTTP_ROLE_SERVER, 0, 0, addr, sk->__sk_common.skc_num);
+	return bpf_map_lookup_elem(&conns, k);
+}
+
+/* A client's SYN leaves, inside connect(2) (or a sendto/sendmsg with
+ * MSG_FASTOPEN): the task and its fd are the syscall's. Calls from
+ * elsewhere (io_uring, the kernel's own sockets) are left alone. */
+static __always_inline void client_started(struct sock *sk)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == self_tgid)
+		return;
+	struct pt_regs *r = user_regs();
+	long nr = r->REG_NR;
+	if (nr != NR_CONNECT && nr != NR_SENDTO && nr != NR_SENDMSG)
+		return;
+	struct conn_key k = { .tgid = tgid, .fd = r->di };
+	__u8 addr[16] = {};
+	__u16 port = 0;
+	__u8 family = sock_peer(sk, &port, addr);
+	if (!family)
+		return;
+	/* The local port is chosen after SYN_SENT is set: read at the first call. */
+	track_conn(k.fd, HTTP_ROLE_CLIENT, family, port, addr, 0);
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (c)
+		index_conn(sk, &k, c);
+}
+
+/* A client's connect failed: the handshake ended in a reset (refused), a
+ * timeout or an ICMP error, whose errno the kernel has put in sk_err. Its
+ * context may be a softirq: the owner comes from the socket's storage. */
+static __always_inline void connect_failed(struct sock *sk)
+{
+	struct conn_ref *ref = bpf_sk_storage_get(&conn_refs, sk, NULL, 0);
+	if (!ref)
+		return;
+	struct conn_key k = { .tgid = ref->tgid, .fd = ref->fd };
+	__u64 id = ref->id;
+	bpf_sk_storage_delete(&conn_refs, sk);
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (!c || c->id != id)
+		return;
+	int err = sk->sk_err;
+	if (is_connect_error(-(long)err)) {
+		count_sock_error_of(k.tgid, SOCK_OP_CONNECT, -(long)err);
+		emit_failure(c, &k, err);
+	}
+	/* Else the task closed it before the handshake ended: nothing sent. */
+	bpf_map_delete_elem(&conns, &k);
 }
 
 static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
@@ -1624,10 +1726,12 @@ static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
 		return 0;
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = r->di };
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
-	if (!c)
+	if (!c && !(c = accepted(sk, &k)))
 		return 0;
 	if (!c->indexed)
 		index_conn(sk, &k, c);
+	if (!c->local_port)
+		c->local_port = sk->__sk_common.skc_num;
 	const void *buf = NULL;
 	if (nr == NR_READ || nr == NR_RECVFROM || nr == NR_WRITE || nr == NR_SENDTO)
 		buf = (const void *)r->si;
@@ -1674,6 +1778,21 @@ int BPF_PROG(http_sock_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(http_sock_state, struct sock *sk, int oldstate, int newstate)
 {
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_SENT) {
+		client_started(sk);
+		return 0;
+	}
+	if (newstate == TCP_SYN_RECV && oldstate != TCP_SYN_SENT) {
+		/* A server's socket, made by the handshake: marked for its task's first call. */
+		bpf_sk_storage_get(&conn_refs, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+		return 0;
+	}
+	if (oldstate == TCP_SYN_SENT && newstate == TCP_CLOSE) {
+		connect_failed(sk);
+		return 0;
+	}
 	if (oldstate != TCP_ESTABLISHED && oldstate != TCP_CLOSE_WAIT)
 		return 0;
 	bool closing = sk->sk_shutdown == SHUTDOWN_MASK;

@@ -291,6 +291,30 @@ test('a client that exits mid-request, closing nothing itself: a client error', 
   }
 });
 
+// With the socket tracepoints a server's connection is tracked at its
+// first read, by the task that reads it; the syscall hooks would give it to
+// the process whose accept() returned it.
+test('a connection accepted by one process and served by another (handed over, as Node\'s cluster does): counted under the one that serves it', async (t) => {
+  if (process.env.KS_TEST_HTTP_HOOKS === 'syscalls') {
+    t.skip('the syscall hooks give a connection to the process whose accept() returned it');
+    return;
+  }
+  const acceptor = fixtureCopy('http-handoff.py', 'acceptor');
+  const worker = fixtureCopy('http-handoff-worker.py', 'worker');
+  const p = startPeer('/usr/bin/python3', [acceptor.script, worker.script], undefined, true);
+  try {
+    const port = (await p.line(/^\d+$/)).trim();
+    for (let i = 0; i < 4; i++) assert.equal(execFileSync('curl', ['-sf', `http://127.0.0.1:${port}/orders/${i}`], { encoding: 'utf8' }), 'ok');
+    const m = await settle((m) => sum(m, 'http_server_request_duration_seconds_count', { service_name: worker.service }) === 4);
+    assert.deepEqual(seriesOf(m, 'http_server_request_duration_seconds_count', worker.service), { 'GET /orders/* 200': 4 });
+    assert.equal(sum(m, 'http_server_request_duration_seconds_count', { service_name: acceptor.service }), 0);
+  } finally {
+    await p.end();
+    acceptor.cleanup();
+    worker.cleanup();
+  }
+});
+
 test('connections opened before the agent started are watched too', async () => {
   const srv = fixture('server');
   const server = startPeer(srv.script, []);

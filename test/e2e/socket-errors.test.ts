@@ -1,7 +1,8 @@
 // Socket calls that fail, counted per service, operation and errno: a send
 // to a reset peer, a send after shutdown, a refused connect; and, where the
 // syscall exits are hooked, a write to a socket's fd already closed (EBADF,
-// the use-after-close of a connection pool).
+// the use-after-close of a connection pool) and an accept out of
+// descriptors (EMFILE): the socket hooks see neither.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { eventually, isRoot, startAgent, sum, type RunningAgent } from '../helpers.js';
@@ -44,7 +45,7 @@ test('a send to a reset peer, a send after shutdown, a refused connect', async (
   }
 });
 
-test('where the syscall exits are hooked: a write to a closed socket\'s fd is EBADF', async () => {
+test('where the syscall exits are hooked: a write to a closed socket\'s fd is EBADF, an accept out of descriptors EMFILE', async () => {
   const agent = await startAgent('collectIntervalSeconds: 0.5\ncollectors:\n  http:\n    hooks: syscalls\n');
   try {
     const f = fixtureCopy('sock-errors.py', 'sockerr');
@@ -54,6 +55,11 @@ test('where the syscall exits are hooked: a write to a closed socket\'s fd is EB
       assert.equal(await peer.line(/^send /), 'send EBADF');
       await peer.line(/^done closed$/);
       assert.ok(await eventually(async () => errs(await agent.scrape(), f.service, 'send', 'EBADF') === 1));
+      // accept(2)'s own errors: only its exit says them.
+      peer.send('emfile\n');
+      assert.equal(await peer.line(/^accept /), 'accept EMFILE');
+      await peer.line(/^done emfile$/);
+      assert.ok(await eventually(async () => errs(await agent.scrape(), f.service, 'accept', 'EMFILE') === 1));
     } finally {
       await peer.end();
       f.cleanup();

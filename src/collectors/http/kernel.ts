@@ -18,7 +18,15 @@ import type { KeyName, KernelProc } from './fold.js';
 
 const OBJECT = 'http.bpf.o';
 
-/** Syscall exits the collector hooks, with their programs. */
+/**
+ * Where connections start without the socket tracepoints: syscall exits.
+ * With them, a connection starts at its socket's state change instead
+ * (SYN sent; a handshake's socket, tracked at its task's first call), and
+ * no exit tracepoint is attached: one would put every syscall of every
+ * process on the slow path (bench/syscall-tax.sh). Not seen then: errors
+ * accept(2) returns itself (EMFILE), and connect(2)'s before any SYN
+ * leaves (EADDRNOTAVAIL, ENETUNREACH).
+ */
 const SYSCALLS: Array<[string, string]> = [
   ['sys_exit_accept4', 'http_accept4'],
   ['sys_exit_accept', 'http_accept'],
@@ -84,10 +92,9 @@ export function planHooks(f: KernelFeatures, config: Config): { hooks: HookChoic
     f.hasTracepoint(event) ? { event, kind: 'tracepoint', program } : { event, kind: null, reason: 'tracepoint not in this kernel (or tracefs not mounted)' };
   const want = config.collectors.http.hooks;
   const socketOk = f.tpBtf && DATA_SOCKET.every(([event]) => f.hasBtfType(`btf_trace_${event}`));
-  const data: HookChoice[] = want === 'syscalls' || (want === 'auto' && !socketOk)
-    ? DATA_SYSCALLS.map(tracepoint)
+  const hooks: HookChoice[] = want === 'syscalls' || (want === 'auto' && !socketOk)
+    ? [...SYSCALLS, ...DATA_SYSCALLS].map(tracepoint)
     : DATA_SOCKET.map(([event, program]) => (socketOk ? { event, kind: 'tp_btf', program } : { event, kind: null, reason: f.tpBtf ? 'tracepoint not in this kernel (Linux 6.3+)' : 'tp_btf programs cannot be loaded' }));
-  const hooks: HookChoice[] = [...SYSCALLS.map(tracepoint), ...data];
   if (config.collectors.http.tls.enabled) {
     hooks.push(f.uprobe.ok ? { event: 'SSL_read/SSL_write', kind: 'uprobe' } : { event: 'SSL_read/SSL_write', kind: null, reason: f.uprobe.detail ?? 'uprobes unavailable' });
   }
