@@ -165,7 +165,10 @@ export const CONFIG_SCHEMA = T.Object(
         maxSeries: seriesCap(2000, 'Distinct label sets exported; more fold into "_overflow".'),
         maps: section({ sockets: mapSize(65536), stats: mapSize(16384), histograms: mapSize(65536), listeners: mapSize(16384) }),
       }),
-      process: section({ enabled: bool(true) }),
+      process: section({
+        enabled: bool(true),
+        maxProcesses: int(16, 4194304, 65536, "Processes the agent's table holds (running, and exited in the last minute, for their children's ancestry); past it the oldest is forgotten and counted."),
+      }),
       resources: section(
         { enabled: bool(true), maxSeries: seriesCap(2000, 'Distinct label sets exported per family.') },
         "What each service costs the node (CPU, memory, disk, threads, run-queue wait; its cgroups' memory, limits, OOM kills, throttling), from /proc and cgroupfs.",

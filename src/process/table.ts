@@ -44,11 +44,14 @@ export interface ProcessInfo {
  */
 export class ProcessTable {
   private readonly procs = new Map<number, ProcessInfo>();
-  evicted = 0;
+  /** Processes forgotten because the table was full (their children lose that ancestor). */
+  lost = 0;
 
   constructor(
     private readonly max = 65536,
     private readonly keepExitedMs = 60_000,
+    /** Called for each process forgotten because the table was full. */
+    private readonly onLost: () => void = () => {},
   ) {}
 
   get size(): number {
@@ -130,25 +133,20 @@ export class ProcessTable {
     this.procs.set(p.pid, p);
   }
 
-  /** Drops exited processes past their grace period, else the oldest exited, else the oldest. */
+  /**
+   * Full (exited processes past their grace go at each sweep): the oldest
+   * entry goes, in constant time, so that a storm into a full table costs
+   * no more per event.
+   */
   private evict(): void {
-    const now = Date.now();
-    let dropped = 0;
-    for (const [pid, p] of this.procs) {
-      if (p.exitedAt !== undefined && now - p.exitedAt > this.keepExitedMs) {
-        this.procs.delete(pid);
-        dropped++;
-      }
-    }
-    if (!dropped) {
-      const victim = [...this.procs.values()].find((p) => p.exitedAt !== undefined) ?? this.procs.values().next().value;
-      if (victim) this.procs.delete(victim.pid);
-      dropped = 1;
-    }
-    this.evicted += dropped;
+    const victim = this.procs.keys().next().value;
+    if (victim === undefined) return;
+    this.procs.delete(victim);
+    this.lost++;
+    this.onLost();
   }
 
-  /** Forgets exited processes past the grace period; called now and then. */
+  /** Drops exited processes past their grace period. */
   sweep(): void {
     const now = Date.now();
     for (const [pid, p] of this.procs) if (p.exitedAt !== undefined && now - p.exitedAt > this.keepExitedMs) this.procs.delete(pid);

@@ -94,7 +94,7 @@ export class ProcessCollector implements Collector {
   private ctx!: CollectorContext;
   private drops!: KernelDrops;
   private drain: NodeJS.Timeout | undefined;
-  readonly table = new ProcessTable();
+  private table!: ProcessTable;
   private rules!: RuleSet;
   private execs!: client.Counter<string>;
   private alerts!: client.Counter<string>;
@@ -115,6 +115,7 @@ export class ProcessCollector implements Collector {
     this.ctx = ctx;
     const plan = this.plan(ctx.features, ctx.config);
     if (!plan.runnable) throw new Error(`process collector cannot run: ${plan.reason}`);
+    this.table = new ProcessTable(ctx.config.collectors.process.maxProcesses, 60_000, () => ctx.drops.inc({ source: 'process', reason: 'process_table_full' }));
     this.rules = new RuleSet(ctx.config.security.enabled ? configuredRules(ctx.config) : []);
     const m = ctx.metrics;
     this.execs = m.counter('kernscope_process_execs_total', 'Programs executed (execve) on the node.');
@@ -146,7 +147,7 @@ export class ProcessCollector implements Collector {
     });
     this.table.seedFromProc();
     const kernel = (this.kernel = new ProcKernel(plan.hooks.filter((h) => h.kind), ctx.features, ctx.log));
-    this.drops = new KernelDrops(kernel.obj.map('drops'), 'process', kernel.layout.dropReasons, ctx.drops, ['alert_output_full', 'alert_output_failed', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
+    this.drops = new KernelDrops(kernel.obj.map('drops'), 'process', kernel.layout.dropReasons, ctx.drops, ['alert_output_full', 'alert_output_failed', 'process_table_full', ...(wh.url ? ['webhook_queue_full', 'webhook_failed'] : [])]);
     try {
       this.rb = kernel.obj.ringBuffer('proc_events', (rec) => this.onRecord(rec));
       this.drain = setInterval(() => {

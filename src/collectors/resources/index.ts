@@ -21,7 +21,8 @@ import { META_LABELS, metadataOn } from '../../process/names.js';
 import { LabelLimiter } from '../../metrics/label-limiter.js';
 import type { Collector, CollectorContext, CollectorPlan } from '../types.js';
 import type { ProcessExit } from '../process/index.js';
-import { FileReader, parseCgroupV2, parseKeyValues, parseLimit, parseSchedstat, parseStat } from './procfs.js';
+import { FileReader, parseKeyValues, parseSchedstat, parseStat } from './procfs.js';
+import { cgroupOf, controllers, walkCgroups, type Cgroup } from './cgroups.js';
 
 /** What the last walk saw of one process (CPU in seconds). */
 interface Proc {
@@ -40,73 +41,12 @@ interface Proc {
   cpuCg: string | undefined;
 }
 
-/** Where a controller's files are, and which names they have. */
-interface Controller {
-  root: string;
-  v2: boolean;
-}
-
-interface Cgroup {
-  service: string;
-  meta: Record<string, string>;
-  oomKills?: number;
-  throttledPeriods?: number;
-  throttledNs?: number;
-}
-
-/** A v1 limit this large is no limit (the page-rounded LONG_MAX). */
-const V1_NO_LIMIT = 2 ** 62;
-
 function getconf(name: string, fallback: number): number {
   try {
     return Number(execFileSync('getconf', [name], { encoding: 'utf8' }).trim()) || fallback;
   } catch {
     return fallback;
   }
-}
-
-/** The memory and cpu controllers: in the v2 hierarchy when it has them, else their v1 mounts. */
-function controllers(): { memory?: Controller; cpu?: Controller; v1Names: Map<string, string> } {
-  const out: { memory?: Controller; cpu?: Controller; v1Names: Map<string, string> } = { v1Names: new Map() };
-  let mountinfo = '';
-  try {
-    mountinfo = fs.readFileSync('/proc/self/mountinfo', 'utf8');
-  } catch {
-    return out;
-  }
-  for (const line of mountinfo.split('\n')) {
-    const [pre, post] = line.split(' - ');
-    if (!pre || !post) continue;
-    const mnt = pre.split(' ')[4]!;
-    const [type, , opts = ''] = post.split(' ');
-    if (type === 'cgroup2') {
-      let have: string[] = [];
-      try {
-        have = fs.readFileSync(`${mnt}/cgroup.controllers`, 'utf8').trim().split(/\s+/);
-      } catch {
-        // no controllers file: nothing here
-      }
-      if (have.includes('memory')) out.memory = { root: mnt, v2: true };
-      if (have.includes('cpu')) out.cpu = { root: mnt, v2: true };
-    } else if (type === 'cgroup') {
-      const o = opts.split(',');
-      if (o.includes('memory') && !out.memory) out.memory = { root: mnt, v2: false };
-      if (o.includes('cpu') && !out.cpu) out.cpu = { root: mnt, v2: false };
-      for (const c of ['memory', 'cpu']) if (o.includes(c)) out.v1Names.set(c, o.filter((x) => ['memory', 'cpu', 'cpuacct'].includes(x)).join(','));
-    }
-  }
-  return out;
-}
-
-/** A process's path in a controller's hierarchy, from /proc/PID/cgroup. */
-function cgroupOf(text: string, c: Controller | undefined, v1Name: string | undefined): string | undefined {
-  if (!c) return undefined;
-  if (c.v2) return parseCgroupV2(text);
-  for (const line of text.split('\n')) {
-    const [, names, path] = line.split(':');
-    if (names && path !== undefined && names === v1Name) return path;
-  }
-  return undefined;
 }
 
 export class ResourcesCollector implements Collector {
@@ -186,7 +126,7 @@ export class ResourcesCollector implements Collector {
     const t0 = process.hrtime.bigint();
     this.reader.files = 0;
     this.walk();
-    this.walkCgroups();
+    walkCgroups(this.reader, this.ctl, this.cgroups, this.m);
     this.first = false;
     const took = Number(process.hrtime.bigint() - t0) / 1e9;
     this.gapMs = Math.max(1000, took * 50 * 1000);
@@ -318,53 +258,6 @@ export class ResourcesCollector implements Collector {
     add(this.m.cpu, { cpu_mode: 'system' }, x.stimeSeconds - (p?.stime ?? 0));
     add(this.m.disk, { disk_io_direction: 'read' }, x.readBytes - (p?.readBytes ?? 0));
     add(this.m.disk, { disk_io_direction: 'write' }, x.writeBytes - (p?.writeBytes ?? 0));
-  }
-
-  /** Every cgroup a service ran in, while its directory lives (an OOM kill may have emptied it). */
-  private walkCgroups(): void {
-    const r = this.reader;
-    const { memory, cpu } = this.ctl;
-    this.m.cgMemory.reset();
-    this.m.cgLimit.reset();
-    for (const [path, cg] of this.cgroups) {
-      const labels = { cgroup: path, service_name: cg.service, ...cg.meta };
-      let alive = false;
-      if (memory) {
-        const dir = memory.root + path;
-        const usage = parseLimit(r.read(`${dir}/${memory.v2 ? 'memory.current' : 'memory.usage_in_bytes'}`));
-        if (usage !== undefined) {
-          alive = true;
-          this.m.cgMemory.set(labels, usage);
-          const limit = parseLimit(r.read(`${dir}/${memory.v2 ? 'memory.max' : 'memory.limit_in_bytes'}`));
-          if (limit !== undefined && limit < V1_NO_LIMIT) this.m.cgLimit.set(labels, limit);
-          const ev = parseKeyValues(r.read(`${dir}/${memory.v2 ? 'memory.events' : 'memory.oom_control'}`) ?? '');
-          const kills = ev.get('oom_kill');
-          if (kills !== undefined) {
-            if (cg.oomKills !== undefined && kills > cg.oomKills) this.m.cgOom.inc(labels, kills - cg.oomKills);
-            else this.m.cgOom.inc(labels, 0);
-            cg.oomKills = kills;
-          }
-        }
-      }
-      if (cpu) {
-        const st = r.read(`${cpu.root + path}/cpu.stat`);
-        if (st !== undefined) {
-          alive = true;
-          const kv = parseKeyValues(st);
-          const periods = kv.get('nr_throttled');
-          const ns = cpu.v2 ? (kv.get('throttled_usec') ?? NaN) * 1000 : kv.get('throttled_time');
-          if (periods !== undefined) {
-            this.m.cgThrottledPeriods.inc(labels, cg.throttledPeriods !== undefined ? Math.max(0, periods - cg.throttledPeriods) : 0);
-            cg.throttledPeriods = periods;
-          }
-          if (ns !== undefined && Number.isFinite(ns)) {
-            this.m.cgThrottled.inc(labels, cg.throttledNs !== undefined ? Math.max(0, ns - cg.throttledNs) / 1e9 : 0);
-            cg.throttledNs = ns;
-          }
-        }
-      }
-      if (!alive) this.cgroups.delete(path);
-    }
   }
 
   stop(): void {
