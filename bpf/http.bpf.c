@@ -1639,9 +1639,11 @@ static __always_inline __u8 sock_peer(struct sock *sk, __u16 *port, __u8 *addr)
 static __always_inline struct conn *accepted(struct sock *sk, struct conn_key *k)
 {
 	struct conn_ref *ref = bpf_sk_storage_get(&conn_refs, sk, NULL, 0);
-	if (!ref || ref->tgid != 0 || k->tgid == self_tgid)
+	if (!ref || ref->tgid != 0)
 		return NULL;
 	ref->tgid = REF_SEEN;
+	if (k->tgid == self_tgid)
+		return NULL;
 	/* A server's series are by its own port; its peer stays unnamed, as
 	 * with the syscall hooks. */
 	__u8 addr[16] = {};
