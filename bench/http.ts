@@ -74,13 +74,25 @@ async function node(): Promise<Target> {
   return { name: 'node', service: 'benchsvc', url: `http://127.0.0.1:${port}/users/42`, pid: server.child.pid!, stop: () => server.end() };
 }
 
+// `--against DIR`: another checkout (built), run as a third configuration
+// in the same alternation: two commits compared side by side.
+const AGAINST = process.argv.includes('--against') ? process.argv[process.argv.indexOf('--against') + 1]! : '';
+const againstName = (): string => {
+  try {
+    return `kernscope@${execFileSync('git', ['-C', AGAINST, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim()}`;
+  } catch {
+    return `kernscope@${AGAINST}`;
+  }
+};
+const CONFIGS = ['baseline', 'kernscope', ...(AGAINST ? [againstName()] : [])];
+
 async function measure(t: Target, rows: Row[]): Promise<void> {
   wrk(t.url); // warm up
   for (let r = 0; r < ROUNDS; r++) {
-    for (const config of ['baseline', 'kernscope']) {
+    for (const config of CONFIGS) {
       let agent: RunningAgent | undefined;
-      if (config === 'kernscope') {
-        agent = await startAgent('collectIntervalSeconds: 5\n');
+      if (config !== 'baseline') {
+        agent = await startAgent('collectIntervalSeconds: 5\n', [], [], config === 'kernscope' ? undefined : path.join(AGAINST, 'bin', 'kernscope'));
         execFileSync('taskset', ['-apc', '1', String(agent.child.pid)]);
         await sleep(1000);
       }
@@ -143,6 +155,9 @@ async function main(): Promise<void> {
       out.push('', 'BPF run time (statistics on 90 % of the time):', '', ...bpf.lines, '');
       const minCaptured = Math.min(...mine.filter((x) => x.config === 'kernscope').map((x) => x.captured));
       summary.push(`| ${t.name} | ${(avg('kernscope', 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg('kernscope', 'serverUsPerReq').toFixed(2)} | ${avg('kernscope', 'agentUsPerReq').toFixed(2)} | ${bpf.nsPerReq.toFixed(0)} | ${(minCaptured * 100).toFixed(2)} % (lowest round) |`);
+      for (const other of CONFIGS.slice(2)) {
+        summary.push(`| ${t.name}, ${other} | ${(avg(other, 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg(other, 'serverUsPerReq').toFixed(2)} | ${avg(other, 'agentUsPerReq').toFixed(2)} |  |  |`);
+      }
     } finally {
       await t.stop();
     }

@@ -102,13 +102,17 @@ function testConfig(configYaml: string, dir: string): string {
  */
 export const SLOW = process.env.KS_VM ? 20 : 1;
 
-/** `prefix`: a command that execs the agent (setpriv, unshare), so its pid is the agent's. */
-export async function startAgent(configYaml = '', extraArgs: string[] = [], prefix: string[] = []): Promise<RunningAgent> {
+/**
+ * `prefix`: a command that execs the agent (setpriv, unshare), so its pid is
+ * the agent's. `bin`: another checkout's bin/kernscope (benchmarks compare
+ * two commits side by side).
+ */
+export async function startAgent(configYaml = '', extraArgs: string[] = [], prefix: string[] = [], bin = KERNSCOPE): Promise<RunningAgent> {
   const port = await freePort();
   const dir = tmpDir('ks-agent');
   const cfg = path.join(dir, 'config.yaml');
   fs.writeFileSync(cfg, testConfig(configYaml, dir));
-  const argv = [process.execPath, KERNSCOPE, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs];
+  const argv = [process.execPath, bin, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs];
   const child = spawn(prefix[0] ?? argv[0]!, [...prefix.slice(1), ...(prefix.length ? argv : argv.slice(1))], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
