@@ -32,6 +32,7 @@ KS_DECLARE_DROPS
 /* Enum types in BTF, so that user space reads their values from the object. */
 KS_BTF_ENUM(ks_http_role);
 KS_BTF_ENUM(ks_sock_op);
+KS_BTF_ENUM(ks_connect_error);
 KS_BTF_STRUCT(ks_sock_err_key);
 KS_BTF_ENUM(ks_http_method);
 KS_BTF_ENUM(ks_http_end);
@@ -1403,9 +1404,9 @@ static __always_inline void emit_failure(struct conn *c, const struct conn_key *
 
 static __always_inline bool is_connect_error(long ret)
 {
-	return ret == -111 /* ECONNREFUSED */ || ret == -110 /* ETIMEDOUT */ ||
-	       ret == -113 /* EHOSTUNREACH */ || ret == -101 /* ENETUNREACH */ ||
-	       ret == -104 /* ECONNRESET */;
+	return ret == -CONNECT_ERR_REFUSED || ret == -CONNECT_ERR_TIMEOUT ||
+	       ret == -CONNECT_ERR_HOST_UNREACHABLE || ret == -CONNECT_ERR_NETWORK_UNREACHABLE ||
+	       ret == -CONNECT_ERR_RESET;
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")

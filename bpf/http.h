@@ -149,6 +149,16 @@ struct ks_http_event {
  * that is not open (EBADF: the use-after-close of a connection pool). */
 enum ks_sock_op { SOCK_OP_SEND = 1, SOCK_OP_RECV = 2, SOCK_OP_CONNECT = 3, SOCK_OP_ACCEPT = 4 };
 
+/* The errors a client's failed connect is told apart by (errno values),
+ * each its own error_type in user space. */
+enum ks_connect_error {
+	CONNECT_ERR_REFUSED = 111,		/* ECONNREFUSED */
+	CONNECT_ERR_TIMEOUT = 110,		/* ETIMEDOUT */
+	CONNECT_ERR_HOST_UNREACHABLE = 113,	/* EHOSTUNREACH */
+	CONNECT_ERR_NETWORK_UNREACHABLE = 101,	/* ENETUNREACH */
+	CONNECT_ERR_RESET = 104,		/* ECONNRESET */
+};
+
 struct ks_sock_err_key {
 	__u32 tgid;
 	__u16 op;		/* enum ks_sock_op */

@@ -83,6 +83,8 @@ export class HttpLayout {
   readonly nameKinds: { route: number; host: number };
   /** Drop reason labels, by the kernel's index. */
   readonly dropReasons: string[];
+  /** error_type of a client whose connect failed, by errno (bpf/http.h ks_connect_error). */
+  readonly connectErrors: string[];
   private readonly methods: string[] = [];
   private readonly ends: End[] = [];
 
@@ -112,6 +114,13 @@ export class HttpLayout {
     const ends = obj.enumValues('ks_http_end', END_NAMES);
     for (const [k, v] of Object.entries(ends)) this.ends[v] = k.slice('HTTP_END_'.length).toLowerCase() as End;
     this.dropReasons = obj.enumLabels('ks_http_drop_reason', DROP_NAMES);
+    this.connectErrors = obj.enumLabels('ks_connect_error', {
+      CONNECT_ERR_REFUSED: 'connection_refused',
+      CONNECT_ERR_TIMEOUT: 'timeout',
+      CONNECT_ERR_HOST_UNREACHABLE: 'host_unreachable',
+      CONNECT_ERR_NETWORK_UNREACHABLE: 'network_unreachable',
+      CONNECT_ERR_RESET: 'connection_reset',
+    });
   }
 
   method(v: number): string {

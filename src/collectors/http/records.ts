@@ -11,15 +11,6 @@ import type { HttpExport } from './export.js';
 import type { Routes } from './fold.js';
 import { headEnd, parseResponseHead, splitRequests, type RequestHead, type ResponseHead } from './parse.js';
 
-/** error_type of a client whose connect failed, by errno. */
-const CONNECT_ERRORS: Record<number, string> = {
-  111: 'connection_refused',
-  110: 'timeout',
-  113: 'host_unreachable',
-  101: 'network_unreachable',
-  104: 'connection_reset',
-};
-
 const UNKNOWN_REQUEST: RequestHead = { method: '_OTHER', path: '', pathComplete: false, chunked: false };
 
 /** Body length from a head: Content-Length, else what follows the blank line. */
@@ -76,7 +67,7 @@ export class HttpRecords {
       // The server is down: a client request that never left, an error.
       if (!accepted) return;
       const n = this.hooks.namer.names(e.tgid, e.comm);
-      this.client(e, n, UNKNOWN_REQUEST, undefined, CONNECT_ERRORS[e.error] ?? 'connect_error');
+      this.client(e, n, UNKNOWN_REQUEST, undefined, this.layout.connectErrors[e.error] ?? 'connect_error');
       return;
     }
     const n = accepted ? this.hooks.namer.names(e.tgid, e.comm, port) : undefined;
