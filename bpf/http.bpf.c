@@ -1282,9 +1282,10 @@ static __always_inline __u16 local_port(__u32 fd)
 static __always_inline void track_conn(__u32 fd, __u8 role, __u8 family, __u16 port, const __u8 *addr, __u16 lport)
 {
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
+	/* A port a rule names alone watches the servers on it (user space
+	 * exports no client series for it): clients go by their verdict. */
 	if (filter_on) {
-		__u16 sport = role == HTTP_ROLE_SERVER ? lport : port;
-		if (!bpf_map_lookup_elem(&watch_ports, &sport)) {
+		if (role != HTTP_ROLE_SERVER || !bpf_map_lookup_elem(&watch_ports, &lport)) {
 			__u8 *v = bpf_map_lookup_elem(&tgid_verdict, &k.tgid);
 			if (v && *v == HTTP_VERDICT_IGNORE)
 				return;
