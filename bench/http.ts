@@ -89,7 +89,9 @@ const CONFIGS = ['baseline', 'kernscope', ...(AGAINST ? [againstName()] : [])];
 async function measure(t: Target, rows: Row[]): Promise<void> {
   wrk(t.url); // warm up
   for (let r = 0; r < ROUNDS; r++) {
-    for (const config of CONFIGS) {
+    // The agents' order flips each round: neither always runs right after the baseline.
+    const agents = CONFIGS.slice(1);
+    for (const config of ['baseline', ...(r % 2 ? agents.reverse() : agents)]) {
       let agent: RunningAgent | undefined;
       if (config !== 'baseline') {
         agent = await startAgent('collectIntervalSeconds: 5\n', [], [], config === 'kernscope' ? undefined : path.join(AGAINST, 'bin', 'kernscope'));
@@ -140,7 +142,8 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const out = [`# HTTP overhead, ${new Date().toISOString()}`, '', `Server on CPU 0 (nginx's one worker; the Node service), wrk -t1 -c32 -d${SECONDS}s and the agent on CPU 1, keep-alive, ${ROUNDS} alternating rounds, all collectors on.`, ''];
   const summary = ['| server | req/s ratio | server CPU µs/req (without → with) | agent CPU µs/req | BPF ns/req (both ends) | requests counted |', '| --- | ---: | ---: | ---: | ---: | ---: |'];
-  for (const make of [nginx, node]) {
+  // BENCH_ONLY=nginx (or node): one server only.
+  for (const make of [nginx, node].filter((f) => !process.env.BENCH_ONLY || f.name === process.env.BENCH_ONLY)) {
     const t = await make();
     try {
       await measure(t, rows);

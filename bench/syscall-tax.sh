@@ -5,6 +5,9 @@
 # with no tracepoint, with an empty program on a syscall the loop never
 # makes at entry, at exit, and at both (best of 3 runs of 2M calls each).
 # Run by hand, as root: sh bench/syscall-tax.sh
+# With checkouts as arguments (sh bench/syscall-tax.sh . /tmp/other), the
+# same loop under each one's agent (defaults, pinned to CPU 1), alternating
+# over five rounds: what each agent's hooks cost a syscall they do not trace.
 set -eu
 command -v bpftrace >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null
 dir=$(mktemp -d)
@@ -41,3 +44,15 @@ printf '%-44s %s ns\n' 'no tracepoint' "$(best)"
 with 'tracepoint:syscalls:sys_enter_ptrace {}' 'an entry tracepoint (sys_enter_ptrace)'
 with 'tracepoint:syscalls:sys_exit_accept4 {}' 'an exit tracepoint (sys_exit_accept4)'
 with 'tracepoint:syscalls:sys_enter_ptrace {} tracepoint:syscalls:sys_exit_accept4 {}' 'both'
+[ $# -eq 0 ] && exit 0
+for round in 1 2 3 4 5; do
+	for ck in "$@"; do
+		taskset -c 1 node "$ck/bin/kernscope" run --listen 127.0.0.1:19527 >/dev/null 2>"$dir/agent.log" &
+		pid=$!
+		until grep -q 'collector process: running' "$dir/agent.log" 2>/dev/null; do sleep 0.2; done
+		sleep 1
+		printf 'round %s, agent of %-28s %s ns\n' "$round" "$(git -C "$ck" rev-parse --short HEAD)" "$(best)"
+		kill -INT "$pid"
+		wait "$pid" 2>/dev/null || true
+	done
+done
