@@ -68,6 +68,7 @@ struct conn_key {
 enum parse_state { PARSE_NONE = 0, PARSE_OK = 1, PARSE_BAD = 2 };
 
 struct conn {
+	__u64 sk;		/* its socket, once indexed: an fd's next socket is another connection */
 	__u64 start_ns;
 	__u64 request_bytes;
 	__u64 connect_ns;	/* when a client's connect() returned */
@@ -1614,6 +1615,7 @@ static __always_inline void index_conn(struct sock *sk, const struct conn_key *k
 		return; /* no memory: the entry lasts until its fd is reused or its process goes */
 	c->id = bpf_ktime_get_ns();
 	c->indexed = 1;
+	c->sk = (__u64)sk;
 	ref->tgid = k->tgid;
 	ref->fd = k->fd;
 	ref->id = c->id;
@@ -1674,6 +1676,11 @@ static __always_inline void client_started(struct sock *sk)
 	__u8 family = sock_peer(sk, &port, addr);
 	if (!family)
 		return;
+	/* An earlier connection on this fd that never ended (reset, then
+	 * closed without another call) ends before this one replaces it. */
+	struct conn *old = bpf_map_lookup_elem(&conns, &k);
+	if (old && old->sk != (__u64)sk)
+		end_conn(old, &k, true);
 	/* The local port is chosen after SYN_SENT is set: read at the first call. */
 	track_conn(k.fd, HTTP_ROLE_CLIENT, family, port, addr, 0);
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
@@ -1730,6 +1737,13 @@ static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
 		return 0;
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = r->di };
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (c && c->sk && c->sk != (__u64)sk) {
+		/* The fd's earlier connection, reset by its peer and closed
+		 * without another call on it: it ends now, and this socket is
+		 * a connection of its own. */
+		end_conn(c, &k, true);
+		c = NULL;
+	}
 	if (!c && !(c = accepted(sk, &k)))
 		return 0;
 	if (!c->indexed)
