@@ -68,7 +68,7 @@ struct conn_key {
 enum parse_state { PARSE_NONE = 0, PARSE_OK = 1, PARSE_BAD = 2 };
 
 struct conn {
-	__u64 sk;		/* its socket, once indexed: an fd's next socket is another connection */
+	__u64 sk;		/* its socket, once it points back here (conn_refs); 0: not yet. An fd's next socket is another connection */
 	__u64 start_ns;
 	__u64 request_bytes;
 	__u64 connect_ns;	/* when a client's connect() returned */
@@ -88,7 +88,6 @@ struct conn {
 	__u8 chunked;
 	__u8 pipelined;		/* pipelined requests wait in user space */
 	__u8 tls;		/* plaintext comes from SSL_read/SSL_write */
-	__u8 indexed;		/* its socket points back at it (conn_refs) */
 	__u8 reset;		/* its socket was reset: it ends at its task's next call */
 	__u8 tls_wire;		/* TLS records seen on it: the SSL uprobes will want its fd */
 	__u8 pad[3];
@@ -1279,8 +1278,8 @@ static __always_inline __u16 local_port(__u32 fd)
 }
 
 /* A connection starts being tracked: its entry in conns, unless the watch
- * list leaves its process out. `lport`: its local port, host order. */
-static __always_inline void track_conn(__u32 fd, __u8 role, __u8 family, __u16 port, const __u8 *addr, __u16 lport)
+ * list leaves its process out (NULL then). `lport`: its local port, host order. */
+static __always_inline struct conn *track_conn(__u32 fd, __u8 role, __u8 family, __u16 port, const __u8 *addr, __u16 lport)
 {
 	struct conn_key k = { .tgid = bpf_get_current_pid_tgid() >> 32, .fd = fd };
 	/* A port a rule names alone watches the servers on it (user space
@@ -1289,7 +1288,7 @@ static __always_inline void track_conn(__u32 fd, __u8 role, __u8 family, __u16 p
 		if (role != HTTP_ROLE_SERVER || !bpf_map_lookup_elem(&watch_ports, &lport)) {
 			__u8 *v = bpf_map_lookup_elem(&tgid_verdict, &k.tgid);
 			if (v && *v == HTTP_VERDICT_IGNORE)
-				return;
+				return NULL;
 			if (!v)
 				ask_judgement(k.tgid);
 		}
@@ -1298,11 +1297,11 @@ static __always_inline void track_conn(__u32 fd, __u8 role, __u8 family, __u16 p
 	 * BPF_ANY: a reused fd number starts a new connection. */
 	if (bpf_map_update_elem(&conns, &k, &zero_conn, BPF_ANY)) {
 		count_drop(HTTP_DROP_CONN_TABLE_FULL);
-		return;
+		return NULL;
 	}
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
 	if (!c)
-		return;
+		return NULL;
 	__u8 one = 1;
 	bpf_map_update_elem(&tracked_tgids, &k.tgid, &one, BPF_ANY);
 	remember_process(k.tgid);
@@ -1312,6 +1311,7 @@ static __always_inline void track_conn(__u32 fd, __u8 role, __u8 family, __u16 p
 	c->local_port = lport;
 	c->connect_ns = role == HTTP_ROLE_CLIENT ? bpf_ktime_get_ns() : 0;
 	__builtin_memcpy(c->peer_addr, addr, 16);
+	return c;
 }
 
 /* With the syscall exits: the peer from the syscall's sockaddr. */
@@ -1614,7 +1614,6 @@ static __always_inline void index_conn(struct sock *sk, const struct conn_key *k
 	if (!ref)
 		return; /* no memory: the entry lasts until its fd is reused or its process goes */
 	c->id = bpf_ktime_get_ns();
-	c->indexed = 1;
 	c->sk = (__u64)sk;
 	ref->tgid = k->tgid;
 	ref->fd = k->fd;
@@ -1654,8 +1653,7 @@ static __always_inline struct conn *accepted(struct sock *sk, struct conn_key *k
 	__u16 family = sk->__sk_common.skc_family;
 	if (family != AF_INET && family != AF_INET6)
 		return NULL;
-	track_conn(k->fd, HTTP_ROLE_SERVER, 0, 0, addr, sk->__sk_common.skc_num);
-	return bpf_map_lookup_elem(&conns, k);
+	return track_conn(k->fd, HTTP_ROLE_SERVER, 0, 0, addr, sk->__sk_common.skc_num);
 }
 
 /* A client's SYN leaves, inside connect(2) (or a sendto/sendmsg with
@@ -1682,8 +1680,7 @@ static __always_inline void client_started(struct sock *sk)
 	if (old && old->sk != (__u64)sk)
 		end_conn(old, &k, true);
 	/* The local port is chosen after SYN_SENT is set: read at the first call. */
-	track_conn(k.fd, HTTP_ROLE_CLIENT, family, port, addr, 0);
-	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	struct conn *c = track_conn(k.fd, HTTP_ROLE_CLIENT, family, port, addr, 0);
 	if (c)
 		index_conn(sk, &k, c);
 }
@@ -1746,7 +1743,7 @@ static __always_inline int on_sock(struct sock *sk, int ret, bool is_read)
 	}
 	if (!c && !(c = accepted(sk, &k)))
 		return 0;
-	if (!c->indexed)
+	if (!c->sk)
 		index_conn(sk, &k, c);
 	if (!c->local_port)
 		c->local_port = sk->__sk_common.skc_num;
