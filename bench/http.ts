@@ -29,6 +29,14 @@ interface Row {
   serverUsPerReq: number;
   agentUsPerReq: number;
   captured: number;
+  /** The agent's resident memory before the run (1 s after start) and its peak by the end, MiB. */
+  idleRssMiB: number;
+  peakRssMiB: number;
+}
+
+function statusKiB(pid: number, field: string): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
 }
 
 interface Target {
@@ -84,7 +92,12 @@ const againstName = (): string => {
     return `kernscope@${AGAINST}`;
   }
 };
-const CONFIGS = ['baseline', 'kernscope', ...(AGAINST ? [againstName()] : [])];
+// 'http only': every other collector off, to tell the HTTP collector's own
+// cost from the rest (the security collector's syscall tracepoints put every
+// syscall on the kernel's slow path). BENCH_HTTP_ONLY=0 leaves it out.
+const HTTP_ONLY = 'kernscope, http only';
+const HTTP_ONLY_YAML = 'collectors:\n  tcp: { enabled: false }\n  process: { enabled: false }\n  resources: { enabled: false }\nsecurity: { enabled: false }\nrecorder: { enabled: false }\n';
+const CONFIGS = ['baseline', 'kernscope', ...(process.env.BENCH_HTTP_ONLY === '0' ? [] : [HTTP_ONLY]), ...(AGAINST ? [againstName()] : [])];
 
 async function measure(t: Target, rows: Row[]): Promise<void> {
   wrk(t.url); // warm up
@@ -94,24 +107,28 @@ async function measure(t: Target, rows: Row[]): Promise<void> {
     for (const config of ['baseline', ...(r % 2 ? agents.reverse() : agents)]) {
       let agent: RunningAgent | undefined;
       if (config !== 'baseline') {
-        agent = await startAgent('collectIntervalSeconds: 5\n', [], [], config === 'kernscope' ? undefined : path.join(AGAINST, 'bin', 'kernscope'));
+        const yaml = `collectIntervalSeconds: 5\n${config === HTTP_ONLY ? HTTP_ONLY_YAML : ''}`;
+        agent = await startAgent(yaml, [], [], config === 'kernscope' || config === HTTP_ONLY ? undefined : path.join(AGAINST, 'bin', 'kernscope'));
         execFileSync('taskset', ['-apc', '1', String(agent.child.pid)]);
         await sleep(1000);
       }
       const counted = async (): Promise<number> => sum(await agent!.scrape(), 'http_server_request_duration_seconds_count', { service_name: t.service });
       const before = agent ? await counted() : 0;
+      const idleRss = agent ? statusKiB(agent.child.pid!, 'VmRSS') / 1024 : NaN;
       const c0 = cpuSeconds(t.pid);
       const a0 = agent ? cpuSeconds(agent.child.pid!) : 0;
       const w = wrk(t.url);
       const serverCpu = cpuSeconds(t.pid) - c0;
       const agentCpu = agent ? cpuSeconds(agent.child.pid!) - a0 : 0;
       let captured = NaN;
+      let peakRss = NaN;
       if (agent) {
+        peakRss = statusKiB(agent.child.pid!, 'VmHWM') / 1024;
         await sleep(500);
         captured = ((await counted()) - before) / w.requests;
         await agent.stop();
       }
-      rows.push({ target: t.name, config, rps: w.rps, serverUsPerReq: (serverCpu * 1e6) / w.requests, agentUsPerReq: (agentCpu * 1e6) / w.requests, captured });
+      rows.push({ target: t.name, config, rps: w.rps, serverUsPerReq: (serverCpu * 1e6) / w.requests, agentUsPerReq: (agentCpu * 1e6) / w.requests, captured, idleRssMiB: idleRss, peakRssMiB: peakRss });
     }
   }
 }
@@ -140,8 +157,8 @@ async function bpfTime(t: Target): Promise<{ lines: string[]; nsPerReq: number }
 
 async function main(): Promise<void> {
   const rows: Row[] = [];
-  const out = [`# HTTP overhead, ${new Date().toISOString()}`, '', `Server on CPU 0 (nginx's one worker; the Node service), wrk -t1 -c32 -d${SECONDS}s and the agent on CPU 1, keep-alive, ${ROUNDS} alternating rounds, all collectors on.`, ''];
-  const summary = ['| server | req/s ratio | server CPU µs/req (without → with) | agent CPU µs/req | BPF ns/req (both ends) | requests counted |', '| --- | ---: | ---: | ---: | ---: | ---: |'];
+  const out = [`# HTTP overhead, ${new Date().toISOString()}`, '', `Server on CPU 0 (nginx's one worker; the Node service), wrk -t1 -c32 -d${SECONDS}s and the agent on CPU 1, keep-alive, ${ROUNDS} alternating rounds, all collectors on (\"http only\": the others off).`, ''];
+  const summary = ['| server | req/s ratio | server CPU µs/req (without → with) | agent CPU µs/req | BPF ns/req (both ends) | requests counted | agent RSS peak MiB |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'];
   // BENCH_ONLY=nginx (or node): one server only.
   for (const make of [nginx, node].filter((f) => !process.env.BENCH_ONLY || f.name === process.env.BENCH_ONLY)) {
     const t = await make();
@@ -153,13 +170,13 @@ async function main(): Promise<void> {
         const xs = mine.filter((x) => x.config === config).map((x) => x[k] as number);
         return xs.reduce((s, x) => s + x, 0) / xs.length;
       };
-      out.push(`## ${t.name}`, '', '| config | req/s | server CPU µs/req | agent CPU µs/req | requests counted |', '| --- | ---: | ---: | ---: | ---: |');
-      for (const x of mine) out.push(`| ${x.config} | ${x.rps.toFixed(0)} | ${x.serverUsPerReq.toFixed(2)} | ${x.agentUsPerReq.toFixed(2)} | ${Number.isNaN(x.captured) ? '' : `${(x.captured * 100).toFixed(2)} %`} |`);
+      out.push(`## ${t.name}`, '', '| config | req/s | server CPU µs/req | agent CPU µs/req | requests counted | agent RSS MiB (before → peak) |', '| --- | ---: | ---: | ---: | ---: | ---: |');
+      for (const x of mine) out.push(`| ${x.config} | ${x.rps.toFixed(0)} | ${x.serverUsPerReq.toFixed(2)} | ${x.agentUsPerReq.toFixed(2)} | ${Number.isNaN(x.captured) ? '' : `${(x.captured * 100).toFixed(2)} %`} | ${Number.isNaN(x.idleRssMiB) ? '' : `${x.idleRssMiB.toFixed(0)} → ${x.peakRssMiB.toFixed(0)}`} |`);
       out.push('', 'BPF run time (statistics on 90 % of the time):', '', ...bpf.lines, '');
       const minCaptured = Math.min(...mine.filter((x) => x.config === 'kernscope').map((x) => x.captured));
-      summary.push(`| ${t.name} | ${(avg('kernscope', 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg('kernscope', 'serverUsPerReq').toFixed(2)} | ${avg('kernscope', 'agentUsPerReq').toFixed(2)} | ${bpf.nsPerReq.toFixed(0)} | ${(minCaptured * 100).toFixed(2)} % (lowest round) |`);
+      summary.push(`| ${t.name} | ${(avg('kernscope', 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg('kernscope', 'serverUsPerReq').toFixed(2)} | ${avg('kernscope', 'agentUsPerReq').toFixed(2)} | ${bpf.nsPerReq.toFixed(0)} | ${(minCaptured * 100).toFixed(2)} % (lowest round) | ${avg('kernscope', 'peakRssMiB').toFixed(0)} |`);
       for (const other of CONFIGS.slice(2)) {
-        summary.push(`| ${t.name}, ${other} | ${(avg(other, 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg(other, 'serverUsPerReq').toFixed(2)} | ${avg(other, 'agentUsPerReq').toFixed(2)} |  |  |`);
+        summary.push(`| ${t.name}, ${other} | ${(avg(other, 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg(other, 'serverUsPerReq').toFixed(2)} | ${avg(other, 'agentUsPerReq').toFixed(2)} |  | ${(Math.min(...mine.filter((x) => x.config === other).map((x) => x.captured)) * 100).toFixed(2)} % | ${avg(other, 'peakRssMiB').toFixed(0)} |`);
       }
     } finally {
       await t.stop();
