@@ -21,6 +21,13 @@ export function u64(b: Buffer, off: number): number {
   return b.readUInt32LE(off) + b.readUInt32LE(off + 4) * 4294967296;
 }
 
+/** A u32 key or value, as the kernel lays it out (little-endian here). */
+export function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b;
+}
+
 export interface MapEntry {
   key: Buffer;
   /** For per-CPU maps: one Buffer per possible CPU. */

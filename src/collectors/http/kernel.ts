@@ -6,7 +6,7 @@
  * that call it.
  */
 import fs from 'node:fs';
-import { BpfObject, MapUpdate, type BpfProgram, type MapEntry, type RingBuffer } from '../../bpf/object.js';
+import { BpfObject, MapUpdate, u32, type BpfProgram, type MapEntry, type RingBuffer } from '../../bpf/object.js';
 import { scanSockets } from '../../process/sockets.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { Config } from '../../config/schema.js';
@@ -74,12 +74,6 @@ const LIBSSL = ['/usr/lib/x86_64-linux-gnu/libssl.so.3', '/lib/x86_64-linux-gnu/
 function bounds(values: readonly number[]): Buffer {
   const b = Buffer.alloc(15 * 8);
   values.forEach((v, i) => b.writeBigUInt64LE(BigInt(Math.round(v)), i * 8));
-  return b;
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
   return b;
 }
 

@@ -5,7 +5,7 @@
  * the syscall hooks attached only while some rule needs them (each costs
  * every call of its syscall on the node).
  */
-import { BpfObject, type Link } from '../../bpf/object.js';
+import { BpfObject, u32, type Link } from '../../bpf/object.js';
 import type { KernelFeatures } from '../../capabilities/features.js';
 import { bpfObjectPath } from '../../paths.js';
 import type { RuleEvent, RuleSet } from '../../security/rules.js';
@@ -26,12 +26,6 @@ const FILE_HOOKS: Array<[string, RuleEvent]> = [
   ['unlink', 'unlink'], ['unlinkat', 'unlink'], ['truncate', 'truncate'], ['ftruncate', 'truncate'], ['rename', 'rename'], ['renameat', 'rename'], ['renameat2', 'rename'],
   ['symlink', 'link'], ['symlinkat', 'link'], ['link', 'link'], ['linkat', 'link'],
 ];
-
-function u32(n: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(n);
-  return b;
-}
 
 export class ProcKernel {
   readonly obj: BpfObject;
