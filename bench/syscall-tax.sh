@@ -47,7 +47,7 @@ with 'tracepoint:syscalls:sys_enter_ptrace {} tracepoint:syscalls:sys_exit_accep
 [ $# -eq 0 ] && exit 0
 for round in 1 2 3 4 5; do
 	for ck in "$@"; do
-		taskset -c 1 node "$ck/bin/kernscope" run --listen 127.0.0.1:19527 >/dev/null 2>"$dir/agent.log" &
+		taskset -c 1 "$ck/bin/kernscope" run --listen 127.0.0.1:19527 >/dev/null 2>"$dir/agent.log" &
 		pid=$!
 		until grep -q 'collector process: running' "$dir/agent.log" 2>/dev/null; do sleep 0.2; done
 		sleep 1

@@ -112,7 +112,8 @@ export async function startAgent(configYaml = '', extraArgs: string[] = [], pref
   const dir = tmpDir('ks-agent');
   const cfg = path.join(dir, 'config.yaml');
   fs.writeFileSync(cfg, testConfig(configYaml, dir));
-  const argv = [process.execPath, bin, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs];
+  // bin itself, as users run it: its first line holds the agent's node flags.
+  const argv = [bin, 'run', '--listen', `127.0.0.1:${port}`, '--config', cfg, ...extraArgs];
   const child = spawn(prefix[0] ?? argv[0]!, [...prefix.slice(1), ...(prefix.length ? argv : argv.slice(1))], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });

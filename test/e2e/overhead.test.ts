@@ -106,6 +106,44 @@ test('a CPU budget: past it the agent turns its sampling up, and the counts and 
   }
 });
 
+test('the live stream\'s ring buffer, filled while the agent is stopped: each record is shown or counted lost, the histograms stay exact', async () => {
+  const s = await server();
+  const agent = await startAgent('collectIntervalSeconds: 0.5\ncollectors:\n  http:\n    records: true\n');
+  const stream = subscribeEvents<{ type: string; service_name: string; direction: string; server_port?: number }>(agent.port);
+  const N = 6000;
+  try {
+    await sleep(200);
+    // A stopped agent reads nothing: the kernel's 1 MiB ring holds about
+    // 2,000 records, and the rest find it full. Each request makes two,
+    // the server's and the client's.
+    process.kill(agent.child.pid!, 'SIGSTOP');
+    let sent: number;
+    try {
+      sent = load(s.port, N, 8);
+    } finally {
+      process.kill(agent.child.pid!, 'SIGCONT');
+    }
+    assert.equal(sent, N);
+    const shown = (): number =>
+      stream.seen.filter(
+        (e) => e.type === 'http_request' && ((e.direction === 'server' && e.service_name === 'http-server') || (e.direction === 'client' && e.server_port === s.port)),
+      ).length;
+    const ringLost = (m: Sample[]): number => sum(m, 'kernscope_events_dropped_total', { source: 'http', reason: 'ringbuf_full' });
+    const lost = (m: Sample[]): number => ringLost(m) + sum(m, 'kernscope_event_stream_dropped_total');
+    let m: Sample[] = [];
+    assert.ok(await eventually(async () => shown() + lost((m = await agent.scrape())) >= 2 * N, 15_000), `${shown()} shown, ${lost(m)} lost`);
+    await sleep(500);
+    m = await agent.scrape();
+    assert.ok(ringLost(m) > 0, 'the ring never filled');
+    assert.equal(shown() + lost(m), 2 * N);
+    assert.equal(sum(m, 'http_server_request_duration_seconds_count', { service_name: 'http-server' }), N);
+  } finally {
+    stream.close();
+    await agent.stop();
+    await s.peer.end();
+  }
+});
+
 test('the live stream: sampled requests at /events, already counted, with route and status', async () => {
   const s = await server();
   const agent = await startAgent('collectIntervalSeconds: 0.5\ncollectors:\n  http:\n    records: true\n');
