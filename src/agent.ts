@@ -90,6 +90,7 @@ export class Agent {
 
     const namer = new ServiceNamer(this.config.services, 16384, this.config.scope.cgroup, await this.metadata());
     const procs = new Liveness();
+    const summarized = new Set<string>();
     procs.whenGone((tgid) => namer.forget(tgid));
     for (const c of allCollectors()) {
       const plan = c.plan(this.features, this.config);
@@ -100,7 +101,19 @@ export class Agent {
         continue;
       }
       try {
-        c.start({ config: this.config, metrics: m, namer, procs, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e), recorder: sink });
+        // A collector that adds to the recorder's summary is folded each second for it.
+        const recorder: RecorderSink = {
+          get on() {
+            return sink.on;
+          },
+          note: (kind, fields, severe) => sink.note(kind, fields, severe),
+          at: (ns) => sink.at(ns),
+          summary: (name, part) => {
+            summarized.add(c.name);
+            sink.summary(name, part);
+          },
+        };
+        c.start({ config: this.config, metrics: m, namer, procs, drops, features: this.features, log: this.log, publish: (e) => this.events?.publish(e), recorder });
       } catch (e) {
         // A mistake in the config (a probe on a missing symbol) stops the agent, named.
         if (e instanceof KernscopeError && e.code === 'ERR_KERNSCOPE_CONFIG') throw e;
@@ -122,8 +135,14 @@ export class Agent {
       procs.endRound();
     };
     m.onScrape(collectAll);
-    // The recorder's summary a second reads counters folded that second.
-    this.recorder?.onTick(collectAll);
+    // The recorder's summary a second reads counters folded that second: only
+    // the collectors it summarizes fold then, and only what it reads (the
+    // /proc walk of resources, up to 2 % of a core, and TCP's walk of every
+    // open socket wait for the scrape or the interval).
+    this.recorder?.onTick(() => {
+      for (const c of this.collectors) if (summarized.has(c.name)) c.collect(true);
+      procs.endRound();
+    });
     this.stats.start();
     const sampled = this.collectors.find((c) => c.sampled)?.sampled;
     this.budget = new OverheadBudget(this.config.overhead.maxCpuPercent, this.config.overhead.maxSampleEvery, this.stats, sampled, m);

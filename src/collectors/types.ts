@@ -47,8 +47,12 @@ export interface Collector {
   readonly name: string;
   plan(features: KernelFeatures, config: Config): CollectorPlan;
   start(ctx: CollectorContext): void;
-  /** Folds kernel maps into metrics; cheap enough to call before every scrape. */
-  collect(): void;
+  /**
+   * Folds kernel maps into metrics; cheap enough to call before every scrape.
+   * `forSummary`: the recorder's second asks, and work its summary does not
+   * read (a walk of every open socket) may wait for the scrape.
+   */
+  collect(forSummary?: boolean): void;
   programs(): BpfProgram[];
   /** A per-request stream the CPU budget may thin out (config `overhead`), when the collector has one. */
   readonly sampled?: Sampled;

@@ -68,10 +68,11 @@ export class TcpCollector implements Collector {
     return this.obj ? [...this.obj.programs.values()] : [];
   }
 
-  collect(): void {
+  collect(forSummary = false): void {
     if (!this.obj) return;
     this.events?.consume();
-    if (this.live) this.fold.openConnections(this.obj.map('tcp_open'), this.live);
+    // Open connections' bytes: the exported counters read them, the summary does not.
+    if (this.live && !forSummary) this.fold.openConnections(this.obj.map('tcp_open'), this.live);
     this.fold.stats(this.obj.map('tcp_stats'));
     this.fold.histograms(this.obj.map('tcp_hist'));
     this.drops.fold();
