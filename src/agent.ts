@@ -241,8 +241,11 @@ export class Agent {
     clearInterval(this.kubeTimer);
     this.budget?.stop();
     this.stats.stop();
-    await Promise.all(this.collectors.map((c) => c.stop()));
+    // Out of the list first: a recorder tick or a scrape while a stop is
+    // awaited must not fold a collector whose maps are closed.
+    const stopping = this.collectors;
     this.collectors = [];
+    await Promise.all(stopping.map((c) => c.stop()));
     this.recorder?.stop(reason);
     this.recorder = undefined;
     this.events?.close();
