@@ -42,7 +42,7 @@ for r in $(seq 1 "$rounds"); do
 		c1=$(ticks "$a")
 		printf 'round %s, flags %-26s RSS idle %s MiB, after %s MiB, peak %s MiB; agent CPU %s us/request (%s requests)\n' \
 			"$r" "${flags:-none}" "$idle" "$(kib "$a" VmRSS)" "$(kib "$a" VmHWM)" \
-			"$(echo "scale=2; ($c1 - $c0) * 10000 / $reqs" | bc)" "$reqs"
+			"$(awk -v t="$((c1 - c0))" -v n="$reqs" 'BEGIN { printf "%.2f", t * 10000 / n }')" "$reqs"
 		kill "$a"
 		wait "$a" 2>/dev/null || true
 	done
