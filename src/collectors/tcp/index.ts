@@ -71,12 +71,14 @@ export class TcpCollector implements Collector {
   collect(forSummary = false): void {
     if (!this.obj) return;
     this.events?.consume();
-    // Open connections' bytes: the exported counters read them, the summary does not.
+    // The summary reads the counts of tcp_stats: open connections' bytes and
+    // the RTT histograms wait for the scrape or the interval.
     if (this.live && !forSummary) this.fold.openConnections(this.obj.map('tcp_open'), this.live);
     this.fold.stats(this.obj.map('tcp_stats'));
-    this.fold.histograms(this.obj.map('tcp_hist'));
+    if (!forSummary) this.fold.histograms(this.obj.map('tcp_hist'));
     this.drops.fold();
   }
+
 
   stop(): void {
     clearInterval(this.drain);
