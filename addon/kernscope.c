@@ -1132,10 +1132,13 @@ static napi_value probe_map_type(napi_env env, napi_callback_info info)
 	return mk_bool(env, libbpf_probe_bpf_map_type((enum bpf_map_type)t, NULL) == 1);
 }
 
+/* The kernel's BTF, parsed at the first question and kept until released:
+ * ~6 MB, wanted only while collectors are planned. */
+static struct btf *vmlinux;
+
 /* Whether the kernel's BTF has a named type, e.g. btf_trace_tcp_probe. */
 static napi_value vmlinux_has_type(napi_env env, napi_callback_info info)
 {
-	static struct btf *vmlinux;
 	napi_value argv[1];
 	char name[256];
 	if (!get_args(env, info, 1, argv) || !get_str(env, argv[0], name, sizeof(name)))
@@ -1150,6 +1153,14 @@ static napi_value vmlinux_has_type(napi_env env, napi_callback_info info)
 		}
 	}
 	return mk_bool(env, btf__find_by_name(vmlinux, name) > 0);
+}
+
+static napi_value vmlinux_release(napi_env env, napi_callback_info info)
+{
+	(void)info;
+	btf__free(vmlinux);
+	vmlinux = NULL;
+	return NULL;
 }
 
 static napi_value num_cpus(napi_env env, napi_callback_info info)
@@ -1198,6 +1209,7 @@ static napi_value init(napi_env env, napi_value exports)
 		{ "progInfo", prog_info },	   { "enableStats", enable_stats },
 		{ "closeFd", close_fd },	   { "probeProgType", probe_prog_type },
 		{ "probeMapType", probe_map_type }, { "vmlinuxHasType", vmlinux_has_type },
+		{ "vmlinuxRelease", vmlinux_release },
 		{ "numPossibleCpus", num_cpus },    { "trimHeap", trim_heap },
 	};
 	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {

@@ -10,21 +10,30 @@ import path from 'node:path';
 import { ROOT } from '../src/paths.js';
 import { cpuSeconds, sleep, startAgent, sum, type RunningAgent } from '../test/helpers.js';
 import { startPeer } from '../test/peers.js';
+import { calibrate, median } from './speed.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 
-function wrk(url: string): { requests: number; rps: number } {
-  const out = execFileSync('taskset', ['-c', '1', 'wrk', '-t1', '-c32', `-d${SECONDS}s`, url], { encoding: 'utf8' });
+/** wrk on CPU 1; its own CPU time too (the client side of each request),
+ * from its shell's waited-for children's time. */
+function wrk(url: string): { requests: number; rps: number; cpu: number } {
+  const out = execFileSync('taskset', ['-c', '1', 'sh', '-c', 'wrk "$@"; cat /proc/$$/stat', 'sh', '-t1', '-c32', `-d${SECONDS}s`, url], { encoding: 'utf8' });
   const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN);
-  return { requests, rps };
+  const stat = out.trim().split('\n').at(-1)!;
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { requests, rps, cpu: (Number(f[13]) + Number(f[14])) / 100 };
 }
 
 interface Row {
   target: string;
   config: string;
+  round: number;
+  /** The machine's speed on the server's CPU just before the run: ms of CPU for a fixed loop. */
+  calibMs: number;
+  clientUsPerReq: number;
   rps: number;
   serverUsPerReq: number;
   agentUsPerReq: number;
@@ -115,6 +124,7 @@ async function measure(t: Target, rows: Row[]): Promise<void> {
       const counted = async (): Promise<number> => sum(await agent!.scrape(), 'http_server_request_duration_seconds_count', { service_name: t.service });
       const before = agent ? await counted() : 0;
       const idleRss = agent ? statusKiB(agent.child.pid!, 'VmRSS') / 1024 : NaN;
+      const calibMs = calibrate(0);
       const c0 = cpuSeconds(t.pid);
       const a0 = agent ? cpuSeconds(agent.child.pid!) : 0;
       const w = wrk(t.url);
@@ -128,7 +138,7 @@ async function measure(t: Target, rows: Row[]): Promise<void> {
         captured = ((await counted()) - before) / w.requests;
         await agent.stop();
       }
-      rows.push({ target: t.name, config, rps: w.rps, serverUsPerReq: (serverCpu * 1e6) / w.requests, agentUsPerReq: (agentCpu * 1e6) / w.requests, captured, idleRssMiB: idleRss, peakRssMiB: peakRss });
+      rows.push({ target: t.name, config, round: r, calibMs, clientUsPerReq: (w.cpu * 1e6) / w.requests, rps: w.rps, serverUsPerReq: (serverCpu * 1e6) / w.requests, agentUsPerReq: (agentCpu * 1e6) / w.requests, captured, idleRssMiB: idleRss, peakRssMiB: peakRss });
     }
   }
 }
@@ -158,7 +168,12 @@ async function bpfTime(t: Target): Promise<{ lines: string[]; nsPerReq: number }
 async function main(): Promise<void> {
   const rows: Row[] = [];
   const out = [`# HTTP overhead, ${new Date().toISOString()}`, '', `Server on CPU 0 (nginx's one worker; the Node service), wrk -t1 -c32 -d${SECONDS}s and the agent on CPU 1, keep-alive, ${ROUNDS} alternating rounds, all collectors on (\"http only\": the others off).`, ''];
-  const summary = ['| server | req/s ratio | server CPU µs/req (without → with) | agent CPU µs/req | BPF ns/req (both ends) | requests counted | agent RSS peak MiB |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |'];
+  // Each agent run is paired with its round's baseline, a few seconds
+  // apart: medians of the pairs, so the machine's slow spells (minutes
+  // long) cancel within a pair instead of between rounds. 'at median
+  // speed': each run's CPU scaled by the fixed loop's time on the server's
+  // CPU just before it, to the run's median.
+  const summary = ['| server | req/s ratio (median, range) | server µs/req without → with | added server µs/req (at median speed) | added client µs/req (wrk) | agent CPU µs/req | BPF ns/req (both ends) | requests counted (lowest round) | agent RSS peak MiB |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |'];
   // BENCH_ONLY=nginx (or node): one server only.
   for (const make of [nginx, node].filter((f) => !process.env.BENCH_ONLY || f.name === process.env.BENCH_ONLY)) {
     const t = await make();
@@ -166,23 +181,23 @@ async function main(): Promise<void> {
       await measure(t, rows);
       const bpf = await bpfTime(t);
       const mine = rows.filter((x) => x.target === t.name);
-      const avg = (config: string, k: keyof Row): number => {
-        const xs = mine.filter((x) => x.config === config).map((x) => x[k] as number);
-        return xs.reduce((s, x) => s + x, 0) / xs.length;
-      };
-      out.push(`## ${t.name}`, '', '| config | req/s | server CPU µs/req | agent CPU µs/req | requests counted | agent RSS MiB (before → peak) |', '| --- | ---: | ---: | ---: | ---: | ---: |');
-      for (const x of mine) out.push(`| ${x.config} | ${x.rps.toFixed(0)} | ${x.serverUsPerReq.toFixed(2)} | ${x.agentUsPerReq.toFixed(2)} | ${Number.isNaN(x.captured) ? '' : `${(x.captured * 100).toFixed(2)} %`} | ${Number.isNaN(x.idleRssMiB) ? '' : `${x.idleRssMiB.toFixed(0)} → ${x.peakRssMiB.toFixed(0)}`} |`);
+      const speed = median(mine.map((x) => x.calibMs));
+      const base = (x: Row): Row => mine.find((y) => y.config === 'baseline' && y.round === x.round)!;
+      out.push(`## ${t.name}`, '', '| round | config | req/s | server CPU µs/req | client CPU µs/req | agent CPU µs/req | fixed loop ms | requests counted | agent RSS MiB (before → peak) |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
+      for (const x of mine) out.push(`| ${x.round + 1} | ${x.config} | ${x.rps.toFixed(0)} | ${x.serverUsPerReq.toFixed(2)} | ${x.clientUsPerReq.toFixed(2)} | ${x.agentUsPerReq.toFixed(2)} | ${x.calibMs.toFixed(0)} | ${Number.isNaN(x.captured) ? '' : `${(x.captured * 100).toFixed(2)} %`} | ${Number.isNaN(x.idleRssMiB) ? '' : `${x.idleRssMiB.toFixed(0)} → ${x.peakRssMiB.toFixed(0)}`} |`);
       out.push('', 'BPF run time (statistics on 90 % of the time):', '', ...bpf.lines, '');
-      const minCaptured = Math.min(...mine.filter((x) => x.config === 'kernscope').map((x) => x.captured));
-      summary.push(`| ${t.name} | ${(avg('kernscope', 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg('kernscope', 'serverUsPerReq').toFixed(2)} | ${avg('kernscope', 'agentUsPerReq').toFixed(2)} | ${bpf.nsPerReq.toFixed(0)} | ${(minCaptured * 100).toFixed(2)} % (lowest round) | ${avg('kernscope', 'peakRssMiB').toFixed(0)} |`);
-      for (const other of CONFIGS.slice(2)) {
-        summary.push(`| ${t.name}, ${other} | ${(avg(other, 'rps') / avg('baseline', 'rps')).toFixed(3)} | ${avg('baseline', 'serverUsPerReq').toFixed(2)} → ${avg(other, 'serverUsPerReq').toFixed(2)} | ${avg(other, 'agentUsPerReq').toFixed(2)} |  | ${(Math.min(...mine.filter((x) => x.config === other).map((x) => x.captured)) * 100).toFixed(2)} % | ${avg(other, 'peakRssMiB').toFixed(0)} |`);
+      for (const config of CONFIGS.slice(1)) {
+        const runs = mine.filter((x) => x.config === config);
+        const ratios = runs.map((x) => x.rps / base(x).rps);
+        const added = (k: 'serverUsPerReq' | 'clientUsPerReq', scaled: boolean): number =>
+          median(runs.map((x) => (scaled ? (x[k] * speed) / x.calibMs - (base(x)[k] * speed) / base(x).calibMs : x[k] - base(x)[k])));
+        summary.push(`| ${t.name}${config === 'kernscope' ? '' : `, ${config}`} | ${median(ratios).toFixed(3)} (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}) | ${median(runs.map((x) => base(x).serverUsPerReq)).toFixed(2)} → ${median(runs.map((x) => x.serverUsPerReq)).toFixed(2)} | ${added('serverUsPerReq', false).toFixed(2)} (${added('serverUsPerReq', true).toFixed(2)}) | ${added('clientUsPerReq', false).toFixed(2)} | ${median(runs.map((x) => x.agentUsPerReq)).toFixed(2)} | ${config === 'kernscope' ? bpf.nsPerReq.toFixed(0) : ''} | ${(Math.min(...runs.map((x) => x.captured)) * 100).toFixed(2)} % | ${Math.max(...runs.map((x) => x.peakRssMiB)).toFixed(0)} |`);
       }
     } finally {
       await t.stop();
     }
   }
-  const report = [...out.slice(0, 4), '## Summary (means of the rounds)', '', ...summary, '', ...out.slice(4)].join('\n');
+  const report = [...out.slice(0, 4), '## Summary (medians of the rounds, each agent run against its round\'s baseline)', '', ...summary, '', ...out.slice(4)].join('\n');
   process.stdout.write(report);
   const o = process.argv.indexOf('--out');
   if (o > 0) fs.writeFileSync(process.argv[o + 1]!, report);

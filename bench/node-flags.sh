@@ -1,6 +1,9 @@
 #!/bin/sh
 # The agent's memory and CPU under node flags (never run by tests):
 #   sh bench/node-flags.sh [ROUNDS] ["FLAGS" ...]
+# A set's words of the form NAME=value go to the environment (glibc's
+# MALLOC_ARENA_MAX, say), the others to node. IDLE=45 waits 45 s before
+# the idle reading (default 3).
 # nginx (one worker, a small static file) on CPU 0; wrk -t1 -c32 for 8 s
 # and the agent on CPU 1; each flag set in turn ("" for none), rounds
 # alternating. Prints the agent's RSS 3 s after it serves (idle), after
@@ -31,11 +34,15 @@ kib() { awk -v f="$2:" '$1 == f { print int($2 / 1024) }' "/proc/$1/status"; }
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 for r in $(seq 1 "$rounds"); do
 	for flags in "$@"; do
+		envs="" opts=""
+		for w in $flags; do
+			case "$w" in -*) opts="$opts $w" ;; *=*) envs="$envs $w" ;; *) opts="$opts $w" ;; esac
+		done
 		# shellcheck disable=SC2086 # the flags are words
-		taskset -c 1 node $flags bin/kernscope run --listen 127.0.0.1:19555 --config "$d/cfg.yaml" 2>"$d/agent.log" &
+		taskset -c 1 env $envs node $opts bin/kernscope run --listen 127.0.0.1:19555 --config "$d/cfg.yaml" 2>"$d/agent.log" &
 		a=$!
 		until grep -q 'serving metrics' "$d/agent.log"; do sleep 0.2; done
-		sleep 3
+		sleep "${IDLE:-3}"
 		idle=$(kib "$a" VmRSS)
 		c0=$(ticks "$a")
 		reqs=$(taskset -c 1 wrk -t1 -c32 -d8s "http://127.0.0.1:$port/index.html" | awk '/requests in/ { print $1 }')

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { ROOT } from '../src/paths.js';
 import { freePort, sleep, startAgent, sum, tmpDir, type Sample } from '../test/helpers.js';
 import { fixtureCopy, startPeer, type Peer } from '../test/peers.js';
+import { calibrate } from './speed.js';
 
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -47,19 +48,6 @@ interface Point {
   alerts: number;
   reloads: number;
   scrapes: number;
-}
-
-/** The machine's speed now: CPU time (not wall time, so time stolen by
- * other guests does not count) of a fixed amount of work. These machines
- * slow down by up to three times for minutes when their neighbours are
- * busy, which moves the agent's CPU for the same load. */
-function calibrate(): number {
-  const c0 = process.cpuUsage();
-  let h = 0x811c9dc5;
-  for (let i = 0; i < 20_000_000; i++) h = Math.imul(h ^ i, 16777619);
-  const c = process.cpuUsage(c0);
-  if (h === 42) process.stderr.write(''); // keeps the loop from being dropped
-  return (c.user + c.system) / 1000;
 }
 
 /** Least-squares slope of y over x, and the fit's residual spread. */

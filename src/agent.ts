@@ -152,6 +152,10 @@ export class Agent {
       collectAll();
     }, this.config.collectIntervalSeconds * 1000);
     this.timer.unref();
+    // The kernel's BTF (~6 MB parsed) served the collectors' plans; it and
+    // what libbpf freed after loading their objects go back now.
+    addon().vmlinuxRelease();
+    addon().trimHeap();
     // The pages malloc holds free after bursts (reads of /proc, map dumps)
     // go back once a minute: RSS follows use, not its high-water mark.
     this.trimTimer = setInterval(() => addon().trimHeap(), 60_000);

@@ -87,6 +87,8 @@ export interface Addon {
   probeProgType(type: number): boolean;
   probeMapType(type: number): boolean;
   vmlinuxHasType(name: string): boolean;
+  /** Frees the kernel's BTF that vmlinuxHasType parsed (asked again, it is parsed again). */
+  vmlinuxRelease(): void;
   numPossibleCpus(): number;
   /** malloc_trim(0): free pages in malloc's heap back to the kernel. */
   trimHeap(): boolean;

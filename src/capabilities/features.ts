@@ -128,12 +128,20 @@ export function detectFeatures(): KernelFeatures {
     }
     return events.has(event);
   };
+  // Answers are kept: the agent frees the kernel's BTF once its collectors
+  // are planned, and a later question (doctor, a reload) must not parse it again.
+  const btfTypes = new Map<string, boolean>();
   const hasBtfType = (name: string): boolean => {
-    try {
-      return btfOk && a.vmlinuxHasType(name);
-    } catch {
-      return false;
+    let yes = btfTypes.get(name);
+    if (yes === undefined) {
+      try {
+        yes = btfOk && a.vmlinuxHasType(name);
+      } catch {
+        yes = false;
+      }
+      btfTypes.set(name, yes);
     }
+    return yes;
   };
 
   const tpBtf = btfOk && tryProbe('probe.bpf.o', 'probe_tp_btf').ok;
