@@ -11,6 +11,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { ROOT } from '../src/paths.js';
 import { cpuSeconds, sleep, startAgent, sum, tmpDir } from '../test/helpers.js';
 import { fixtureCopy, startPeer } from '../test/peers.js';
+import { median } from './speed.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -24,11 +25,6 @@ interface Round {
   execsPerSec: number;
   reqPerSec: number;
   dropped: number;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 async function round(recorder: boolean, url: string): Promise<Round> {

@@ -19,7 +19,7 @@ import path from 'node:path';
 import { ROOT } from '../src/paths.js';
 import { freePort, sleep, startAgent, sum, tmpDir, type Sample } from '../test/helpers.js';
 import { fixtureCopy, startPeer, type Peer } from '../test/peers.js';
-import { calibrate } from './speed.js';
+import { calibrate, median } from './speed.js';
 
 const arg = (name: string, def: string): string => {
   const i = process.argv.indexOf(`--${name}`);
@@ -241,8 +241,7 @@ function report(points: Point[], exitCode: number | null): void {
   // Allocators and V8 grow toward a plateau: the second half's slope says
   // whether memory is still climbing once the first growth is over.
   const late = points.filter((p) => p.t >= (MINUTES * 60) / 2);
-  const calib = kept.map((p) => p.calibMs).sort((a, b) => a - b);
-  const speed = calib[Math.floor(calib.length / 2)] ?? 1;
+  const speed = median(kept.map((p) => p.calibMs));
   const line = (name: string, ys: number[], unit: string, limit?: number, over = kept): { row: string; ok: boolean } => {
     const { slope, mean } = fit(over.map((p) => p.t / 3600), ys);
     const ok = limit === undefined || Math.abs(slope) <= limit;

@@ -1,11 +1,13 @@
 // The machine's speed, for benches that run for minutes on machines whose
 // neighbours slow them down by up to five times for minutes at a time.
 import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
 
 /** CPU time in ms (not wall time, so time stolen by other guests does not
  * count) of a fixed amount of work. `cpu`: run it on that CPU (the one the
- * measured server runs on), then go back to every CPU. */
+ * measured server runs on), then go back to the CPUs it had. */
 export function calibrate(cpu?: number): number {
+  const had = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
   if (cpu !== undefined) execFileSync('taskset', ['-pc', String(cpu), String(process.pid)], { stdio: 'ignore' });
   try {
     const c0 = process.cpuUsage();
@@ -15,7 +17,7 @@ export function calibrate(cpu?: number): number {
     if (h === 42) process.stderr.write(''); // keeps the loop from being dropped
     return (c.user + c.system) / 1000;
   } finally {
-    if (cpu !== undefined) execFileSync('taskset', ['-pac', '0-1023', String(process.pid)], { stdio: 'ignore' });
+    if (cpu !== undefined && had) execFileSync('taskset', ['-pc', had, String(process.pid)], { stdio: 'ignore' });
   }
 }
 

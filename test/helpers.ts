@@ -225,6 +225,11 @@ export function mapKeysOf(pid: number, name: string): Buffer[] {
 }
 
 /** User plus system CPU seconds a process has used, from /proc. */
+/** Resolves once a child has exited, whether or not its exit came already. */
+export function exited(child: ChildProcess): Promise<void> {
+  return new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r())));
+}
+
 export function cpuSeconds(pid: number): number {
   const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const a = f.slice(f.lastIndexOf(')') + 2).split(' ');

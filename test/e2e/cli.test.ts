@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { allProgramIds, eventually, isRoot, programsOf, runCli, startAgent, tmpDir } from '../helpers.js';
+import { allProgramIds, eventually, exited, isRoot, programsOf, runCli, startAgent, tmpDir } from '../helpers.js';
 
 function configFile(yaml: string): string {
   const f = path.join(tmpDir('ks-cfg'), 'config.yaml');
@@ -210,7 +210,7 @@ test('killed under load and started again: nothing is left loaded, and the new a
     second = await startAgent();
     assert.equal(programsOf(second.child.pid!).length, ids.length);
     // On a fast machine the load may have ended already: its exit came and went.
-    const loadDone = new Promise((r) => (load.exitCode !== null || load.signalCode !== null ? r(null) : load.once('exit', r)));
+    const loadDone = exited(load);
     load.kill('SIGTERM');
     await loadDone;
     // Traffic after the load: exactly what this agent must count anew.

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { cgroup2Mount, eventually, isRoot, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
+import { cgroup2Mount, eventually, exited, isRoot, startAgent, sum, tmpDir, type Sample } from '../helpers.js';
 
 // Container and pod labels: a real process in a cgroup shaped as containerd
 // makes it under Kubernetes, pods from a local server that answers with the
@@ -115,7 +115,7 @@ test('Kubernetes labels from the API for a containerd container; container id an
     await viaKubelet.stop();
     for (const s of [web, svc]) {
       s.child.stdin!.end();
-      await new Promise((r) => (s.child.exitCode !== null ? r(null) : s.child.once('exit', r)));
+      await exited(s.child);
     }
     api.close();
   }

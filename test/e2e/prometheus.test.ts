@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ROOT } from '../../src/paths.js';
-import { cgroup2Mount, eventually, freePort, isRoot, sleep, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { cgroup2Mount, eventually, exited, freePort, isRoot, sleep, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
 
 // A real Prometheus (Debian's) scraping two agents on this machine, each
 // scoped to its own cgroup as if on two nodes: PromQL across both, the
@@ -175,7 +175,7 @@ test('Prometheus over two agents: rate, error ratio, p99 and RTT across nodes, r
   } finally {
     for (const s of [...servers, ...clients]) {
       s.stdin!.end();
-      await new Promise((r) => (s.exitCode !== null ? r(null) : s.once('exit', r)));
+      await exited(s);
     }
   }
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { eventually, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
+import { eventually, exited, isRoot, startAgent, sum, tmpDir, type RunningAgent, type Sample } from '../helpers.js';
 import { fixtureCopy, startPeer, type Peer } from '../peers.js';
 import { readJournal } from '../../src/recorder/read.js';
 
@@ -96,7 +96,7 @@ test('dd of 64 MiB to a file shows 64 MiB written', async () => {
     assert.ok(written(m) < 65 << 20, `dd wrote ${written(m)} bytes`);
   } finally {
     fs.closeSync(w);
-    await new Promise((r) => (dd.exitCode !== null ? r(null) : dd.once('exit', r)));
+    await exited(dd);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
@@ -156,7 +156,7 @@ test('a memory-limited cgroup shows its limit and its OOM kill', async (t) => {
     assert.ok(m.some((x) => x.name === 'kernscope_cgroup_memory_usage_bytes' && x.labels.cgroup === name));
     assert.equal(sum(m, 'kernscope_cgroup_oom_kills_total', labels), 0);
     peer.send('alloc 200\n');
-    await new Promise((r) => (peer.child.exitCode !== null || peer.child.signalCode !== null ? r(null) : peer.child.once('exit', r)));
+    await exited(peer.child);
     assert.equal(peer.child.signalCode, 'SIGKILL');
     m = await freshScrape((s) => sum(s, 'kernscope_cgroup_oom_kills_total', labels) >= 1);
     assert.equal(sum(m, 'kernscope_cgroup_oom_kills_total', labels), 1);
